@@ -1,0 +1,80 @@
+#include "attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../core/thread_pool.h"
+#include "simd.h"
+
+namespace jamba::cpu {
+
+namespace {
+constexpr int64_t kQueryRows = 8;   // query positions per tile (all heads of one kv group)
+constexpr int64_t kKeyBlock = 64;   // keys scored per pass
+}  // namespace
+
+void attention(const AttentionArgs& a) {
+  const int64_t rep = a.heads / a.kv_heads, hd = a.head_dim;
+  const int64_t qblocks = (a.t_len + kQueryRows - 1) / kQueryRows;
+  ThreadPool::instance().parallel_for(a.kv_heads * qblocks, [&](int64_t i0, int64_t i1) {
+    const int64_t rows = kQueryRows * rep;
+    std::vector<float> acc(size_t(rows * hd)), m(static_cast<size_t>(rows)), l(static_cast<size_t>(rows)),
+        s(size_t(rows * kKeyBlock));
+    for (int64_t item = i0; item < i1; ++item) {
+      // Later query blocks see more keys; interleaving blocks across kv heads balances threads.
+      const int64_t g = item % a.kv_heads, qb = item / a.kv_heads;
+      const int64_t t0 = qb * kQueryRows, nt = std::min(kQueryRows, a.t_len - t0);
+      std::fill(acc.begin(), acc.end(), 0.f);
+      std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
+      std::fill(l.begin(), l.end(), 0.f);
+      const int64_t key_end = a.past + t0 + nt;  // exclusive: the last row sees keys < past + t0 + nt
+      const float* kg = a.k + g * hd;
+      const float* vg = a.v + g * hd;
+      for (int64_t j0 = 0; j0 < key_end; j0 += kKeyBlock) {
+        const int64_t nj = std::min(kKeyBlock, key_end - j0);
+        for (int64_t t = 0; t < nt; ++t) {
+          const int64_t visible = a.past + t0 + t + 1 - j0;  // keys of this block the row may see
+          for (int64_t r = 0; r < rep; ++r) {
+            const int64_t row = t * rep + r;
+            const float* q = a.q + (t0 + t) * a.ldq + (g * rep + r) * hd;
+            float* sr = s.data() + row * kKeyBlock;
+            float bmax = -std::numeric_limits<float>::infinity();
+            const int64_t nv = std::min(nj, visible);
+            for (int64_t j = 0; j < nv; ++j) {
+              const float* kr = kg + (j0 + j) * a.ldk;
+              float dot = 0.f;
+              for (int64_t e = 0; e < hd; ++e) dot += q[e] * kr[e];
+              sr[j] = dot * a.scale;
+              bmax = std::max(bmax, sr[j]);
+            }
+            if (nv <= 0) continue;
+            const float mnew = std::max(m[row], bmax);
+            const float corr = exp_approx(m[row] - mnew);
+            float* ar = acc.data() + row * hd;
+            float sum = 0.f;
+            for (int64_t e = 0; e < hd; ++e) ar[e] *= corr;
+            for (int64_t j = 0; j < nv; ++j) {
+              const float p = exp_approx(sr[j] - mnew);
+              sum += p;
+              const float* vr = vg + (j0 + j) * a.ldv;
+              for (int64_t e = 0; e < hd; ++e) ar[e] += p * vr[e];
+            }
+            l[row] = l[row] * corr + sum;
+            m[row] = mnew;
+          }
+        }
+      }
+      for (int64_t t = 0; t < nt; ++t)
+        for (int64_t r = 0; r < rep; ++r) {
+          const int64_t row = t * rep + r;
+          float* o = a.out + (t0 + t) * a.ldo + (g * rep + r) * hd;
+          const float inv = 1.f / l[row];
+          for (int64_t e = 0; e < hd; ++e) o[e] = acc[size_t(row * hd + e)] * inv;
+        }
+    }
+  });
+}
+
+}  // namespace jamba::cpu

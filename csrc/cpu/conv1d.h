@@ -1,0 +1,14 @@
+// Mamba's causal depthwise conv1d with the SiLU that follows it.
+#pragma once
+#include <cstdint>
+
+namespace jamba::cpu {
+
+// For t in [0, T): out[t, c] = silu(bias[c] + Σ_j w[c, j] · x[t - (width-1) + j, c]), where inputs
+// before t = 0 come from `state` ([channels, width-1], the previous pre-conv inputs, oldest first).
+// On return state holds the last width-1 inputs, so a prefill can be resumed or followed by
+// single-token decode steps (T = 1) with the same function. bias may be null.
+void causal_conv1d_silu(const float* x, int64_t ldx, int64_t t_len, int64_t channels, const float* w,
+                        int64_t width, const float* bias, float* state, float* out, int64_t ldo);
+
+}  // namespace jamba::cpu

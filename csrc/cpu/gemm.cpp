@@ -1,0 +1,240 @@
+#include "gemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "../core/thread_pool.h"
+#include "simd.h"
+
+namespace jamba::cpu {
+
+namespace {
+
+constexpr int64_t kPanel = 16;
+constexpr int64_t kKBlock = 512;  // a k-slice of a panel group stays in L1/L2 across row tiles
+
+template <typename T>
+void pack_panels(const T* src, int64_t n, int64_t k, T* dst) {
+  const int64_t np = (n + kPanel - 1) / kPanel;
+  for (int64_t p = 0; p < np; ++p)
+    for (int64_t c = 0; c < kPanel; ++c) {
+      const int64_t row = p * kPanel + c;
+      if (row >= n) break;
+      const T* s = src + row * k;
+      T* d = dst + p * k * kPanel + c;
+      for (int64_t j = 0; j < k; ++j) d[j * kPanel] = s[j];
+    }
+}
+
+// MR rows × NP panels of outputs over k in [k0, k1). Accumulators start from `out` after the first
+// k-block, so splitting k changes nothing in the order of operations.
+template <typename W, int MR, int NP>
+void micro_tile(const float* x, int64_t ldx, const W* panel0, int64_t panel_stride, int64_t k0, int64_t k1,
+                float* tile, bool first) {
+  v16f acc[MR][NP];
+  for (int r = 0; r < MR; ++r)
+    for (int p = 0; p < NP; ++p) acc[r][p] = first ? v16f{} : load16(tile + (r * NP + p) * kPanel);
+  for (int64_t kk = k0; kk < k1; ++kk) {
+    v16f b[NP];
+    for (int p = 0; p < NP; ++p) b[p] = load16(panel0 + p * panel_stride + kk * kPanel);
+    for (int r = 0; r < MR; ++r) {
+      const v16f a = splat(x[r * ldx + kk]);
+      for (int p = 0; p < NP; ++p) acc[r][p] += a * b[p];
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int p = 0; p < NP; ++p) store16(tile + (r * NP + p) * kPanel, acc[r][p]);
+}
+
+template <typename W, int NP>
+using TileFn = void (*)(const float*, int64_t, const W*, int64_t, int64_t, int64_t, float*, bool);
+
+template <typename W, int NP>
+TileFn<W, NP> tile_for_rows(int rows) {
+  switch (rows) {
+    case 1: return micro_tile<W, 1, NP>;
+    case 2: return micro_tile<W, 2, NP>;
+    case 3: return micro_tile<W, 3, NP>;
+    default: return micro_tile<W, 4, NP>;
+  }
+}
+
+template <typename W, int NP>
+void gemm_typed(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, float* out, int64_t ldo) {
+  constexpr int MR = 4;
+  const W* panels = w.panels.data<W>();
+  const int64_t np = w.num_panels();
+  const int64_t groups = (np + NP - 1) / NP;
+  const int64_t row_tiles = (m + MR - 1) / MR;
+  const int threads = ThreadPool::instance().size();
+  // Split over panel groups first (a thread keeps its weights hot across decode steps), and over
+  // row tiles as well when there are too few groups to keep every thread busy.
+  int64_t row_chunks = groups >= 2 * threads ? 1 : std::min<int64_t>(row_tiles, (2 * threads + groups - 1) / groups);
+  row_chunks = std::max<int64_t>(row_chunks, 1);
+  const float* scale = w.dtype == DType::I8 ? w.scale.data<float>() : nullptr;
+  const float* bias = w.bias.numel() ? w.bias.data<float>() : nullptr;
+  const int64_t k = w.k;
+
+  ThreadPool::instance().parallel_for(groups * row_chunks, [&](int64_t t0, int64_t t1) {
+    alignas(64) float tile[MR * NP * kPanel];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t g = t / row_chunks, chunk = t % row_chunks;
+      const int64_t p0 = g * NP, pn = std::min<int64_t>(NP, np - p0);
+      const int64_t rt0 = row_tiles * chunk / row_chunks, rt1 = row_tiles * (chunk + 1) / row_chunks;
+      const int64_t c0 = p0 * kPanel, c1 = std::min<int64_t>(w.n, (p0 + pn) * kPanel);
+      for (int64_t rt = rt0; rt < rt1; ++rt) {
+        const int64_t r0 = rt * MR;
+        const int rows = int(std::min<int64_t>(MR, m - r0));
+        // Tiles are computed in a scratch buffer, so a partial last panel needs no special case;
+        // a tile never mixes k-blocks of different row tiles.
+        for (int64_t kb = 0; kb < std::max<int64_t>(k, 1); kb += kKBlock) {
+          const int64_t kend = std::min(k, kb + kKBlock);
+          if (pn == NP) {
+            tile_for_rows<W, NP>(rows)(x + r0 * ldx, ldx, panels + p0 * k * kPanel, k * kPanel, kb, kend, tile, kb == 0);
+          } else {
+            // Fewer than NP panels left: run them one at a time (same per-output chain).
+            for (int64_t p = 0; p < pn; ++p) {
+              alignas(64) float one[MR * kPanel];
+              for (int r = 0; r < rows && kb > 0; ++r) std::memcpy(one + r * kPanel, tile + (r * NP + p) * kPanel, sizeof(float) * kPanel);
+              tile_for_rows<W, 1>(rows)(x + r0 * ldx, ldx, panels + (p0 + p) * k * kPanel, k * kPanel, kb, kend, one, kb == 0);
+              for (int r = 0; r < rows; ++r) std::memcpy(tile + (r * NP + p) * kPanel, one + r * kPanel, sizeof(float) * kPanel);
+            }
+          }
+        }
+        for (int r = 0; r < rows; ++r) {
+          float* o = out + (r0 + r) * ldo;
+          for (int64_t c = c0; c < c1; ++c) {
+            const int64_t p = (c - c0) / kPanel, lane = (c - c0) % kPanel;
+            float v = tile[(r * NP + p) * kPanel + lane];
+            if (scale) v *= scale[c];
+            if (bias) v += bias[c];
+            o[c] = v;
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename W>
+void gemm_dispatch(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, float* out, int64_t ldo) {
+  // One row (decode): eight independent panels keep both FMA pipes busy; otherwise 4×4 tiles.
+  if (m < 4) {
+    for (int64_t r = 0; r < m; ++r) gemm_typed<W, 8>(x + r * ldx, ldx, 1, w, out + r * ldo, ldo);
+  } else {
+    gemm_typed<W, 4>(x, ldx, m, w, out, ldo);
+  }
+}
+
+}  // namespace
+
+void PackedWeight::read_row(int64_t r, float* out) const {
+  const int64_t p = r / kPanel, lane = r % kPanel;
+  const size_t base = size_t(p * k * kPanel + lane);
+  for (int64_t j = 0; j < k; ++j) {
+    const size_t i = base + size_t(j * kPanel);
+    switch (dtype) {
+      case DType::F32: out[j] = panels.data<float>()[i]; break;
+      case DType::BF16: out[j] = bf16_to_f32(panels.data<uint16_t>()[i]); break;
+      case DType::I8: out[j] = float(panels.data<int8_t>()[i]) * scale.data<float>()[r]; break;
+      default: break;
+    }
+  }
+}
+
+PackedWeight pack_weight(const void* src, DType src_dtype, int64_t n, int64_t k) {
+  PackedWeight w;
+  w.n = n;
+  w.k = k;
+  const int64_t np = (n + kPanel - 1) / kPanel;
+  if (src_dtype == DType::BF16) {
+    w.dtype = DType::BF16;
+    w.panels = Tensor::empty(DType::BF16, {np, k, kPanel});
+    pack_panels(static_cast<const uint16_t*>(src), n, k, w.panels.data<uint16_t>());
+  } else if (src_dtype == DType::F32) {
+    w.dtype = DType::F32;
+    w.panels = Tensor::empty(DType::F32, {np, k, kPanel});
+    pack_panels(static_cast<const float*>(src), n, k, w.panels.data<float>());
+  } else if (src_dtype == DType::F16) {
+    std::vector<float> tmp(size_t(n * k));
+    to_f32(DType::F16, src, tmp.data(), tmp.size());
+    return pack_weight(tmp.data(), DType::F32, n, k);
+  } else {
+    fail("invalid_argument", std::string("cannot use ") + dtype_name(src_dtype) + " as a weight");
+  }
+  return w;
+}
+
+void quantize_int8_rows(const float* w, int64_t n, int64_t k, int8_t* q, float* scale) {
+  for (int64_t r = 0; r < n; ++r) {
+    const float* row = w + r * k;
+    float amax = 0.f;
+    for (int64_t j = 0; j < k; ++j) amax = std::max(amax, std::fabs(row[j]));
+    const float s = amax / 127.0f;
+    scale[r] = s;
+    for (int64_t j = 0; j < k; ++j) {
+      float v = s > 0.f ? std::nearbyint(row[j] / s) : 0.f;  // default rounding mode: half to even
+      v = std::min(127.f, std::max(-127.f, v));
+      q[r * k + j] = int8_t(v);
+    }
+  }
+}
+
+PackedWeight pack_weight_int8(const void* src, DType src_dtype, int64_t n, int64_t k) {
+  std::vector<float> f(size_t(n * k));
+  to_f32(src_dtype, src, f.data(), f.size());
+  std::vector<int8_t> q(f.size());
+  PackedWeight w;
+  w.dtype = DType::I8;
+  w.n = n;
+  w.k = k;
+  w.scale = Tensor::empty(DType::F32, {n});
+  quantize_int8_rows(f.data(), n, k, q.data(), w.scale.data<float>());
+  w.panels = Tensor::empty(DType::I8, {(n + kPanel - 1) / kPanel, k, kPanel});
+  pack_panels(q.data(), n, k, w.panels.data<int8_t>());
+  return w;
+}
+
+PackedWeight concat_rows(const std::vector<const PackedWeight*>& parts) {
+  PackedWeight out;
+  out.dtype = parts.at(0)->dtype;
+  out.k = parts[0]->k;
+  bool any_bias = false;
+  for (auto* p : parts) {
+    if (p->dtype != out.dtype || p->k != out.k) fail("invalid_argument", "concat_rows: parts differ in dtype or k");
+    out.n += p->n;
+    any_bias = any_bias || p->bias.numel() > 0;
+  }
+  const int64_t np = (out.n + kPanel - 1) / kPanel;
+  const size_t es = dtype_size(out.dtype);
+  out.panels = Tensor::empty(out.dtype, {np, out.k, kPanel});
+  if (out.dtype == DType::I8) out.scale = Tensor::empty(DType::F32, {out.n});
+  if (any_bias) out.bias = Tensor::empty(DType::F32, {out.n});
+  int64_t row0 = 0;
+  auto* dst = static_cast<uint8_t*>(out.panels.raw());
+  for (auto* p : parts) {
+    const auto* src = static_cast<const uint8_t*>(const_cast<Tensor&>(p->panels).raw());
+    for (int64_t r = 0; r < p->n; ++r) {
+      const int64_t sp = r / kPanel, sl = r % kPanel, dr = row0 + r, dp = dr / kPanel, dl = dr % kPanel;
+      for (int64_t j = 0; j < out.k; ++j)
+        std::memcpy(dst + ((dp * out.k + j) * kPanel + dl) * es, src + ((sp * out.k + j) * kPanel + sl) * es, es);
+      if (out.dtype == DType::I8) out.scale.data<float>()[dr] = p->scale.data<float>()[r];
+      if (p->bias.numel()) out.bias.data<float>()[dr] = p->bias.data<float>()[r];
+    }
+    row0 += p->n;
+  }
+  return out;
+}
+
+void gemm(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, float* out, int64_t ldo) {
+  if (m <= 0 || w.n <= 0) return;
+  switch (w.dtype) {
+    case DType::F32: gemm_dispatch<float>(x, ldx, m, w, out, ldo); break;
+    case DType::BF16: gemm_dispatch<uint16_t>(x, ldx, m, w, out, ldo); break;
+    case DType::I8: gemm_dispatch<int8_t>(x, ldx, m, w, out, ldo); break;
+    default: fail("invalid_argument", "gemm: unsupported weight dtype");
+  }
+}
+
+}  // namespace jamba::cpu

@@ -1,0 +1,25 @@
+// Jamba's sparse MoE block: router softmax over all experts in float32, then top-k of the
+// probabilities with no renormalisation; tokens are grouped by expert so each expert runs one
+// batched gated MLP, and results are scattered back weighted by their routing probability.
+#pragma once
+#include <cstdint>
+#include <vector>
+#include "gemm.h"
+#include "mlp.h"
+
+namespace jamba::cpu {
+
+// probs[t, :] = softmax(logits[t, :]); for each token the k largest (ties: lower expert index
+// first) go to idx/weight[t, 0..k), in descending order.
+void router_topk(const float* logits, int64_t tokens, int64_t experts, int64_t k, int32_t* idx, float* weight);
+
+struct MoeBlock {
+  PackedWeight router;             // [E, H]
+  std::vector<GatedMlp> experts;   // E
+  int64_t top_k = 2;
+};
+
+// out[T, H] = Σ_k weight · expert(x). router_logits (optional, [T, E]) receives the router output.
+void moe_forward(const MoeBlock& moe, const float* x, int64_t tokens, float* out, float* router_logits);
+
+}  // namespace jamba::cpu

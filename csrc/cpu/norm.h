@@ -1,0 +1,14 @@
+// RMSNorm over the last dimension: y = x / sqrt(mean(x²) + eps) · weight.
+#pragma once
+#include <cstdint>
+
+namespace jamba::cpu {
+
+// Rows of x with leading dimension ldx; out may alias x. Threaded over rows.
+void rmsnorm(const float* x, int64_t ldx, int64_t rows, int64_t cols, const float* weight, float eps,
+             float* out, int64_t ldo);
+
+// h += delta, elementwise over rows × cols (the residual add).
+void add_inplace(float* h, const float* delta, int64_t n);
+
+}  // namespace jamba::cpu

@@ -1,0 +1,33 @@
+// Mamba's selective scan (the SSM recurrence) with Jamba's fused epilogue.
+//
+// Per channel d and time t, with state h[d, :] carried in float32:
+//   δ = softplus(dt[t, d] + dt_bias[d])            (softplus(v) = v for v > 20, as torch)
+//   h[d, n] = exp(δ · A[d, n]) · h[d, n] + δ · B[t, n] · u[t, d]
+//   y[t, d] = (Σ_n h[d, n] · C[t, n] + D[d] · u[t, d]) · silu(z[t, d])
+// A is already -exp(A_log). `state` ([d_inner, d_state]) is read as the initial state and holds
+// the final one on return, so the same call serves prefill (T tokens) and resumed prefill.
+#pragma once
+#include <cstdint>
+
+namespace jamba::cpu {
+
+struct ScanArgs {
+  const float* u; int64_t ldu;      // [T, d_inner] conv output
+  const float* dt; int64_t lddt;    // [T, d_inner] dt_proj output, bias not yet added
+  const float* b; int64_t ldb;      // [T, d_state]
+  const float* c; int64_t ldc;      // [T, d_state]
+  const float* z; int64_t ldz;      // [T, d_inner] gate
+  const float* a;                   // [d_inner, d_state]
+  const float* d_skip;              // [d_inner]
+  const float* dt_bias;             // [d_inner]
+  float* y; int64_t ldy;            // [T, d_inner]
+  int64_t t_len, d_inner, d_state;
+};
+
+void selective_scan(const ScanArgs& args, float* state);
+
+// The decode step: one token for each of `batch` sequences, each with its own state
+// (states[s] is [d_inner, d_state]). Row s of every matrix in args belongs to sequence s.
+void selective_state_update(const ScanArgs& args, float* const* states, int64_t batch);
+
+}  // namespace jamba::cpu

@@ -1,0 +1,301 @@
+#include "jamba_model.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "../core/error.h"
+#include "../cpu/attention.h"
+#include "../cpu/conv1d.h"
+#include "../cpu/norm.h"
+#include "../cpu/ssm_scan.h"
+
+namespace jamba {
+
+namespace {
+
+int64_t rows_of(const TensorSource& s) { return s.shape.empty() ? 1 : s.shape[0]; }
+int64_t cols_of(const TensorSource& s) {
+  int64_t c = 1;
+  for (size_t i = 1; i < s.shape.size(); ++i) c *= s.shape[i];
+  return c;
+}
+
+// Reads matrices that are used as one product (q|k|v, gate|up) into one buffer and packs it once.
+// Mixed dtypes are widened to float32 so the packed product has a single weight type.
+cpu::PackedWeight pack_rows(const std::vector<const TensorSource*>& parts, bool int8) {
+  DType dt = parts[0]->dtype;
+  int64_t n = 0;
+  const int64_t k = cols_of(*parts[0]);
+  for (auto* p : parts) {
+    if (p->dtype != dt) dt = DType::F32;
+    n += rows_of(*p);
+  }
+  std::vector<char> buf(size_t(n * k) * dtype_size(dt));
+  size_t off = 0;
+  for (auto* p : parts) {
+    if (p->dtype == dt) {
+      read_tensor(*p, buf.data() + off);
+    } else {
+      std::vector<float> f = read_tensor_f32(*p);
+      std::memcpy(buf.data() + off, f.data(), f.size() * sizeof(float));
+    }
+    off += size_t(rows_of(*p) * k) * dtype_size(dt);
+  }
+  return int8 ? cpu::pack_weight_int8(buf.data(), dt, n, k) : cpu::pack_weight(buf.data(), dt, n, k);
+}
+
+cpu::PackedWeight pack_one(const TensorSource& s, const TensorSource* bias = nullptr) {
+  cpu::PackedWeight w = pack_rows({&s}, false);
+  if (bias && bias->present()) {
+    std::vector<float> b = read_tensor_f32(*bias);
+    w.bias = Tensor::empty(DType::F32, {int64_t(b.size())});
+    std::memcpy(w.bias.raw(), b.data(), b.size() * sizeof(float));
+  }
+  return w;
+}
+
+cpu::GatedMlp load_mlp(const MlpSources& s, bool int8) {
+  cpu::GatedMlp m;
+  m.gate_up = pack_rows({&s.gate, &s.up}, int8);
+  m.down = pack_rows({&s.down}, int8);
+  return m;
+}
+
+void check_abort(const ForwardRequest& req) {
+  if (req.abort && __atomic_load_n(req.abort, __ATOMIC_RELAXED) != 0) fail("aborted", "the operation was aborted");
+}
+
+}  // namespace
+
+JambaModel::JambaModel(const ModelPlan& plan) : dims_(plan.dims) {
+  embed_ = pack_one(plan.embed);
+  tied_ = !plan.lm_head.present();
+  if (!tied_) lm_head_ = pack_one(plan.lm_head);
+  final_norm_ = read_tensor_f32(plan.final_norm);
+  layers_.resize(plan.layers.size());
+  for (size_t i = 0; i < plan.layers.size(); ++i) {
+    const LayerPlan& lp = plan.layers[i];
+    Layer& l = layers_[i];
+    l.attention = lp.attention;
+    l.moe = lp.moe;
+    is_attention_.push_back(lp.attention);
+    l.input_norm = read_tensor_f32(lp.input_norm);
+    l.ff_norm = read_tensor_f32(lp.ff_norm);
+    if (lp.attention) {
+      l.attn.qkv = pack_rows({&lp.attn.q, &lp.attn.k, &lp.attn.v}, false);
+      l.attn.o = pack_one(lp.attn.o);
+    } else {
+      const MambaSources& m = lp.mamba;
+      l.mamba.in_proj = pack_one(m.in_proj, &m.in_proj_bias);
+      l.mamba.x_proj = pack_one(m.x_proj);
+      l.mamba.dt_proj = pack_one(m.dt_proj);  // its bias is added inside the scan, in float32
+      l.mamba.out_proj = pack_one(m.out_proj, &m.out_proj_bias);
+      l.mamba.conv_w = read_tensor_f32(m.conv_weight);
+      if (m.conv_bias.present()) l.mamba.conv_b = read_tensor_f32(m.conv_bias);
+      l.mamba.a = read_tensor_f32(m.a_log);
+      for (float& v : l.mamba.a) v = -std::exp(v);
+      l.mamba.d = read_tensor_f32(m.d);
+      l.mamba.dt_bias = read_tensor_f32(m.dt_proj_bias);
+      l.mamba.dt_norm = read_tensor_f32(m.dt_norm);
+      l.mamba.b_norm = read_tensor_f32(m.b_norm);
+      l.mamba.c_norm = read_tensor_f32(m.c_norm);
+    }
+    if (lp.moe) {
+      l.moe_block.router = pack_one(lp.router);
+      l.moe_block.top_k = dims_.top_k;
+      for (const MlpSources& e : lp.experts) l.moe_block.experts.push_back(load_mlp(e, plan.experts_int8));
+    } else {
+      l.mlp = load_mlp(lp.mlp, false);
+    }
+  }
+}
+
+std::unique_ptr<SequenceState> JambaModel::new_state() const {
+  return std::make_unique<SequenceState>(dims_, is_attention_);
+}
+
+std::map<std::string, size_t> JambaModel::bytes_by_dtype() const {
+  std::map<std::string, size_t> out;
+  auto add = [&](const cpu::PackedWeight& w) {
+    out[dtype_name(w.dtype)] += w.panels.nbytes();
+    out["f32"] += w.scale.nbytes() + w.bias.nbytes();
+  };
+  auto addv = [&](const std::vector<float>& v) { out["f32"] += v.size() * sizeof(float); };
+  auto add_mlp = [&](const cpu::GatedMlp& m) { add(m.gate_up); add(m.down); };
+  add(embed_);
+  if (!tied_) add(lm_head_);
+  addv(final_norm_);
+  for (const Layer& l : layers_) {
+    addv(l.input_norm);
+    addv(l.ff_norm);
+    if (l.attention) {
+      add(l.attn.qkv);
+      add(l.attn.o);
+    } else {
+      const Mamba& m = l.mamba;
+      add(m.in_proj); add(m.x_proj); add(m.dt_proj); add(m.out_proj);
+      for (auto* v : {&m.conv_w, &m.conv_b, &m.a, &m.d, &m.dt_bias, &m.dt_norm, &m.b_norm, &m.c_norm}) addv(*v);
+    }
+    if (l.moe) {
+      add(l.moe_block.router);
+      for (auto& e : l.moe_block.experts) add_mlp(e);
+    } else {
+      add_mlp(l.mlp);
+    }
+  }
+  return out;
+}
+
+void JambaModel::mamba_mixer(const Layer& layer, const ForwardRequest& req, const std::vector<int64_t>& offsets,
+                             size_t li, const float* x, float* out) const {
+  const Mamba& m = layer.mamba;
+  const int64_t T = offsets.back(), Di = dims_.d_inner, N = dims_.d_state, R = dims_.dt_rank, H = dims_.hidden;
+  const int64_t P = R + 2 * N;
+  std::vector<float> xz(size_t(T * 2 * Di)), xc(size_t(T * Di)), p(size_t(T * P)), dt(size_t(T * Di)),
+      y(size_t(T * Di));
+  cpu::gemm(x, H, T, m.in_proj, xz.data(), 2 * Di);
+  for (size_t s = 0; s < req.states.size(); ++s) {
+    const int64_t o = offsets[s], n = offsets[s + 1] - o;
+    cpu::causal_conv1d_silu(xz.data() + o * 2 * Di, 2 * Di, n, Di, m.conv_w.data(), dims_.d_conv,
+                            m.conv_b.empty() ? nullptr : m.conv_b.data(), req.states[s]->layer(li).conv.data(),
+                            xc.data() + o * Di, Di);
+  }
+  cpu::gemm(xc.data(), Di, T, m.x_proj, p.data(), P);
+  // dt, B and C each get their own RMSNorm (Jamba's addition to Mamba), in place in p.
+  cpu::rmsnorm(p.data(), P, T, R, m.dt_norm.data(), dims_.eps, p.data(), P);
+  cpu::rmsnorm(p.data() + R, P, T, N, m.b_norm.data(), dims_.eps, p.data() + R, P);
+  cpu::rmsnorm(p.data() + R + N, P, T, N, m.c_norm.data(), dims_.eps, p.data() + R + N, P);
+  cpu::gemm(p.data(), P, T, m.dt_proj, dt.data(), Di);
+
+  cpu::ScanArgs a{};
+  a.u = xc.data(); a.ldu = Di;
+  a.dt = dt.data(); a.lddt = Di;
+  a.b = p.data() + R; a.ldb = P;
+  a.c = p.data() + R + N; a.ldc = P;
+  a.z = xz.data() + Di; a.ldz = 2 * Di;
+  a.a = m.a.data(); a.d_skip = m.d.data(); a.dt_bias = m.dt_bias.data();
+  a.y = y.data(); a.ldy = Di;
+  a.d_inner = Di; a.d_state = N;
+  const bool all_single = T == int64_t(req.states.size());
+  if (all_single && T > 1) {
+    std::vector<float*> states;
+    for (auto* st : req.states) states.push_back(st->layer(li).ssm.data());
+    a.t_len = 1;
+    cpu::selective_state_update(a, states.data(), T);
+  } else {
+    for (size_t s = 0; s < req.states.size(); ++s) {
+      const int64_t o = offsets[s];
+      cpu::ScanArgs as = a;
+      as.u += o * Di; as.dt += o * Di; as.b += o * P; as.c += o * P; as.z += o * 2 * Di; as.y += o * Di;
+      as.t_len = offsets[s + 1] - o;
+      cpu::selective_scan(as, req.states[s]->layer(li).ssm.data());
+    }
+  }
+  cpu::gemm(y.data(), Di, T, m.out_proj, out, H);
+}
+
+void JambaModel::attention_mixer(const Layer& layer, const ForwardRequest& req, const std::vector<int64_t>& offsets,
+                                 size_t li, const float* x, float* out) const {
+  const int64_t T = offsets.back(), H = dims_.hidden, hd = dims_.head_dim;
+  const int64_t qw = dims_.heads * hd, kvw = dims_.kv_heads * hd, w = qw + 2 * kvw;
+  std::vector<float> qkv(size_t(T * w)), o(size_t(T * qw));
+  cpu::gemm(x, H, T, layer.attn.qkv, qkv.data(), w);
+  for (size_t s = 0; s < req.states.size(); ++s) {
+    const int64_t off = offsets[s], n = offsets[s + 1] - off;
+    LayerState& ls = req.states[s]->layer(li);
+    const int64_t past = int64_t(ls.k.size()) / kvw;
+    if (ls.k.capacity() < size_t((past + n) * kvw)) {
+      const size_t cap = std::max(size_t((past + n) * kvw), ls.k.capacity() * 2);
+      ls.k.reserve(cap);
+      ls.v.reserve(cap);
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      const float* row = qkv.data() + (off + t) * w;
+      ls.k.insert(ls.k.end(), row + qw, row + qw + kvw);
+      ls.v.insert(ls.v.end(), row + qw + kvw, row + w);
+    }
+    cpu::AttentionArgs a{};
+    a.q = qkv.data() + off * w; a.ldq = w;
+    a.k = ls.k.data(); a.ldk = kvw;
+    a.v = ls.v.data(); a.ldv = kvw;
+    a.out = o.data() + off * qw; a.ldo = qw;
+    a.t_len = n; a.past = past;
+    a.heads = dims_.heads; a.kv_heads = dims_.kv_heads; a.head_dim = hd;
+    a.scale = float(1.0 / std::sqrt(double(hd)));
+    cpu::attention(a);
+  }
+  cpu::gemm(o.data(), qw, T, layer.attn.o, out, H);
+}
+
+ForwardResult JambaModel::forward(const ForwardRequest& req) const {
+  const int64_t H = dims_.hidden, V = dims_.vocab;
+  std::vector<int64_t> offsets{0};
+  for (auto& t : req.tokens) {
+    for (int32_t id : t)
+      if (id < 0 || id >= V) fail("invalid_argument", "token id " + std::to_string(id) + " is outside [0, " + std::to_string(V) + ")");
+    if (t.empty() && req.logits == ForwardRequest::Logits::Last)
+      fail("invalid_argument", "sequence " + std::to_string(offsets.size() - 1) + " has no tokens");
+    offsets.push_back(offsets.back() + int64_t(t.size()));
+  }
+  const int64_t T = offsets.back();
+  ForwardResult res;
+  if (T == 0) return res;
+
+  std::vector<float> h(size_t(T * H)), x(size_t(T * H)), delta(size_t(T * H));
+  for (size_t s = 0; s < req.tokens.size(); ++s)
+    for (size_t t = 0; t < req.tokens[s].size(); ++t)
+      embed_.read_row(req.tokens[s][t], h.data() + (offsets[s] + int64_t(t)) * H);
+  if (req.capture) res.captured["embed"] = h;
+
+  try {
+    int64_t max_inner = dims_.intermediate;
+    std::vector<float> scratch(size_t(T * 3 * max_inner));
+    for (size_t li = 0; li < layers_.size(); ++li) {
+      check_abort(req);
+      const Layer& l = layers_[li];
+      cpu::rmsnorm(h.data(), H, T, H, l.input_norm.data(), dims_.eps, x.data(), H);
+      if (l.attention) attention_mixer(l, req, offsets, li, x.data(), delta.data());
+      else mamba_mixer(l, req, offsets, li, x.data(), delta.data());
+      cpu::add_inplace(h.data(), delta.data(), T * H);
+      cpu::rmsnorm(h.data(), H, T, H, l.ff_norm.data(), dims_.eps, x.data(), H);
+      const std::string prefix = "layer" + std::to_string(li);
+      if (l.moe) {
+        std::vector<float> router;
+        if (req.capture) router.resize(size_t(T * dims_.experts));
+        cpu::moe_forward(l.moe_block, x.data(), T, delta.data(), req.capture ? router.data() : nullptr);
+        if (req.capture) res.captured[prefix + ".router_logits"] = std::move(router);
+      } else {
+        const int64_t need = T * 3 * l.mlp.inner();
+        if (int64_t(scratch.size()) < need) scratch.resize(size_t(need));
+        cpu::gated_mlp(l.mlp, x.data(), T, delta.data(), scratch.data());
+      }
+      cpu::add_inplace(h.data(), delta.data(), T * H);
+      if (req.capture) res.captured[prefix + ".out"] = h;
+    }
+    check_abort(req);
+  } catch (...) {
+    // A half-advanced state is worse than none: drop what these sequences had.
+    for (auto* st : req.states) st->reset();
+    throw;
+  }
+  for (size_t s = 0; s < req.states.size(); ++s) req.states[s]->advance(offsets[s + 1] - offsets[s]);
+
+  cpu::rmsnorm(h.data(), H, T, H, final_norm_.data(), dims_.eps, x.data(), H);
+  if (req.capture) res.captured["final_norm"] = x;
+  const cpu::PackedWeight& head = tied_ ? embed_ : lm_head_;
+  if (req.logits == ForwardRequest::Logits::All) {
+    res.logits.resize(size_t(T * V));
+    cpu::gemm(x.data(), H, T, head, res.logits.data(), V);
+  } else if (req.logits == ForwardRequest::Logits::Last) {
+    const int64_t S = int64_t(req.states.size());
+    std::vector<float> last(size_t(S * H));
+    for (int64_t s = 0; s < S; ++s) {
+      std::memcpy(last.data() + s * H, x.data() + (offsets[s + 1] - 1) * H, sizeof(float) * size_t(H));
+    }
+    res.logits.resize(size_t(S * V));
+    cpu::gemm(last.data(), H, S, head, res.logits.data(), V);
+  }
+  return res;
+}
+
+}  // namespace jamba

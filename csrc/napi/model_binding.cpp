@@ -1,0 +1,252 @@
+#include "model_binding.h"
+
+#include "js_convert.h"
+
+namespace jamba::napi {
+
+// ---------------------------------------------------------------- NativeSequence
+
+Napi::Function NativeSequence::Init(Napi::Env env) {
+  return DefineClass(env, "NativeSequence",
+                     {InstanceMethod<&NativeSequence::Position>("position"), InstanceMethod<&NativeSequence::Bytes>("bytes"),
+                      InstanceMethod<&NativeSequence::Reset>("reset"), InstanceMethod<&NativeSequence::Dispose>("dispose")});
+}
+
+NativeSequence::NativeSequence(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeSequence>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal())
+    throw make_error(info.Env(), "invalid_argument", "NativeSequence is created by NativeModel.newSequence()");
+  auto* src = info[0].As<Napi::External<std::pair<std::shared_ptr<SequenceState>, const JambaModel*>>>().Data();
+  state_ = src->first;
+  owner_ = src->second;
+}
+
+std::shared_ptr<SequenceState> NativeSequence::state(Napi::Env env) {
+  if (!state_) throw make_error(env, "disposed", "the sequence has been disposed");
+  return state_;
+}
+
+Napi::Value NativeSequence::Position(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(state(info.Env())->position()));
+}
+
+Napi::Value NativeSequence::Bytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(state(info.Env())->bytes()));
+}
+
+void NativeSequence::Reset(const Napi::CallbackInfo& info) {
+  auto st = state(info.Env());
+  if (busy_->load()) throw make_error(info.Env(), "busy", "the sequence is in use by a pending forward pass");
+  st->reset();
+}
+
+void NativeSequence::Dispose(const Napi::CallbackInfo&) { state_.reset(); }
+
+// ---------------------------------------------------------------- NativeModel
+
+namespace {
+
+class LoadWorker : public Napi::AsyncWorker {
+ public:
+  LoadWorker(Napi::Env env, ModelPlan plan)
+      : Napi::AsyncWorker(env), plan_(std::move(plan)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      model_ = std::make_shared<JambaModel>(plan_);
+    } catch (const Error& e) {
+      kind_ = e.kind;
+      SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      kind_ = "out_of_memory";
+      SetError("out of memory while loading the model");
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    auto* data = Env().GetInstanceData<AddonData>();
+    auto holder = std::make_unique<std::shared_ptr<JambaModel>>(model_);
+    Napi::Object obj = data->model_ctor.New({Napi::External<std::shared_ptr<JambaModel>>::New(Env(), holder.get())});
+    deferred_.Resolve(obj);
+  }
+  void OnError(const Napi::Error& e) override {
+    deferred_.Reject(make_error(Env(), kind_, e.Message()).Value());
+  }
+
+ private:
+  ModelPlan plan_;
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<JambaModel> model_;
+  std::string kind_ = "internal";
+};
+
+class ForwardWorker : public Napi::AsyncWorker {
+ public:
+  ForwardWorker(Napi::Env env, std::shared_ptr<JambaModel> model)
+      : Napi::AsyncWorker(env), model_(std::move(model)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  std::vector<std::shared_ptr<SequenceState>> states;
+  std::vector<std::shared_ptr<std::atomic<bool>>> busy;
+  ForwardRequest req;
+  Napi::ObjectReference abort_ref;
+
+  void Execute() override {
+    try {
+      result_ = model_->forward(req);
+    } catch (const Error& e) {
+      kind_ = e.kind;
+      SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      kind_ = "out_of_memory";
+      SetError("out of memory in the forward pass");
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void release() {
+    for (auto& b : busy) b->store(false);
+  }
+  void OnOK() override {
+    release();
+    Napi::Env env = Env();
+    Napi::Object out = Napi::Object::New(env);
+    auto to_js = [&](const std::vector<float>& v) {
+      Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+      std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
+      return a;
+    };
+    out.Set("logits", to_js(result_.logits));
+    if (req.capture) {
+      Napi::Object cap = Napi::Object::New(env);
+      for (auto& [k, v] : result_.captured) cap.Set(k, to_js(v));
+      out.Set("captured", cap);
+    }
+    deferred_.Resolve(out);
+  }
+  void OnError(const Napi::Error& e) override {
+    release();
+    deferred_.Reject(make_error(Env(), kind_, e.Message()).Value());
+  }
+
+ private:
+  std::shared_ptr<JambaModel> model_;
+  Napi::Promise::Deferred deferred_;
+  ForwardResult result_;
+  std::string kind_ = "internal";
+};
+
+}  // namespace
+
+Napi::Function NativeModel::Init(Napi::Env env) {
+  return DefineClass(env, "NativeModel",
+                     {StaticMethod<&NativeModel::Load>("load"), InstanceMethod<&NativeModel::NewSequence>("newSequence"),
+                      InstanceMethod<&NativeModel::Forward>("forward"),
+                      InstanceMethod<&NativeModel::BytesByDtype>("bytesByDtype"),
+                      InstanceMethod<&NativeModel::Dispose>("dispose")});
+}
+
+NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal())
+    throw make_error(info.Env(), "invalid_argument", "NativeModel is created by NativeModel.load(plan)");
+  model_ = *info[0].As<Napi::External<std::shared_ptr<JambaModel>>>().Data();
+}
+
+std::shared_ptr<JambaModel> NativeModel::get(Napi::Env env) {
+  if (!model_) throw make_error(env, "disposed", "the model has been disposed");
+  return model_;
+}
+
+Napi::Value NativeModel::Load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 1 || !info[0].IsObject()) return reject_with(env, "invalid_argument", "load(plan) takes a plan object");
+  ModelPlan plan;
+  try {
+    plan = parse_plan(info[0].As<Napi::Object>());
+  } catch (const Napi::Error& e) {
+    return reject_with(env, "invalid_argument", "malformed model plan: " + e.Message());
+  }
+  auto* w = new LoadWorker(env, std::move(plan));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value NativeModel::NewSequence(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = get(env);
+  std::pair<std::shared_ptr<SequenceState>, const JambaModel*> src{std::shared_ptr<SequenceState>(model->new_state()),
+                                                                    model.get()};
+  auto* data = env.GetInstanceData<AddonData>();
+  return data->sequence_ctor.New({Napi::External<decltype(src)>::New(env, &src)});
+}
+
+// forward(sequences, tokens: Int32Array[], { logits: 'all'|'last'|'none', capture?: boolean, abort?: Int32Array })
+Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!model_) return reject_with(env, "disposed", "the model has been disposed");
+  if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsArray() || !info[2].IsObject())
+    return reject_with(env, "invalid_argument", "forward(sequences, tokens, options)");
+  Napi::Array seqs = info[0].As<Napi::Array>(), toks = info[1].As<Napi::Array>();
+  Napi::Object opts = info[2].As<Napi::Object>();
+  if (seqs.Length() != toks.Length() || seqs.Length() == 0)
+    return reject_with(env, "invalid_argument", "forward: one token array per sequence, at least one sequence");
+  auto* w = new ForwardWorker(env, model_);
+  Napi::Promise p = w->promise();
+  auto fail_js = [&](const std::string& kind, const std::string& msg) {
+    w->release();
+    delete w;
+    return reject_with(env, kind, msg);
+  };
+  for (uint32_t i = 0; i < seqs.Length(); ++i) {
+    Napi::Value sv = seqs.Get(i);
+    if (!sv.IsObject() || !sv.As<Napi::Object>().InstanceOf(env.GetInstanceData<AddonData>()->sequence_ctor.Value()))
+      return fail_js("invalid_argument", "forward: sequences[" + std::to_string(i) + "] is not a sequence");
+    NativeSequence* s = NativeSequence::Unwrap(sv.As<Napi::Object>());
+    if (!s->state_) return fail_js("disposed", "forward: sequences[" + std::to_string(i) + "] has been disposed");
+    if (s->owner_ != model_.get()) return fail_js("invalid_argument", "forward: sequences[" + std::to_string(i) + "] belongs to another model");
+    bool expected = false;
+    if (!s->busy()->compare_exchange_strong(expected, true))
+      return fail_js("busy", "forward: sequences[" + std::to_string(i) + "] is already in a pending forward pass");
+    w->busy.push_back(s->busy());
+    w->states.push_back(s->state_);
+    w->req.states.push_back(s->state_.get());
+    Napi::Value tv = toks.Get(i);
+    if (!tv.IsTypedArray() || tv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      return fail_js("invalid_argument", "forward: tokens[" + std::to_string(i) + "] must be an Int32Array");
+    Napi::Int32Array ta = tv.As<Napi::Int32Array>();
+    w->req.tokens.emplace_back(ta.Data(), ta.Data() + ta.ElementLength());
+  }
+  std::string mode = opts.Has("logits") ? opts.Get("logits").ToString().Utf8Value() : "all";
+  if (mode == "all") w->req.logits = ForwardRequest::Logits::All;
+  else if (mode == "last") w->req.logits = ForwardRequest::Logits::Last;
+  else if (mode == "none") w->req.logits = ForwardRequest::Logits::None;
+  else return fail_js("invalid_argument", "forward: options.logits must be 'all', 'last' or 'none'");
+  w->req.capture = opts.Has("capture") && opts.Get("capture").ToBoolean();
+  if (opts.Has("abort") && !opts.Get("abort").IsUndefined()) {
+    Napi::Value av = opts.Get("abort");
+    if (!av.IsTypedArray() || av.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      return fail_js("invalid_argument", "forward: options.abort must be an Int32Array");
+    Napi::Int32Array a = av.As<Napi::Int32Array>();
+    if (a.ElementLength() < 1) return fail_js("invalid_argument", "forward: options.abort is empty");
+    w->abort_ref = Napi::Persistent(a.As<Napi::Object>());  // keeps its buffer alive while the worker reads it
+    w->req.abort = a.Data();
+  }
+  w->Queue();
+  return p;
+}
+
+Napi::Value NativeModel::BytesByDtype(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  for (auto& [k, v] : get(env)->bytes_by_dtype()) out.Set(k, Napi::Number::New(env, double(v)));
+  return out;
+}
+
+void NativeModel::Dispose(const Napi::CallbackInfo&) {
+  // Pending workers hold their own reference; the weights go when the last of them finishes.
+  model_.reset();
+}
+
+}  // namespace jamba::napi

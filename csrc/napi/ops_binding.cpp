@@ -1,0 +1,200 @@
+#include "ops_binding.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "../core/thread_pool.h"
+#include "../cpu/attention.h"
+#include "../cpu/conv1d.h"
+#include "../cpu/gemm.h"
+#include "../cpu/moe.h"
+#include "../cpu/norm.h"
+#include "../cpu/ssm_scan.h"
+#include "js_convert.h"
+
+namespace jamba::napi {
+
+namespace {
+
+// Checks that argument i is a typed array of the right kind and at least `need` elements.
+template <typename A>
+A arg(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, size_t need, const char* name) {
+  Napi::Env env = info.Env();
+  if (i >= info.Length() || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != type)
+    throw make_error(env, "invalid_argument", std::string(name) + " has the wrong type");
+  A a = info[i].As<A>();
+  if (a.ElementLength() < need)
+    throw make_error(env, "invalid_argument", std::string(name) + " has " + std::to_string(a.ElementLength()) +
+                                                  " elements, needs " + std::to_string(need));
+  return a;
+}
+
+int64_t num(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t min = 0) {
+  if (i >= info.Length() || !info[i].IsNumber()) throw make_error(info.Env(), "invalid_argument", std::string(name) + " must be a number");
+  int64_t v = info[i].As<Napi::Number>().Int64Value();
+  if (v < min || v > (int64_t(1) << 40)) throw make_error(info.Env(), "invalid_argument", std::string(name) + " is out of range");
+  return v;
+}
+
+Napi::Float32Array f32_out(Napi::Env env, size_t n) { return Napi::Float32Array::New(env, n); }
+
+// gemm(x: Float32Array, m, w: Float32Array | Uint16Array(bf16 bits), n, k, mode: 'f32'|'bf16'|'int8', bias?)
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t m = num(info, 1, "m"), n = num(info, 3, "n", 1), k = num(info, 4, "k");
+  std::string mode = info[5].ToString().Utf8Value();
+  auto x = arg<Napi::Float32Array>(info, 0, napi_float32_array, size_t(m * k), "x");
+  cpu::PackedWeight w;
+  if (mode == "bf16") {
+    auto wa = arg<Napi::Uint16Array>(info, 2, napi_uint16_array, size_t(n * k), "w");
+    w = cpu::pack_weight(wa.Data(), DType::BF16, n, k);
+  } else if (mode == "f32" || mode == "int8") {
+    auto wa = arg<Napi::Float32Array>(info, 2, napi_float32_array, size_t(n * k), "w");
+    w = mode == "f32" ? cpu::pack_weight(wa.Data(), DType::F32, n, k) : cpu::pack_weight_int8(wa.Data(), DType::F32, n, k);
+  } else {
+    throw make_error(env, "invalid_argument", "mode must be f32, bf16 or int8");
+  }
+  if (info.Length() > 6 && info[6].IsTypedArray()) {
+    auto b = arg<Napi::Float32Array>(info, 6, napi_float32_array, size_t(n), "bias");
+    w.bias = Tensor::empty(DType::F32, {n});
+    std::memcpy(w.bias.raw(), b.Data(), size_t(n) * 4);
+  }
+  auto out = f32_out(env, size_t(m * n));
+  cpu::gemm(x.Data(), k, m, w, out.Data(), n);
+  return out;
+}
+
+// quantizeInt8(w: Float32Array, n, k) -> { q: Int8Array, scale: Float32Array }
+Napi::Value QuantizeInt8(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t n = num(info, 1, "n"), k = num(info, 2, "k");
+  auto w = arg<Napi::Float32Array>(info, 0, napi_float32_array, size_t(n * k), "w");
+  auto q = Napi::Int8Array::New(env, size_t(n * k));
+  auto s = f32_out(env, size_t(n));
+  cpu::quantize_int8_rows(w.Data(), n, k, q.Data(), s.Data());
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("q", q);
+  o.Set("scale", s);
+  return o;
+}
+
+// rmsnorm(x, rows, cols, weight, eps)
+Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t rows = num(info, 1, "rows"), cols = num(info, 2, "cols", 1);
+  auto x = arg<Napi::Float32Array>(info, 0, napi_float32_array, size_t(rows * cols), "x");
+  auto w = arg<Napi::Float32Array>(info, 3, napi_float32_array, size_t(cols), "weight");
+  float eps = info[4].As<Napi::Number>().FloatValue();
+  auto out = f32_out(env, size_t(rows * cols));
+  cpu::rmsnorm(x.Data(), cols, rows, cols, w.Data(), eps, out.Data(), cols);
+  return out;
+}
+
+// conv1d(x [T,C], T, C, w [C,width], width, bias [C] | null, state [C,width-1] (updated in place)) -> out
+Napi::Value Conv1d(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t t = num(info, 1, "T"), c = num(info, 2, "C"), width = num(info, 4, "width", 1);
+  auto x = arg<Napi::Float32Array>(info, 0, napi_float32_array, size_t(t * c), "x");
+  auto w = arg<Napi::Float32Array>(info, 3, napi_float32_array, size_t(c * width), "w");
+  const float* bias = nullptr;
+  if (info[5].IsTypedArray()) bias = arg<Napi::Float32Array>(info, 5, napi_float32_array, size_t(c), "bias").Data();
+  auto state = arg<Napi::Float32Array>(info, 6, napi_float32_array, size_t(c * (width - 1)), "state");
+  auto out = f32_out(env, size_t(t * c));
+  cpu::causal_conv1d_silu(x.Data(), c, t, c, w.Data(), width, bias, state.Data(), out.Data(), c);
+  return out;
+}
+
+// selectiveScan(u, dt, b, c, z, a, d, dtBias, T, Di, N, state (updated in place), stepBatch?) -> y
+// With stepBatch = S > 0, runs the decode update: T must equal S and state holds S states back to back.
+Napi::Value SelectiveScan(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t t = num(info, 8, "T"), di = num(info, 9, "Di", 1), n = num(info, 10, "N", 1);
+  int64_t batch = info.Length() > 12 ? num(info, 12, "stepBatch") : 0;
+  if (batch > 0 && batch != t) throw make_error(env, "invalid_argument", "stepBatch must equal T");
+  cpu::ScanArgs a{};
+  a.u = arg<Napi::Float32Array>(info, 0, napi_float32_array, size_t(t * di), "u").Data(); a.ldu = di;
+  a.dt = arg<Napi::Float32Array>(info, 1, napi_float32_array, size_t(t * di), "dt").Data(); a.lddt = di;
+  a.b = arg<Napi::Float32Array>(info, 2, napi_float32_array, size_t(t * n), "b").Data(); a.ldb = n;
+  a.c = arg<Napi::Float32Array>(info, 3, napi_float32_array, size_t(t * n), "c").Data(); a.ldc = n;
+  a.z = arg<Napi::Float32Array>(info, 4, napi_float32_array, size_t(t * di), "z").Data(); a.ldz = di;
+  a.a = arg<Napi::Float32Array>(info, 5, napi_float32_array, size_t(di * n), "a").Data();
+  a.d_skip = arg<Napi::Float32Array>(info, 6, napi_float32_array, size_t(di), "d").Data();
+  a.dt_bias = arg<Napi::Float32Array>(info, 7, napi_float32_array, size_t(di), "dtBias").Data();
+  auto state = arg<Napi::Float32Array>(info, 11, napi_float32_array, size_t(di * n * std::max<int64_t>(batch, 1)), "state");
+  auto y = f32_out(env, size_t(t * di));
+  a.y = y.Data(); a.ldy = di;
+  a.d_inner = di; a.d_state = n;
+  if (batch > 0) {
+    std::vector<float*> states;
+    for (int64_t s = 0; s < batch; ++s) states.push_back(state.Data() + s * di * n);
+    a.t_len = 1;
+    cpu::selective_state_update(a, states.data(), batch);
+  } else {
+    a.t_len = t;
+    cpu::selective_scan(a, state.Data());
+  }
+  return y;
+}
+
+// attention(q [T, heads*hd], k [past+T, kv*hd], v, T, past, heads, kvHeads, headDim) -> out
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t t = num(info, 3, "T"), past = num(info, 4, "past"), heads = num(info, 5, "heads", 1),
+          kvh = num(info, 6, "kvHeads", 1), hd = num(info, 7, "headDim", 1);
+  if (heads % kvh) throw make_error(env, "invalid_argument", "heads must be a multiple of kvHeads");
+  cpu::AttentionArgs a{};
+  a.q = arg<Napi::Float32Array>(info, 0, napi_float32_array, size_t(t * heads * hd), "q").Data(); a.ldq = heads * hd;
+  a.k = arg<Napi::Float32Array>(info, 1, napi_float32_array, size_t((past + t) * kvh * hd), "k").Data(); a.ldk = kvh * hd;
+  a.v = arg<Napi::Float32Array>(info, 2, napi_float32_array, size_t((past + t) * kvh * hd), "v").Data(); a.ldv = kvh * hd;
+  auto out = f32_out(env, size_t(t * heads * hd));
+  a.out = out.Data(); a.ldo = heads * hd;
+  a.t_len = t; a.past = past; a.heads = heads; a.kv_heads = kvh; a.head_dim = hd;
+  a.scale = float(1.0 / std::sqrt(double(hd)));
+  cpu::attention(a);
+  return out;
+}
+
+// routerTopk(logits [T,E], T, E, k) -> { idx: Int32Array, weight: Float32Array }
+Napi::Value RouterTopk(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t t = num(info, 1, "T"), e = num(info, 2, "E", 1), k = num(info, 3, "k", 1);
+  if (k > e) throw make_error(env, "invalid_argument", "k exceeds the expert count");
+  auto lg = arg<Napi::Float32Array>(info, 0, napi_float32_array, size_t(t * e), "logits");
+  auto idx = Napi::Int32Array::New(env, size_t(t * k));
+  auto w = f32_out(env, size_t(t * k));
+  cpu::router_topk(lg.Data(), t, e, k, idx.Data(), w.Data());
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("idx", idx);
+  o.Set("weight", w);
+  return o;
+}
+
+Napi::Value Threads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), ThreadPool::instance().size());
+}
+
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value guarded(const Napi::CallbackInfo& info) {
+  try {
+    return F(info);
+  } catch (const Error& e) {
+    throw make_error(info.Env(), e.kind, e.what());
+  }
+}
+
+}  // namespace
+
+Napi::Object ops_exports(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("gemm", Napi::Function::New<guarded<Gemm>>(env, "gemm"));
+  o.Set("quantizeInt8", Napi::Function::New<guarded<QuantizeInt8>>(env, "quantizeInt8"));
+  o.Set("rmsnorm", Napi::Function::New<guarded<RmsNorm>>(env, "rmsnorm"));
+  o.Set("conv1d", Napi::Function::New<guarded<Conv1d>>(env, "conv1d"));
+  o.Set("selectiveScan", Napi::Function::New<guarded<SelectiveScan>>(env, "selectiveScan"));
+  o.Set("attention", Napi::Function::New<guarded<Attention>>(env, "attention"));
+  o.Set("routerTopk", Napi::Function::New<guarded<RouterTopk>>(env, "routerTopk"));
+  o.Set("threads", Napi::Function::New<guarded<Threads>>(env, "threads"));
+  return o;
+}
+
+}  // namespace jamba::napi

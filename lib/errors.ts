@@ -1,0 +1,92 @@
+/**
+ * Typed errors. Every public entry point throws one of these, naming the file, tensor, field or
+ * argument at fault; none of them leaves a model unusable.
+ */
+
+/** Base class of every error jamba-node throws. `code` is stable and machine-readable. */
+export class JambaError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A function argument or option is missing, of the wrong type or out of range. */
+export class InvalidArgumentError extends JambaError {
+  constructor(message: string) {
+    super('invalid_argument', message);
+  }
+}
+
+/** `config.json` has a missing, mistyped or inconsistent field. */
+export class ConfigError extends JambaError {
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super('config', `config.json: ${field}: ${message}`);
+    this.field = field;
+  }
+}
+
+/** A checkpoint file or tensor is missing, malformed, truncated or of the wrong shape or dtype. */
+export class CheckpointError extends JambaError {
+  readonly file: string | undefined;
+  readonly tensor: string | undefined;
+  constructor(message: string, where: { file?: string; tensor?: string } = {}) {
+    const loc = [where.file, where.tensor && `tensor ${where.tensor}`].filter(Boolean).join(': ');
+    super('checkpoint', loc ? `${loc}: ${message}` : message);
+    this.file = where.file;
+    this.tensor = where.tensor;
+  }
+}
+
+/** The tokenizer files are missing or unusable, or text could not be encoded. */
+export class TokenizerError extends JambaError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('tokenizer', message, options);
+  }
+}
+
+/** The operation was cancelled through its AbortSignal. */
+export class AbortError extends JambaError {
+  constructor(message = 'The operation was aborted') {
+    super('aborted', message);
+  }
+}
+
+/** The model or sequence was disposed before this call. */
+export class DisposedError extends JambaError {
+  constructor(what: string) {
+    super('disposed', `${what} has been disposed`);
+  }
+}
+
+/** Native memory could not be allocated. */
+export class OutOfMemoryError extends JambaError {
+  constructor(message: string) {
+    super('out_of_memory', message);
+  }
+}
+
+/** The sequence is already being evaluated by another call. */
+export class BusyError extends JambaError {
+  constructor(message: string) {
+    super('busy', message);
+  }
+}
+
+/** Maps an error thrown by the native addon (a plain Error with `code`) to its typed class. */
+export function fromNative(e: unknown): Error {
+  if (e instanceof JambaError || !(e instanceof Error)) return e as Error;
+  const code = (e as Error & { code?: string }).code;
+  switch (code) {
+    case 'invalid_argument': return new InvalidArgumentError(e.message);
+    case 'checkpoint': return new CheckpointError(e.message);
+    case 'aborted': return new AbortError(e.message);
+    case 'disposed': return new DisposedError(e.message.replace(/ has been disposed$/, ''));
+    case 'out_of_memory': return new OutOfMemoryError(e.message);
+    case 'busy': return new BusyError(e.message);
+    default: return new JambaError(code ?? 'internal', e.message, { cause: e });
+  }
+}

@@ -1,0 +1,20 @@
+/**
+ * jamba-node: AI21's Jamba language models (hybrid Mamba + attention, mixture of experts) from
+ * Node.js, on a native C++ backend.
+ */
+export { loadModel, JambaModel } from './model';
+export type { LoadOptions, ModelInfo, LayerInfo } from './model';
+export { Sequence } from './sequence';
+export type { EvaluateOptions, LogitsMode } from './sequence';
+export type { GenerateOptions, GenerationResult, FinishReason } from './generation';
+export type { SamplingOptions } from './sampling';
+export { JambaTokenizer } from './tokenizer';
+export type { EncodeOptions, DecodeOptions } from './tokenizer';
+export { parseConfig, readConfig } from './config';
+export type { JambaConfig, LayerType } from './config';
+export { expectedTensors, parameterCounts } from './graph';
+export { readSafetensorsHeader, readCheckpointTensors } from './safetensors';
+export { evaluateNll, windowedNll } from './evaluate';
+export type { NllResult } from './evaluate';
+export { defaultModelDir } from './paths';
+export * from './errors';

@@ -1,0 +1,95 @@
+/** The compiled addon and the types of what it exports (csrc/napi/). */
+import nodeGypBuild from 'node-gyp-build';
+import { packageRoot } from './paths';
+
+export interface TensorSourceSpec {
+  name: string;
+  file: string;
+  offset: number;
+  nbytes: number;
+  dtype: 'F32' | 'BF16' | 'F16';
+  shape: number[];
+}
+
+export interface MlpSpec { gate: TensorSourceSpec; up: TensorSourceSpec; down: TensorSourceSpec }
+
+export interface LayerSpec {
+  mixer: 'attention' | 'mamba';
+  feedForward: 'dense' | 'moe';
+  inputNorm: TensorSourceSpec;
+  ffNorm: TensorSourceSpec;
+  attention?: { q: TensorSourceSpec; k: TensorSourceSpec; v: TensorSourceSpec; o: TensorSourceSpec };
+  mamba?: {
+    inProj: TensorSourceSpec; inProjBias?: TensorSourceSpec; convWeight: TensorSourceSpec; convBias?: TensorSourceSpec;
+    xProj: TensorSourceSpec; dtProj: TensorSourceSpec; dtProjBias: TensorSourceSpec; aLog: TensorSourceSpec;
+    d: TensorSourceSpec; outProj: TensorSourceSpec; outProjBias?: TensorSourceSpec; dtNorm: TensorSourceSpec;
+    bNorm: TensorSourceSpec; cNorm: TensorSourceSpec;
+  };
+  mlp?: MlpSpec;
+  router?: TensorSourceSpec;
+  experts?: MlpSpec[];
+}
+
+export interface ModelPlanSpec {
+  dims: {
+    vocab: number; hidden: number; intermediate: number; layers: number; heads: number; kvHeads: number;
+    headDim: number; dInner: number; dState: number; dConv: number; dtRank: number; experts: number; topK: number;
+    eps: number;
+  };
+  embed: TensorSourceSpec;
+  finalNorm: TensorSourceSpec;
+  lmHead?: TensorSourceSpec;
+  layers: LayerSpec[];
+  expertsInt8: boolean;
+}
+
+export interface NativeSequence {
+  position(): number;
+  bytes(): number;
+  reset(): void;
+  dispose(): void;
+}
+
+export interface ForwardOptions {
+  logits: 'all' | 'last' | 'none';
+  capture?: boolean;
+  abort?: Int32Array;
+}
+
+export interface ForwardResult {
+  logits: Float32Array;
+  captured?: Record<string, Float32Array>;
+}
+
+export interface NativeModel {
+  newSequence(): NativeSequence;
+  forward(sequences: NativeSequence[], tokens: Int32Array[], options: ForwardOptions): Promise<ForwardResult>;
+  bytesByDtype(): Record<string, number>;
+  dispose(): void;
+}
+
+export interface NativeOps {
+  gemm(x: Float32Array, m: number, w: Float32Array | Uint16Array, n: number, k: number, mode: 'f32' | 'bf16' | 'int8', bias?: Float32Array): Float32Array;
+  quantizeInt8(w: Float32Array, n: number, k: number): { q: Int8Array; scale: Float32Array };
+  rmsnorm(x: Float32Array, rows: number, cols: number, weight: Float32Array, eps: number): Float32Array;
+  conv1d(x: Float32Array, t: number, c: number, w: Float32Array, width: number, bias: Float32Array | null, state: Float32Array): Float32Array;
+  selectiveScan(u: Float32Array, dt: Float32Array, b: Float32Array, c: Float32Array, z: Float32Array, a: Float32Array,
+    d: Float32Array, dtBias: Float32Array, t: number, dInner: number, dState: number, state: Float32Array, stepBatch?: number): Float32Array;
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, t: number, past: number, heads: number, kvHeads: number, headDim: number): Float32Array;
+  routerTopk(logits: Float32Array, t: number, e: number, k: number): { idx: Int32Array; weight: Float32Array };
+  threads(): number;
+}
+
+export interface NativeAddon {
+  NativeModel: { load(plan: ModelPlanSpec): Promise<NativeModel> };
+  ops: NativeOps;
+  backend: string;
+}
+
+let addon: NativeAddon | undefined;
+
+/** Loads the addon built by `npm install` (build/Release/jamba.node), once per process. */
+export function native(): NativeAddon {
+  addon ??= nodeGypBuild(packageRoot()) as NativeAddon;
+  return addon;
+}
