@@ -1,0 +1,190 @@
+/**
+ * A float64 Jamba forward pass written for clarity, not speed: plain loops over the math of
+ * transformers' JambaForCausalLM (see shared/docs/jamba-reference.md §4). The tests prove it on
+ * the fixtures' references, then hold the optimized engine to it on configurations the fixtures
+ * do not cover.
+ */
+import { JambaConfig, readConfig } from '../../lib/config';
+import { expectedTensors } from '../../lib/graph';
+import { readCheckpointTensors } from '../../lib/safetensors';
+import { readTensor } from './st-io';
+
+export type Weights = Map<string, Float64Array>;
+
+export function loadWeights(dir: string): { cfg: JambaConfig; w: Weights } {
+  const cfg = readConfig(dir);
+  const tensors = readCheckpointTensors(dir);
+  const w: Weights = new Map();
+  for (const t of expectedTensors(cfg)) w.set(t.name, readTensor(tensors.get(t.name)!.file, t.name).data);
+  return { cfg, w };
+}
+
+/** out[t, n] = Σ_k x[t, k] · W[n, k] */
+function linear(x: Float64Array, T: number, K: number, W: Float64Array, N: number, bias?: Float64Array): Float64Array {
+  const out = new Float64Array(T * N);
+  for (let t = 0; t < T; t++)
+    for (let n = 0; n < N; n++) {
+      let s = bias ? bias[n]! : 0;
+      for (let k = 0; k < K; k++) s += x[t * K + k]! * W[n * K + k]!;
+      out[t * N + n] = s;
+    }
+  return out;
+}
+
+function rmsnorm(x: Float64Array, T: number, C: number, w: Float64Array, eps: number): Float64Array {
+  const out = new Float64Array(T * C);
+  for (let t = 0; t < T; t++) {
+    let ss = 0;
+    for (let c = 0; c < C; c++) ss += x[t * C + c]! ** 2;
+    const inv = 1 / Math.sqrt(ss / C + eps);
+    for (let c = 0; c < C; c++) out[t * C + c] = x[t * C + c]! * inv * w[c]!;
+  }
+  return out;
+}
+
+const silu = (v: number) => v / (1 + Math.exp(-v));
+const softplus = (v: number) => (v <= 20 ? Math.log1p(Math.exp(v)) : v);
+
+function mlp(w: Weights, p: string, x: Float64Array, T: number, H: number, I: number): Float64Array {
+  const g = linear(x, T, H, w.get(`${p}.gate_proj.weight`)!, I);
+  const u = linear(x, T, H, w.get(`${p}.up_proj.weight`)!, I);
+  for (let i = 0; i < g.length; i++) g[i] = silu(g[i]!) * u[i]!;
+  return linear(g, T, I, w.get(`${p}.down_proj.weight`)!, H);
+}
+
+function attention(cfg: JambaConfig, w: Weights, p: string, x: Float64Array, T: number): Float64Array {
+  const H = cfg.hiddenSize, nh = cfg.numAttentionHeads, kvh = cfg.numKeyValueHeads, hd = cfg.headDim;
+  const q = linear(x, T, H, w.get(`${p}.q_proj.weight`)!, nh * hd);
+  const k = linear(x, T, H, w.get(`${p}.k_proj.weight`)!, kvh * hd);
+  const v = linear(x, T, H, w.get(`${p}.v_proj.weight`)!, kvh * hd);
+  const o = new Float64Array(T * nh * hd);
+  for (let h = 0; h < nh; h++) {
+    const g = Math.floor(h / (nh / kvh));
+    for (let t = 0; t < T; t++) {
+      const s: number[] = [];
+      for (let j = 0; j <= t; j++) {
+        let d = 0;
+        for (let e = 0; e < hd; e++) d += q[t * nh * hd + h * hd + e]! * k[j * kvh * hd + g * hd + e]!;
+        s.push(d / Math.sqrt(hd));
+      }
+      const m = Math.max(...s);
+      const p2 = s.map((z) => Math.exp(z - m));
+      const z = p2.reduce((a, b) => a + b, 0);
+      for (let e = 0; e < hd; e++) {
+        let acc = 0;
+        for (let j = 0; j <= t; j++) acc += (p2[j]! / z) * v[j * kvh * hd + g * hd + e]!;
+        o[t * nh * hd + h * hd + e] = acc;
+      }
+    }
+  }
+  return linear(o, T, nh * hd, w.get(`${p}.o_proj.weight`)!, H);
+}
+
+function mamba(cfg: JambaConfig, w: Weights, p: string, x: Float64Array, T: number): Float64Array {
+  const H = cfg.hiddenSize, Di = cfg.mambaDInner, N = cfg.mambaDState, R = cfg.mambaDtRank, K = cfg.mambaDConv;
+  const eps = cfg.rmsNormEps;
+  const xz = linear(x, T, H, w.get(`${p}.in_proj.weight`)!, 2 * Di, w.get(`${p}.in_proj.bias`));
+  const cw = w.get(`${p}.conv1d.weight`)!, cb = w.get(`${p}.conv1d.bias`);
+  const u = new Float64Array(T * Di);
+  for (let t = 0; t < T; t++)
+    for (let d = 0; d < Di; d++) {
+      let s = cb ? cb[d]! : 0;
+      for (let j = 0; j < K; j++) {
+        const src = t - (K - 1) + j;
+        if (src >= 0) s += cw[d * K + j]! * xz[src * 2 * Di + d]!;
+      }
+      u[t * Di + d] = silu(s);
+    }
+  const proj = linear(u, T, Di, w.get(`${p}.x_proj.weight`)!, R + 2 * N);
+  const slice = (from: number, len: number) => {
+    const out = new Float64Array(T * len);
+    for (let t = 0; t < T; t++) for (let i = 0; i < len; i++) out[t * len + i] = proj[t * (R + 2 * N) + from + i]!;
+    return out;
+  };
+  const dt = rmsnorm(slice(0, R), T, R, w.get(`${p}.dt_layernorm.weight`)!, eps);
+  const B = rmsnorm(slice(R, N), T, N, w.get(`${p}.b_layernorm.weight`)!, eps);
+  const C = rmsnorm(slice(R + N, N), T, N, w.get(`${p}.c_layernorm.weight`)!, eps);
+  const delta = linear(dt, T, R, w.get(`${p}.dt_proj.weight`)!, Di, w.get(`${p}.dt_proj.bias`));
+  const Alog = w.get(`${p}.A_log`)!, D = w.get(`${p}.D`)!;
+  const y = new Float64Array(T * Di);
+  for (let d = 0; d < Di; d++) {
+    const h = new Float64Array(N);
+    for (let t = 0; t < T; t++) {
+      const dl = softplus(delta[t * Di + d]!), ut = u[t * Di + d]!;
+      let acc = 0;
+      for (let n = 0; n < N; n++) {
+        h[n] = Math.exp(dl * -Math.exp(Alog[d * N + n]!)) * h[n]! + dl * B[t * N + n]! * ut;
+        acc += h[n]! * C[t * N + n]!;
+      }
+      y[t * Di + d] = (acc + D[d]! * ut) * silu(xz[t * 2 * Di + Di + d]!);
+    }
+  }
+  return linear(y, T, Di, w.get(`${p}.out_proj.weight`)!, H, w.get(`${p}.out_proj.bias`));
+}
+
+function moe(cfg: JambaConfig, w: Weights, p: string, x: Float64Array, T: number, routerOut: Float64Array[]): Float64Array {
+  const H = cfg.hiddenSize, E = cfg.numExperts, k = cfg.numExpertsPerTok;
+  const logits = linear(x, T, H, w.get(`${p}.router.weight`)!, E);
+  routerOut.push(logits);
+  const out = new Float64Array(T * H);
+  for (let t = 0; t < T; t++) {
+    const row = Array.from(logits.subarray(t * E, (t + 1) * E));
+    const m = Math.max(...row);
+    const ex = row.map((v) => Math.exp(v - m));
+    const z = ex.reduce((a, b) => a + b, 0);
+    const order = ex.map((v, i) => [v / z, i] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, k);
+    const xt = x.subarray(t * H, (t + 1) * H);
+    for (const [prob, e] of order) {
+      const y = mlp(w, `${p}.experts.${e}`, xt, 1, H, cfg.intermediateSize);
+      for (let c = 0; c < H; c++) out[t * H + c] = out[t * H + c]! + prob * y[c]!;
+    }
+  }
+  return out;
+}
+
+export interface ReferenceOutputs {
+  embed: Float64Array;
+  layers: Float64Array[];
+  router: Map<number, Float64Array>;
+  finalNorm: Float64Array;
+  logits: Float64Array;
+}
+
+export function referenceForward(cfg: JambaConfig, w: Weights, ids: number[]): ReferenceOutputs {
+  const T = ids.length, H = cfg.hiddenSize, V = cfg.vocabSize;
+  const emb = w.get('model.embed_tokens.weight')!;
+  const h = new Float64Array(T * H);
+  ids.forEach((id, t) => h.set(emb.subarray(id * H, (id + 1) * H), t * H));
+  const out: ReferenceOutputs = { embed: h.slice(), layers: [], router: new Map(), finalNorm: new Float64Array(), logits: new Float64Array() };
+  for (let i = 0; i < cfg.numHiddenLayers; i++) {
+    const p = `model.layers.${i}`;
+    let x = rmsnorm(h, T, H, w.get(`${p}.input_layernorm.weight`)!, cfg.rmsNormEps);
+    let d = cfg.layerTypes[i] === 'attention' ? attention(cfg, w, `${p}.self_attn`, x, T) : mamba(cfg, w, `${p}.mamba`, x, T);
+    for (let j = 0; j < h.length; j++) h[j] = h[j]! + d[j]!;
+    x = rmsnorm(h, T, H, w.get(`${p}.pre_ff_layernorm.weight`)!, cfg.rmsNormEps);
+    if (cfg.layerNumExperts[i]! > 1) {
+      const r: Float64Array[] = [];
+      d = moe(cfg, w, `${p}.feed_forward`, x, T, r);
+      out.router.set(i, r[0]!);
+    } else {
+      d = mlp(w, `${p}.feed_forward`, x, T, H, cfg.intermediateSize);
+    }
+    for (let j = 0; j < h.length; j++) h[j] = h[j]! + d[j]!;
+    out.layers.push(h.slice());
+  }
+  out.finalNorm = rmsnorm(h, T, H, w.get('model.final_layernorm.weight')!, cfg.rmsNormEps);
+  const head = cfg.tieWordEmbeddings ? emb : w.get('lm_head.weight')!;
+  out.logits = linear(out.finalNorm, T, H, head, V);
+  return out;
+}
+
+/** Largest |a - b| over two arrays of equal length (fails loudly on a length mismatch). */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length mismatch: ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}

@@ -1,0 +1,88 @@
+/**
+ * The engine against the float64 reference on Jamba configurations the fixtures do not cover:
+ * other widths, head and expert counts, top-1 and top-3 routing, d_state not a multiple of the
+ * vector width, d_conv 2 and 3, no conv bias, projection biases, tied embeddings, other eps and
+ * layer schedules, and f32 / f16 / bf16 checkpoints, single-file and sharded.
+ */
+import fs from 'node:fs';
+import { JambaModel, loadModel } from '../lib';
+import { loadWeights, maxAbsDiff, referenceForward } from './helpers/reference-model';
+import { rng, writeRandomCheckpoint } from './helpers/random-checkpoint';
+
+const BASE = { vocab_size: 1030, bos_token_id: 1, eos_token_id: 2, pad_token_id: 0 };
+
+const CASES: Array<[string, Record<string, unknown>, 'F32' | 'BF16' | 'F16', number]> = [
+  ['top-1, d_conv 3, no conv bias, tied, eps 1e-5, f32', {
+    hidden_size: 32, intermediate_size: 48, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2,
+    attn_layer_period: 2, attn_layer_offset: 1, expert_layer_period: 2, expert_layer_offset: 0, num_experts: 3,
+    num_experts_per_tok: 1, mamba_d_state: 8, mamba_d_conv: 3, mamba_conv_bias: false, tie_word_embeddings: true,
+    rms_norm_eps: 1e-5, mamba_dt_rank: 'auto',
+  }, 'F32', 1],
+  ['top-3 of 5, MHA, d_state 24, expand 3, proj bias, f16 sharded', {
+    hidden_size: 40, intermediate_size: 56, num_hidden_layers: 3, num_attention_heads: 5, num_key_value_heads: 5,
+    attn_layer_period: 3, attn_layer_offset: 2, expert_layer_period: 3, expert_layer_offset: 1, num_experts: 5,
+    num_experts_per_tok: 3, mamba_d_state: 24, mamba_d_conv: 4, mamba_expand: 3, mamba_dt_rank: 5,
+    mamba_proj_bias: true,
+  }, 'F16', 3],
+  ['every layer MoE, GQA 8:1, d_conv 2, bf16, many heads', {
+    hidden_size: 64, intermediate_size: 40, num_hidden_layers: 5, num_attention_heads: 8, num_key_value_heads: 1,
+    attn_layer_period: 4, attn_layer_offset: 0, expert_layer_period: 1, expert_layer_offset: 0, num_experts: 6,
+    num_experts_per_tok: 2, mamba_d_state: 16, mamba_d_conv: 2, mamba_dt_rank: 7, rms_norm_eps: 1e-3,
+  }, 'BF16', 2],
+];
+
+describe.each(CASES)('%s', (_label, raw, dtype, shards) => {
+  let dir: string;
+  let model: JambaModel;
+  const ids = (() => {
+    const r = rng(7);
+    return [1, ...Array.from({ length: 70 }, () => 3 + Math.floor(r() * 1020))];
+  })();
+
+  beforeAll(async () => {
+    dir = writeRandomCheckpoint({ ...BASE, ...raw }, { dtype, shards, seed: 3 });
+    model = await loadModel(dir);
+  });
+  afterAll(async () => {
+    await model.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('logits and every layer match the float64 reference', async () => {
+    const { cfg, w } = loadWeights(dir);
+    const r = referenceForward(cfg, w, ids);
+    const out = await model.trace(ids);
+    for (let L = 0; L < cfg.numHiddenLayers; L++) expect(maxAbsDiff(out[`layer${L}.out`]!, r.layers[L]!)).toBeLessThanOrEqual(1e-4);
+    for (const [L, router] of r.router) expect(maxAbsDiff(out[`layer${L}.router_logits`]!, router)).toBeLessThanOrEqual(1e-4);
+    expect(maxAbsDiff(out.logits!, r.logits)).toBeLessThanOrEqual(1e-4);
+    // The comparison has teeth: the logits vary across the vocabulary and positions.
+    const spread = Math.max(...r.logits) - Math.min(...r.logits);
+    expect(spread).toBeGreaterThan(1);
+  });
+
+  test('prefill in pieces and token-by-token decode give the same logits', async () => {
+    const full = await model.logits(ids);
+    const V = model.config.vocabSize;
+    const seq = model.createSequence();
+    try {
+      const a = await seq.evaluate(ids.slice(0, 17), { logits: 'all' });
+      const b = await seq.evaluate(ids.slice(17, 50), { logits: 'all' });
+      expect(maxAbsDiff(a, full.subarray(0, 17 * V))).toBeLessThanOrEqual(1e-5);
+      expect(maxAbsDiff(b, full.subarray(17 * V, 50 * V))).toBeLessThanOrEqual(1e-5);
+      for (let t = 50; t < ids.length; t++)
+        expect(maxAbsDiff(await seq.evaluate([ids[t]!]), full.subarray(t * V, (t + 1) * V))).toBeLessThanOrEqual(1e-5);
+    } finally {
+      seq.dispose();
+    }
+  });
+
+  test('a batch of prompts of different lengths equals each prompt alone', async () => {
+    const prompts = [ids.slice(0, 5), ids.slice(0, 33), [1, 40, 41]];
+    const opts = { maxTokens: 12, temperature: 0 };
+    const batch = await model.completeBatch(prompts, opts);
+    for (let i = 0; i < prompts.length; i++) expect(batch[i]!.tokens).toEqual((await model.complete(prompts[i]!, opts)).tokens);
+    const sampled = { maxTokens: 12, temperature: 1.2, topP: 0.95, seed: 5 };
+    const sb = await model.completeBatch(prompts, sampled);
+    for (let i = 0; i < prompts.length; i++) expect(sb[i]!.tokens).toEqual((await model.complete(prompts[i]!, sampled)).tokens);
+  });
+});
