@@ -78,15 +78,17 @@ export class BusyError extends JambaError {
 
 /** Maps an error thrown by the native addon (a plain Error with `code`) to its typed class. */
 export function fromNative(e: unknown): Error {
-  if (e instanceof JambaError || !(e instanceof Error)) return e as Error;
-  const code = (e as Error & { code?: string }).code;
+  // Duck-typed: errors made by the addon belong to the main realm, which `instanceof Error` in
+  // another realm (a vm context, jest) does not recognise.
+  if (e instanceof JambaError || typeof e !== 'object' || e === null || typeof (e as Error).message !== 'string') return e as Error;
+  const { code, message } = e as Error & { code?: string };
   switch (code) {
-    case 'invalid_argument': return new InvalidArgumentError(e.message);
-    case 'checkpoint': return new CheckpointError(e.message);
-    case 'aborted': return new AbortError(e.message);
-    case 'disposed': return new DisposedError(e.message.replace(/ has been disposed$/, ''));
-    case 'out_of_memory': return new OutOfMemoryError(e.message);
-    case 'busy': return new BusyError(e.message);
-    default: return new JambaError(code ?? 'internal', e.message, { cause: e });
+    case 'invalid_argument': return new InvalidArgumentError(message);
+    case 'checkpoint': return new CheckpointError(message);
+    case 'aborted': return new AbortError(message);
+    case 'disposed': return new DisposedError(message.replace(/ has been disposed$/, ''));
+    case 'out_of_memory': return new OutOfMemoryError(message);
+    case 'busy': return new BusyError(message);
+    default: return new JambaError(code ?? 'internal', message, { cause: e });
   }
 }

@@ -5,7 +5,7 @@
  * batch is exactly its result alone.
  */
 import { AbortError, InvalidArgumentError } from './errors';
-import type { NativeModel, NativeSequence } from './native';
+import type { ForwardOptions, ForwardResult, NativeSequence } from './native';
 import { ResolvedSampling, Rng, SamplingOptions, resolveSampling, sampleToken } from './sampling';
 import { withAbort } from './sequence';
 import { TextStream } from './text-stream';
@@ -51,7 +51,8 @@ interface Job {
 }
 
 export interface EngineContext {
-  native: NativeModel;
+  forward(sequences: NativeSequence[], tokens: Int32Array[], options: ForwardOptions): Promise<ForwardResult>;
+  newSequence(): NativeSequence;
   tokenizer: JambaTokenizer;
   vocab: number;
   eosIds: number[];
@@ -88,7 +89,7 @@ export async function* generateSteps(ctx: EngineContext, prompts: number[][], op
       maxTokens: opts.maxTokens,
       stopIds: new Set([...ctx.eosIds, ...opts.stopIds]),
       stream: new TextStream(ctx.tokenizer, prompt, opts.stops),
-      seq: ctx.native.newSequence(),
+      seq: ctx.newSequence(),
       fed: 0,
       context: [...prompt],
       generated: [],
@@ -101,7 +102,7 @@ export async function* generateSteps(ctx: EngineContext, prompts: number[][], op
       const pending = jobs.filter((j) => j.finish === null && j.fed < j.prompt.length);
       if (pending.length === 0) break;
       const chunks = pending.map((j) => Int32Array.from(j.prompt.slice(j.fed, j.fed + PREFILL_CHUNK)));
-      const res = await withAbort(signal, (abort) => ctx.native.forward(pending.map((j) => j.seq), chunks, { logits: 'last', abort }));
+      const res = await withAbort(signal, (abort) => ctx.forward(pending.map((j) => j.seq), chunks, { logits: 'last', abort }));
       const pieces = jobs.map(() => '');
       pending.forEach((j, r) => {
         j.fed += chunks[r]!.length;
@@ -114,7 +115,7 @@ export async function* generateSteps(ctx: EngineContext, prompts: number[][], op
       const active = jobs.filter((j) => j.finish === null);
       if (active.length === 0) break;
       const tokens = active.map((j) => Int32Array.of(j.generated[j.generated.length - 1]!));
-      const res = await withAbort(signal, (abort) => ctx.native.forward(active.map((j) => j.seq), tokens, { logits: 'last', abort }));
+      const res = await withAbort(signal, (abort) => ctx.forward(active.map((j) => j.seq), tokens, { logits: 'last', abort }));
       const pieces = jobs.map(() => '');
       active.forEach((j, r) => {
         pieces[jobs.indexOf(j)] = accept(j, res.logits.subarray(r * ctx.vocab, (r + 1) * ctx.vocab));

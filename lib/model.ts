@@ -8,7 +8,7 @@ import { JambaConfig, readConfig } from './config';
 import { DisposedError, InvalidArgumentError, JambaError, fromNative } from './errors';
 import { EngineContext, GenerateOptions, GenerationResult, PREFILL_CHUNK, generateSteps } from './generation';
 import { buildPlan, parameterCounts } from './graph';
-import { NativeModel, native } from './native';
+import { ForwardOptions, ForwardResult, NativeModel, NativeSequence, native } from './native';
 import { defaultModelDir } from './paths';
 import { TensorInfo, readCheckpointTensors } from './safetensors';
 import { Sequence, toTokenArray, withAbort } from './sequence';
@@ -50,6 +50,8 @@ export interface PromptInput {
 export class JambaModel {
   private handle: NativeModel | null;
   private readonly eosIds: number[];
+  private inflight = 0;
+  private idle: Array<() => void> = [];
 
   private constructor(
     readonly dir: string,
@@ -96,8 +98,7 @@ export class JambaModel {
 
   /** A fresh sequence with its own state. Dispose it when done. */
   createSequence(): Sequence {
-    const h = this.native();
-    return new Sequence(() => this.native(), h.newSequence(), this.config.vocabSize);
+    return new Sequence((s, t, o) => this.forward(s, t, o), this.native().newSequence(), this.config.vocabSize);
   }
 
   /**
@@ -113,7 +114,7 @@ export class JambaModel {
     try {
       for (let i = 0; i < tokens.length; i += PREFILL_CHUNK) {
         const chunk = tokens.subarray(i, i + PREFILL_CHUNK);
-        const res = await withAbort(options.signal, (abort) => this.native().forward([seq], [chunk], { logits: 'all', abort }));
+        const res = await withAbort(options.signal, (abort) => this.forward([seq], [chunk], { logits: 'all', abort }));
         out.set(res.logits, i * V);
       }
     } finally {
@@ -131,7 +132,7 @@ export class JambaModel {
     if (tokens.length === 0) throw new InvalidArgumentError('ids is empty');
     const seq = this.native().newSequence();
     try {
-      const res = await withAbort(undefined, () => this.native().forward([seq], [tokens], { logits: 'all', capture: true }));
+      const res = await withAbort(undefined, () => this.forward([seq], [tokens], { logits: 'all', capture: true }));
       return { ...res.captured, logits: res.logits };
     } finally {
       seq.dispose();
@@ -190,10 +191,16 @@ export class JambaModel {
     };
   }
 
-  /** Frees the weights now. Pending calls finish first; any later call throws DisposedError. */
+  /**
+   * Frees the weights. A forward pass already running finishes first and the promise resolves
+   * once the memory is released; every later call, including the next step of a generation in
+   * progress, throws DisposedError.
+   */
   async dispose(): Promise<void> {
-    this.handle?.dispose();
+    const h = this.handle;
     this.handle = null;
+    while (this.inflight > 0) await new Promise<void>((r) => this.idle.push(r));
+    h?.dispose();
   }
 
   get disposed(): boolean {
@@ -205,8 +212,26 @@ export class JambaModel {
     return this.handle;
   }
 
+  /** Every native forward pass goes through here, so dispose() can wait for the one running. */
+  private async forward(seqs: NativeSequence[], tokens: Int32Array[], options: ForwardOptions): Promise<ForwardResult> {
+    const h = this.native();
+    this.inflight++;
+    try {
+      return await h.forward(seqs, tokens, options);
+    } finally {
+      if (--this.inflight === 0) for (const r of this.idle.splice(0)) r();
+    }
+  }
+
   private engine(): EngineContext {
-    return { native: this.native(), tokenizer: this.tokenizer, vocab: this.config.vocabSize, eosIds: this.eosIds };
+    this.native();
+    return {
+      forward: (s, t, o) => this.forward(s, t, o),
+      newSequence: () => this.native().newSequence(),
+      tokenizer: this.tokenizer,
+      vocab: this.config.vocabSize,
+      eosIds: this.eosIds,
+    };
   }
 
   private async promptIds(prompt: string | ArrayLike<number>, name: string): Promise<number[]> {

@@ -4,7 +4,7 @@
  * carries over, so prefill in chunks and single-token decode are the same operation.
  */
 import { AbortError, DisposedError, InvalidArgumentError, fromNative } from './errors';
-import type { NativeModel, NativeSequence } from './native';
+import type { ForwardOptions, ForwardResult, NativeSequence } from './native';
 
 export type LogitsMode = 'all' | 'last' | 'none';
 
@@ -47,7 +47,11 @@ export class Sequence {
   private handle: NativeSequence | null;
 
   /** @internal created by JambaModel.createSequence() */
-  constructor(private readonly model: () => NativeModel, handle: NativeSequence, private readonly vocab: number) {
+  constructor(
+    private readonly forward: (s: NativeSequence[], t: Int32Array[], o: ForwardOptions) => Promise<ForwardResult>,
+    handle: NativeSequence,
+    private readonly vocab: number,
+  ) {
     this.handle = handle;
   }
 
@@ -71,7 +75,7 @@ export class Sequence {
     if (!['all', 'last', 'none'].includes(mode)) throw new InvalidArgumentError(`logits must be 'all', 'last' or 'none', got ${String(mode)}`);
     if (tokens.length === 0 && mode === 'last') throw new InvalidArgumentError('ids is empty: there is no last position');
     const seq = this.native();
-    const res = await withAbort(options.signal, (abort) => this.model().forward([seq], [tokens], { logits: mode, abort }));
+    const res = await withAbort(options.signal, (abort) => this.forward([seq], [tokens], { logits: mode, abort }));
     return res.logits;
   }
 

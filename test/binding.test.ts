@@ -1,0 +1,60 @@
+/** The N-API boundary: context-aware loading (worker threads), async work, disposal. */
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { DisposedError, loadModel } from '../lib';
+import { native } from '../lib/native';
+
+const DIST = path.resolve(__dirname, '..', 'dist', 'lib', 'index.js');
+
+function inWorker(): Promise<unknown> {
+  const code = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    const { loadModel } = require(workerData.lib);
+    (async () => {
+      const m = await loadModel();
+      const r = await m.complete('ROMEO:\\n', { maxTokens: 12, temperature: 0 });
+      await m.dispose();
+      parentPort.postMessage(r.tokens);
+    })().catch((e) => parentPort.postMessage('error: ' + e.message));`;
+  return new Promise((resolve, reject) => {
+    const w = new Worker(code, { eval: true, workerData: { lib: DIST } });
+    w.once('message', (m) => { resolve(m); void w.terminate(); });
+    w.once('error', reject);
+  });
+}
+
+test('the addon loads and runs in worker threads, several at once, beside the main thread', async () => {
+  const m = await loadModel();
+  const main = (await m.complete('ROMEO:\n', { maxTokens: 12, temperature: 0 })).tokens;
+  const [a, b] = await Promise.all([inWorker(), inWorker(), m.complete('ROMEO:\n', { maxTokens: 12, temperature: 0 })]);
+  expect(a).toEqual(main);
+  expect(b).toEqual(main);
+  await m.dispose();
+});
+
+test('loading and generating do not block the event loop', async () => {
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  const m = await loadModel();
+  await m.logits(Array.from({ length: 2000 }, (_, i) => 1 + (i % 1000)));
+  clearInterval(timer);
+  expect(ticks).toBeGreaterThan(0);
+  await m.dispose();
+});
+
+test('the thread pool is sized to the machine and created once', () => {
+  const n = native().ops.threads();
+  expect(n).toBeGreaterThanOrEqual(1);
+  expect(native().ops.threads()).toBe(n);
+});
+
+test('dispose waits for the pass in flight; the next pass of that call and later calls fail', async () => {
+  const m = await loadModel();
+  const ids = Array.from({ length: 400 }, (_, i) => 1 + (i % 1000));
+  const single = m.logits(ids);             // one pass
+  const multi = m.logits([...ids, ...ids]); // two passes (512 + 288 tokens)
+  await m.dispose();
+  expect((await single).length).toBe(400 * 1024);
+  await expect(multi).rejects.toBeInstanceOf(DisposedError);
+  await expect(m.logits([1])).rejects.toBeInstanceOf(DisposedError);
+});

@@ -1,0 +1,142 @@
+/**
+ * Each CPU kernel against its float64 definition (test/helpers/reference-ops.ts) on fresh random
+ * inputs of several shapes, odd sizes included, in the style of llm.c's dev/cuda checks.
+ */
+import { native } from '../lib/native';
+import { rng } from './helpers/random-checkpoint';
+import { attentionRef, conv1dRef, gemmRef, relErr, rmsnormRef, scanRef } from './helpers/reference-ops';
+import { bf16ToF32, f32ToBf16 } from './helpers/st-io';
+
+const ops = native().ops;
+const rand = rng(42);
+const randn = (n: number, scale = 1) => Float32Array.from({ length: n }, () => (rand() * 2 - 1) * scale);
+
+describe('gemm', () => {
+  const shapes: Array<[number, number, number]> = [[1, 1, 1], [1, 17, 33], [3, 40, 19], [4, 16, 16], [5, 129, 70], [64, 96, 128], [67, 33, 1030], [130, 257, 31]];
+  test.each(shapes)('f32 weights, M=%i N=%i K=%i, with and without bias', (m, n, k) => {
+    const x = randn(m * k), w = randn(n * k), b = randn(n);
+    expect(relErr(ops.gemm(x, m, w, n, k, 'f32'), gemmRef(x, m, w, n, k))).toBeLessThan(1e-6);
+    expect(relErr(ops.gemm(x, m, w, n, k, 'f32', b), gemmRef(x, m, w, n, k, b))).toBeLessThan(1e-6);
+  });
+  test.each(shapes)('bf16 weights, M=%i N=%i K=%i', (m, n, k) => {
+    const x = randn(m * k), bits = Uint16Array.from(randn(n * k), f32ToBf16);
+    const wf = Float64Array.from(bits, bf16ToF32);
+    expect(relErr(ops.gemm(x, m, bits, n, k, 'bf16'), gemmRef(x, m, wf, n, k))).toBeLessThan(1e-6);
+  });
+  test.each(shapes)('int8 weights dequantized in the kernel, M=%i N=%i K=%i', (m, n, k) => {
+    const x = randn(m * k), w = randn(n * k);
+    const { q, scale } = ops.quantizeInt8(w, n, k);
+    const deq = Float64Array.from(q, (v, i) => v * scale[Math.floor(i / k)]!);
+    expect(relErr(ops.gemm(x, m, w, n, k, 'int8'), gemmRef(x, m, deq, n, k))).toBeLessThan(1e-6);
+  });
+  test('a row does not depend on the rows computed with it', () => {
+    const n = 77, k = 300, x = randn(9 * k), w = randn(n * k);
+    const all = ops.gemm(x, 9, w, n, k, 'f32');
+    for (let r = 0; r < 9; r++) expect(Array.from(ops.gemm(x.subarray(r * k, (r + 1) * k), 1, w, n, k, 'f32'))).toEqual(Array.from(all.subarray(r * n, (r + 1) * n)));
+  });
+  test('quantization: per-row scale, round half to even, zero rows', () => {
+    const w = Float32Array.from([127, 63.5, -0.5, 1.5, /* row 2 */ 0, 0, 0, 0, /* row 3 */ -2, 1, 0.0078125, 2]);
+    const { q, scale } = ops.quantizeInt8(w, 3, 4);
+    expect(Array.from(scale)).toEqual([1, 0, Math.fround(2 / 127)]);
+    expect(Array.from(q)).toEqual([127, 64, -0, 2, 0, 0, 0, 0, -127, 64, 0, 127].map((v) => v || 0));
+  });
+});
+
+test.each([[1, 1], [3, 64], [17, 129], [200, 1000]])('rmsnorm rows=%i cols=%i', (rows, cols) => {
+  const x = randn(rows * cols, 3), w = randn(cols);
+  expect(relErr(ops.rmsnorm(x, rows, cols, w, 1e-6), rmsnormRef(x, rows, cols, w, 1e-6))).toBeLessThan(1e-6);
+});
+
+describe('causal conv1d + SiLU', () => {
+  test.each([[1, 5, 4], [9, 33, 4], [70, 130, 3], [40, 17, 2], [6, 64, 1]])('T=%i C=%i width=%i, prefill then resumed', (T, C, width) => {
+    const x = randn(T * C), w = randn(C * width), b = randn(C);
+    const ref = conv1dRef(x, T, C, w, width, b);
+    const state = new Float32Array(C * (width - 1));
+    expect(relErr(ops.conv1d(x, T, C, w, width, b, state), ref)).toBeLessThan(1e-6);
+    // Same input split in two calls, and then one token at a time, carrying the state.
+    const s2 = new Float32Array(C * (width - 1));
+    const cut = Math.ceil(T / 2);
+    const first = ops.conv1d(x.subarray(0, cut * C), cut, C, w, width, null, s2);
+    expect(relErr(first, conv1dRef(x.subarray(0, cut * C), cut, C, w, width, null))).toBeLessThan(1e-6);
+    const s3 = new Float32Array(C * (width - 1));
+    const rows: number[] = [];
+    for (let t = 0; t < T; t++) rows.push(...ops.conv1d(x.subarray(t * C, (t + 1) * C), 1, C, w, width, b, s3));
+    expect(relErr(rows, ref)).toBeLessThan(1e-6);
+  });
+});
+
+describe('selective scan', () => {
+  const inputs = (T: number, Di: number, N: number) => ({
+    u: randn(T * Di), dt: randn(T * Di, 2), b: randn(T * N), c: randn(T * N), z: randn(T * Di, 2),
+    a: Float32Array.from(randn(Di * N), (v) => -Math.exp(v)), d: randn(Di), dtBias: randn(Di), T, Di, N,
+  });
+  const run = (s: ReturnType<typeof inputs>, state: Float32Array) =>
+    ops.selectiveScan(s.u, s.dt, s.b, s.c, s.z, s.a, s.d, s.dtBias, s.T, s.Di, s.N, state);
+
+  test.each([[1, 16, 16], [7, 33, 8], [64, 48, 24], [130, 17, 1], [5, 256, 16]])('T=%i Di=%i N=%i from a carried state', (T, Di, N) => {
+    const s = inputs(T, Di, N);
+    const init = randn(Di * N);
+    const state = Float32Array.from(init);
+    const y = run(s, state);
+    const ref = scanRef(s, init);
+    expect(relErr(y, ref.y)).toBeLessThan(1e-5);
+    expect(relErr(state, ref.state)).toBeLessThan(1e-5);
+  });
+
+  test('softplus passes large dt through unchanged (threshold 20)', () => {
+    const s = inputs(3, 16, 4);
+    s.dt.fill(30);
+    const state = new Float32Array(16 * 4);
+    expect(relErr(run(s, state), scanRef(s).y)).toBeLessThan(1e-5);
+  });
+
+  test('the batched decode update equals each sequence scanned alone', () => {
+    const Di = 40, N = 12, S = 3;
+    const s = inputs(S, Di, N);
+    const states = randn(S * Di * N);
+    const batched = Float32Array.from(states);
+    const y = ops.selectiveScan(s.u, s.dt, s.b, s.c, s.z, s.a, s.d, s.dtBias, S, Di, N, batched, S);
+    for (let q = 0; q < S; q++) {
+      const one = { ...s, T: 1, u: s.u.subarray(q * Di, (q + 1) * Di), dt: s.dt.subarray(q * Di, (q + 1) * Di),
+        b: s.b.subarray(q * N, (q + 1) * N), c: s.c.subarray(q * N, (q + 1) * N), z: s.z.subarray(q * Di, (q + 1) * Di) };
+      const st = Float32Array.from(states.subarray(q * Di * N, (q + 1) * Di * N));
+      expect(Array.from(run(one, st))).toEqual(Array.from(y.subarray(q * Di, (q + 1) * Di)));
+      expect(Array.from(st)).toEqual(Array.from(batched.subarray(q * Di * N, (q + 1) * Di * N)));
+    }
+  });
+});
+
+describe('attention', () => {
+  test.each([
+    [1, 0, 1, 1, 8], [9, 0, 4, 2, 16], [70, 0, 4, 1, 32], [1, 200, 8, 2, 64], [13, 90, 6, 3, 24], [130, 5, 2, 2, 128],
+  ])('T=%i past=%i heads=%i kv=%i hd=%i', (T, past, heads, kv, hd) => {
+    const q = randn(T * heads * hd, 2), k = randn((past + T) * kv * hd, 2), v = randn((past + T) * kv * hd);
+    expect(relErr(ops.attention(q, k, v, T, past, heads, kv, hd), attentionRef(q, k, v, T, past, heads, kv, hd))).toBeLessThan(1e-5);
+  });
+});
+
+describe('router top-k', () => {
+  test('softmax then top-k, no renormalisation, ties to the lower expert', () => {
+    const logits = Float32Array.from([0, 1, 2, 3, /* tie */ 5, 5, 1, 5]);
+    const { idx, weight } = ops.routerTopk(logits, 2, 4, 2);
+    expect(Array.from(idx)).toEqual([3, 2, 0, 1]);
+    const p = [0, 1, 2, 3].map((v) => Math.exp(v)), z = p.reduce((a, b) => a + b);
+    expect(weight[0]).toBeCloseTo(p[3]! / z, 6);
+    expect(weight[1]).toBeCloseTo(p[2]! / z, 6);
+    expect(weight[0]! + weight[1]!).toBeLessThan(1);
+  });
+  test('random rows agree with a sort', () => {
+    const T = 50, E = 16, k = 3, logits = randn(T * E, 4);
+    const { idx } = ops.routerTopk(logits, T, E, k);
+    for (let t = 0; t < T; t++) {
+      const order = Array.from(logits.subarray(t * E, (t + 1) * E)).map((v, i) => [v, i] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+      expect(Array.from(idx.subarray(t * k, (t + 1) * k))).toEqual(order.slice(0, k).map((o) => o[1]));
+    }
+  });
+});
+
+test('bad arguments throw typed errors instead of reading out of bounds', () => {
+  expect(() => ops.gemm(new Float32Array(3), 2, new Float32Array(4), 2, 2, 'f32')).toThrow(/x has 3 elements, needs 4/);
+  expect(() => ops.attention(new Float32Array(8), new Float32Array(8), new Float32Array(8), 1, 0, 3, 2, 8)).toThrow(/multiple of kvHeads/);
+  expect(() => ops.routerTopk(new Float32Array(4), 1, 4, 5)).toThrow(/exceeds/);
+});
