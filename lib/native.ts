@@ -78,6 +78,9 @@ export interface NativeOps {
   attention(q: Float32Array, k: Float32Array, v: Float32Array, t: number, past: number, heads: number, kvHeads: number, headDim: number): Float32Array;
   routerTopk(logits: Float32Array, t: number, e: number, k: number): { idx: Int32Array; weight: Float32Array };
   threads(): number;
+  gemmRate(x: Float32Array, m: number, w: Float32Array | Uint16Array, n: number, k: number, mode: 'f32' | 'bf16' | 'int8', seconds: number): number;
+  fmaPeak(seconds: number): number;
+  readBandwidth(seconds: number): number;
 }
 
 export interface NativeAddon {

@@ -20,8 +20,11 @@ void attention(const AttentionArgs& a) {
   const int64_t qblocks = (a.t_len + kQueryRows - 1) / kQueryRows;
   ThreadPool::instance().parallel_for(a.kv_heads * qblocks, [&](int64_t i0, int64_t i1) {
     const int64_t rows = kQueryRows * rep;
-    std::vector<float> acc(size_t(rows * hd)), m(static_cast<size_t>(rows)), l(static_cast<size_t>(rows)),
-        s(size_t(rows * kKeyBlock));
+    std::vector<float> acc(size_t(rows * hd)), m(static_cast<size_t>(rows)), l(static_cast<size_t>(rows));
+    // The key block transposed to [head_dim][kKeyBlock]: scores for 16 keys are one vector FMA
+    // per head dimension, shared by every query row of the tile.
+    std::vector<float> kt(size_t(hd * kKeyBlock));
+    alignas(64) float sr[kKeyBlock];
     for (int64_t item = i0; item < i1; ++item) {
       // Later query blocks see more keys; interleaving blocks across kv heads balances threads.
       const int64_t g = item % a.kv_heads, qb = item / a.kv_heads;
@@ -34,24 +37,22 @@ void attention(const AttentionArgs& a) {
       const float* vg = a.v + g * hd;
       for (int64_t j0 = 0; j0 < key_end; j0 += kKeyBlock) {
         const int64_t nj = std::min(kKeyBlock, key_end - j0);
+        for (int64_t j = 0; j < kKeyBlock; ++j)
+          for (int64_t e = 0; e < hd; ++e) kt[size_t(e * kKeyBlock + j)] = j < nj ? kg[(j0 + j) * a.ldk + e] : 0.f;
         for (int64_t t = 0; t < nt; ++t) {
-          const int64_t visible = a.past + t0 + t + 1 - j0;  // keys of this block the row may see
+          const int64_t nv = std::min(nj, a.past + t0 + t + 1 - j0);  // keys of this block the row may see
+          if (nv <= 0) continue;
           for (int64_t r = 0; r < rep; ++r) {
             const int64_t row = t * rep + r;
             const float* q = a.q + (t0 + t) * a.ldq + (g * rep + r) * hd;
-            float* sr = s.data() + row * kKeyBlock;
+            v16f s4[kKeyBlock / kLanes] = {};
+            for (int64_t e = 0; e < hd; ++e)
+              for (int64_t c = 0; c < kKeyBlock / kLanes; ++c) s4[c] += q[e] * load16(kt.data() + e * kKeyBlock + c * kLanes);
+            for (int64_t c = 0; c < kKeyBlock / kLanes; ++c) store16(sr + c * kLanes, s4[c] * a.scale);
             float bmax = -std::numeric_limits<float>::infinity();
-            const int64_t nv = std::min(nj, visible);
-            for (int64_t j = 0; j < nv; ++j) {
-              const float* kr = kg + (j0 + j) * a.ldk;
-              float dot = 0.f;
-              for (int64_t e = 0; e < hd; ++e) dot += q[e] * kr[e];
-              sr[j] = dot * a.scale;
-              bmax = std::max(bmax, sr[j]);
-            }
-            if (nv <= 0) continue;
-            const float mnew = std::max(m[row], bmax);
-            const float corr = exp_approx(m[row] - mnew);
+            for (int64_t j = 0; j < nv; ++j) bmax = std::max(bmax, sr[j]);
+            const float mnew = std::max(m[size_t(row)], bmax);
+            const float corr = exp_approx(m[size_t(row)] - mnew);
             float* ar = acc.data() + row * hd;
             float sum = 0.f;
             for (int64_t e = 0; e < hd; ++e) ar[e] *= corr;
@@ -61,8 +62,8 @@ void attention(const AttentionArgs& a) {
               const float* vr = vg + (j0 + j) * a.ldv;
               for (int64_t e = 0; e < hd; ++e) ar[e] += p * vr[e];
             }
-            l[row] = l[row] * corr + sum;
-            m[row] = mnew;
+            l[size_t(row)] = l[size_t(row)] * corr + sum;
+            m[size_t(row)] = mnew;
           }
         }
       }
@@ -70,7 +71,7 @@ void attention(const AttentionArgs& a) {
         for (int64_t r = 0; r < rep; ++r) {
           const int64_t row = t * rep + r;
           float* o = a.out + (t0 + t) * a.ldo + (g * rep + r) * hd;
-          const float inv = 1.f / l[row];
+          const float inv = 1.f / l[size_t(row)];
           for (int64_t e = 0; e < hd; ++e) o[e] = acc[size_t(row * hd + e)] * inv;
         }
     }

@@ -13,6 +13,7 @@ namespace {
 
 constexpr int64_t kPanel = 16;
 constexpr int64_t kKBlock = 512;  // a k-slice of a panel group stays in L1/L2 across row tiles
+constexpr int64_t kInlineWork = 16384;
 
 template <typename T>
 void pack_panels(const T* src, int64_t n, int64_t k, T* dst) {
@@ -39,7 +40,7 @@ void micro_tile(const float* x, int64_t ldx, const W* panel0, int64_t panel_stri
     v16f b[NP];
     for (int p = 0; p < NP; ++p) b[p] = load16(panel0 + p * panel_stride + kk * kPanel);
     for (int r = 0; r < MR; ++r) {
-      const v16f a = splat(x[r * ldx + kk]);
+      const float a = x[r * ldx + kk];  // scalar × vector: a broadcast folded into the FMA
       for (int p = 0; p < NP; ++p) acc[r][p] += a * b[p];
     }
   }
@@ -76,7 +77,7 @@ void gemm_typed(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, f
   const float* bias = w.bias.numel() ? w.bias.data<float>() : nullptr;
   const int64_t k = w.k;
 
-  ThreadPool::instance().parallel_for(groups * row_chunks, [&](int64_t t0, int64_t t1) {
+  auto body = [&](int64_t t0, int64_t t1) {
     alignas(64) float tile[MR * NP * kPanel];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t g = t / row_chunks, chunk = t % row_chunks;
@@ -102,19 +103,28 @@ void gemm_typed(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, f
             }
           }
         }
+        // Epilogue: per-row int8 scale after the float accumulation, then the bias.
         for (int r = 0; r < rows; ++r) {
           float* o = out + (r0 + r) * ldo;
-          for (int64_t c = c0; c < c1; ++c) {
-            const int64_t p = (c - c0) / kPanel, lane = (c - c0) % kPanel;
-            float v = tile[(r * NP + p) * kPanel + lane];
-            if (scale) v *= scale[c];
-            if (bias) v += bias[c];
-            o[c] = v;
+          for (int64_t p = 0; p < pn; ++p) {
+            const int64_t c = c0 + p * kPanel, nc = std::min<int64_t>(kPanel, c1 - c);
+            const float* t = tile + (r * NP + p) * kPanel;
+            if (nc == kPanel) {
+              v16f v = load16(t);
+              if (scale) v *= load16(scale + c);
+              if (bias) v += load16(bias + c);
+              store16(o + c, v);
+            } else {
+              for (int64_t l = 0; l < nc; ++l) o[c + l] = (scale ? t[l] * scale[c + l] : t[l]) + (bias ? bias[c + l] : 0.f);
+            }
           }
         }
       }
     }
-  });
+  };
+  // Waking the pool costs about as much as 16K multiply-adds; smaller products run here.
+  if (m * w.n * k < kInlineWork) body(0, groups * row_chunks);
+  else ThreadPool::instance().parallel_for(groups * row_chunks, body);
 }
 
 template <typename W>

@@ -13,8 +13,6 @@ namespace {
 
 // Channels per block (kLanes from simd.h): the vector runs across channels, not state.
 
-inline float softplus(float v) { return v <= 20.f ? std::log1p(exp_approx(v)) : v; }
-
 // Scans tokens [0, t_len) for channels [d0, d0 + nd) of one sequence. The state block is
 // transposed to [d_state][lanes] so every step is lane-parallel with no horizontal sums.
 void scan_block(const ScanArgs& s, int64_t row0, int64_t t_len, int64_t d0, int64_t nd, float* state, float* h) {
@@ -40,9 +38,12 @@ void scan_block(const ScanArgs& s, int64_t row0, int64_t t_len, int64_t d0, int6
     const float* zr = s.z + row * s.ldz + d0;
     for (int64_t l = 0; l < kLanes; ++l) {
       u[l] = l < nd ? ur[l] : 0.f;
-      delta[l] = l < nd ? softplus(dr[l] + bias[l]) : 0.f;
-      du[l] = delta[l] * u[l];
+      delta[l] = l < nd ? dr[l] : 0.f;
       zg[l] = l < nd ? zr[l] : 0.f;
+    }
+    for (int64_t l = 0; l < kLanes; ++l) {
+      delta[l] = softplus(delta[l] + bias[l]);
+      du[l] = delta[l] * u[l];
       y[l] = 0.f;
     }
     const float* br = s.b + row * s.ldb;

@@ -1,5 +1,6 @@
 #include "ops_binding.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -9,6 +10,7 @@
 #include "../cpu/gemm.h"
 #include "../cpu/moe.h"
 #include "../cpu/norm.h"
+#include "../cpu/peak.h"
 #include "../cpu/ssm_scan.h"
 #include "js_convert.h"
 
@@ -62,6 +64,31 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   auto out = f32_out(env, size_t(m * n));
   cpu::gemm(x.Data(), k, m, w, out.Data(), n);
   return out;
+}
+
+// gemmRate(x, m, w, n, k, mode, seconds) -> GFLOP/s of repeated products with the weight packed
+// once, as the model uses them (bench/ only).
+Napi::Value GemmRate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t m = num(info, 1, "m", 1), n = num(info, 3, "n", 1), k = num(info, 4, "k", 1);
+  std::string mode = info[5].ToString().Utf8Value();
+  double seconds = info[6].As<Napi::Number>().DoubleValue();
+  auto x = arg<Napi::Float32Array>(info, 0, napi_float32_array, size_t(m * k), "x");
+  cpu::PackedWeight w;
+  if (mode == "bf16") w = cpu::pack_weight(arg<Napi::Uint16Array>(info, 2, napi_uint16_array, size_t(n * k), "w").Data(), DType::BF16, n, k);
+  else if (mode == "f32") w = cpu::pack_weight(arg<Napi::Float32Array>(info, 2, napi_float32_array, size_t(n * k), "w").Data(), DType::F32, n, k);
+  else w = cpu::pack_weight_int8(arg<Napi::Float32Array>(info, 2, napi_float32_array, size_t(n * k), "w").Data(), DType::F32, n, k);
+  std::vector<float> out(size_t(m * n));
+  cpu::gemm(x.Data(), k, m, w, out.data(), n);  // warm-up
+  int64_t iters = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  double elapsed = 0;
+  while (elapsed < seconds) {
+    cpu::gemm(x.Data(), k, m, w, out.data(), n);
+    ++iters;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  return Napi::Number::New(env, 2.0 * double(m * n * k) * double(iters) / elapsed / 1e9);
 }
 
 // quantizeInt8(w: Float32Array, n, k) -> { q: Int8Array, scale: Float32Array }
@@ -169,6 +196,14 @@ Napi::Value RouterTopk(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// fmaPeak(seconds) -> GFLOP/s; readBandwidth(seconds) -> GB/s (bench/ only)
+Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cpu::measure_fma_peak(info[0].As<Napi::Number>().DoubleValue()));
+}
+Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cpu::measure_read_bandwidth(info[0].As<Napi::Number>().DoubleValue()));
+}
+
 Napi::Value Threads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), ThreadPool::instance().size());
 }
@@ -194,6 +229,9 @@ Napi::Object ops_exports(Napi::Env env) {
   o.Set("attention", Napi::Function::New<guarded<Attention>>(env, "attention"));
   o.Set("routerTopk", Napi::Function::New<guarded<RouterTopk>>(env, "routerTopk"));
   o.Set("threads", Napi::Function::New<guarded<Threads>>(env, "threads"));
+  o.Set("gemmRate", Napi::Function::New<guarded<GemmRate>>(env, "gemmRate"));
+  o.Set("fmaPeak", Napi::Function::New<guarded<FmaPeak>>(env, "fmaPeak"));
+  o.Set("readBandwidth", Napi::Function::New<guarded<ReadBandwidth>>(env, "readBandwidth"));
   return o;
 }
 

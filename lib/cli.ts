@@ -1,0 +1,247 @@
+/**
+ * The `jamba` command: generate, eval, inspect. Results go to stdout (with --json, nothing else
+ * does); logs and errors go to stderr.
+ */
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { windowedNll } from './evaluate';
+import { JambaError } from './errors';
+import { GenerateOptions } from './generation';
+import { JambaModel, loadModel } from './model';
+import { defaultModelDir } from './paths';
+
+const HELP: Record<string, string> = {
+  main: `Usage: jamba <command> [options]
+
+Commands:
+  generate [PROMPT]   continue a prompt (default model: the embedded Shakespeare model)
+  eval FILE           mean next-token NLL and perplexity of a text file, in windows
+  inspect             config, layer schedule, parameter counts and memory of a model
+
+Run 'jamba <command> --help' for a command's options.`,
+  generate: `Usage: jamba generate [PROMPT] [options]
+
+Streams the continuation of PROMPT (or of standard input when PROMPT is '-' or absent and stdin
+is not a terminal) to stdout. Logs go to stderr.
+
+Options:
+  --model DIR              checkpoint folder (default: the embedded model)
+  --max-tokens N           most new tokens (default 256)
+  --temperature T          0 is greedy (default 0.8)
+  --top-k K                keep the K most likely tokens (default 0: off)
+  --top-p P                nucleus sampling threshold (default 1: off)
+  --min-p P                drop tokens below P × the top probability (default 0: off)
+  --repetition-penalty R   penalise tokens already present (default 1: off)
+  --seed S                 sampler seed (same seed, same text)
+  --stop STR               stop at this string (repeatable)
+  --experts-int8           quantize MoE experts to int8 at load
+  --json                   print one JSON object with text, tokens and timings instead
+  -h, --help`,
+  eval: `Usage: jamba eval FILE [options]
+
+Tokenizes FILE (no special tokens), optionally keeps the part from --from-fraction on, and scores
+it in independent windows of BOS + --window tokens.
+
+Options:
+  --model DIR          checkpoint folder (default: the embedded model)
+  --window N           tokens per window after the BOS (default 512)
+  --max-tokens N       score at most N tokens (whole windows)
+  --from-fraction F    start at token floor(F × n) (0.9 gives the tiny-Shakespeare validation split)
+  --experts-int8       quantize MoE experts to int8 at load
+  --json               print one JSON object
+  -h, --help`,
+  inspect: `Usage: jamba inspect [options]
+
+Options:
+  --model DIR      checkpoint folder (default: the embedded model)
+  --experts-int8   load with int8 experts and report memory after quantization
+  --json           print one JSON object
+  -h, --help`,
+};
+
+class UsageError extends Error {}
+
+function num(v: string | undefined, name: string, int = false): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || (int && !Number.isInteger(n))) throw new UsageError(`--${name} must be ${int ? 'an integer' : 'a number'}, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+const log = (msg: string) => process.stderr.write(`${msg}\n`);
+
+async function open(modelDir: string | undefined, int8: boolean | undefined, quiet: boolean): Promise<JambaModel> {
+  const dir = modelDir ?? defaultModelDir();
+  const t0 = performance.now();
+  const model = await loadModel(dir, { expertsInt8: int8 ?? false });
+  if (!quiet) log(`jamba: loaded ${dir} in ${(performance.now() - t0).toFixed(0)} ms (${model.inspect().threads} threads, cpu)`);
+  return model;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function generate(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv, allowPositionals: true,
+    options: {
+      model: { type: 'string' }, 'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
+      'top-p': { type: 'string' }, 'min-p': { type: 'string' }, 'repetition-penalty': { type: 'string' }, seed: { type: 'string' },
+      stop: { type: 'string', multiple: true }, 'experts-int8': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return print(HELP.generate!);
+  if (positionals.length > 1) throw new UsageError('give the prompt as one argument (quote it)');
+  let prompt = positionals[0];
+  if (prompt === undefined || prompt === '-') {
+    if (prompt === undefined && process.stdin.isTTY) throw new UsageError('no prompt: pass one as an argument or on standard input');
+    prompt = await readStdin();
+  }
+  const opts: GenerateOptions = {
+    maxTokens: num(values['max-tokens'], 'max-tokens', true), temperature: num(values.temperature, 'temperature'),
+    topK: num(values['top-k'], 'top-k', true), topP: num(values['top-p'], 'top-p'), minP: num(values['min-p'], 'min-p'),
+    repetitionPenalty: num(values['repetition-penalty'], 'repetition-penalty'), seed: num(values.seed, 'seed', true),
+    stop: values.stop,
+  };
+  for (const k of Object.keys(opts) as Array<keyof GenerateOptions>) if (opts[k] === undefined) delete opts[k];
+  const model = await open(values.model, values['experts-int8'], !!values.json);
+  const ac = new AbortController();
+  const onSigint = () => ac.abort();
+  process.once('SIGINT', onSigint);
+  try {
+    const t0 = performance.now();
+    const it = model.generate(prompt, { ...opts, signal: ac.signal });
+    let first = 0, text = '';
+    for (;;) {
+      const r = await it.next();
+      if (r.done) {
+        const ms = performance.now() - t0;
+        if (values.json) {
+          process.stdout.write(`${JSON.stringify({ text: r.value.text, tokens: r.value.tokens, finishReason: r.value.finishReason,
+            promptTokens: r.value.promptTokens, ms: Math.round(ms), timeToFirstPieceMs: Math.round(first) })}\n`);
+        } else {
+          if (!text.endsWith('\n')) process.stdout.write('\n');
+          log(`jamba: ${r.value.tokens.length} tokens in ${ms.toFixed(0)} ms (${((r.value.tokens.length * 1000) / ms).toFixed(0)} tok/s), finish: ${r.value.finishReason}`);
+        }
+        return 0;
+      }
+      if (!first) first = performance.now() - t0;
+      text += r.value;
+      if (!values.json) process.stdout.write(r.value);
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+    await model.dispose();
+  }
+}
+
+async function evaluate(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv, allowPositionals: true,
+    options: {
+      model: { type: 'string' }, window: { type: 'string' }, 'max-tokens': { type: 'string' }, 'from-fraction': { type: 'string' },
+      'experts-int8': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return print(HELP.eval!);
+  if (positionals.length !== 1) throw new UsageError('give exactly one text file');
+  const file = positionals[0]!;
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read ${file}: ${(e as Error).message}`);
+  }
+  const frac = num(values['from-fraction'], 'from-fraction') ?? 0;
+  if (frac < 0 || frac >= 1) throw new UsageError('--from-fraction must be in [0, 1)');
+  const model = await open(values.model, values['experts-int8'], !!values.json);
+  try {
+    const t0 = performance.now();
+    const all = await model.tokenizer.encode(text, { addSpecialTokens: false });
+    const ids = all.slice(Math.floor(frac * all.length));
+    const r = await windowedNll(model, ids, {
+      window: num(values.window, 'window', true), maxTokens: num(values['max-tokens'], 'max-tokens', true),
+      onProgress: values.json || !process.stderr.isTTY ? undefined : (done, total) => process.stderr.write(`\rjamba: scored ${done}/${total} tokens`),
+    });
+    const ms = performance.now() - t0;
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify({ file, ...r, ms: Math.round(ms) })}\n`);
+    } else {
+      process.stderr.write('\n');
+      process.stdout.write(`nll ${r.nll.toFixed(6)}  perplexity ${r.perplexity.toFixed(4)}  tokens ${r.tokens}  windows ${r.windows}\n`);
+      log(`jamba: ${((r.tokens + r.windows) / (ms / 1000)).toFixed(0)} tok/s`);
+    }
+    return 0;
+  } finally {
+    await model.dispose();
+  }
+}
+
+const fmtBytes = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : b >= 2 ** 20 ? `${(b / 2 ** 20).toFixed(2)} MiB` : `${(b / 1024).toFixed(1)} KiB`);
+
+async function inspect(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv, options: { model: { type: 'string' }, 'experts-int8': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help) return print(HELP.inspect!);
+  const model = await open(values.model, values['experts-int8'], true);
+  try {
+    const info = model.inspect();
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify(info)}\n`);
+      return 0;
+    }
+    const c = info.config;
+    const lines = [
+      `model        ${info.dir}`,
+      `parameters   ${info.parameters.total.toLocaleString('en-US')} total, ${info.parameters.active.toLocaleString('en-US')} active per token`,
+      `shape        hidden ${c.hiddenSize}, ${c.numHiddenLayers} layers, vocab ${c.vocabSize}, intermediate ${c.intermediateSize}`,
+      `attention    ${c.numAttentionHeads} heads / ${c.numKeyValueHeads} kv heads of ${c.headDim}, every ${c.attnLayerPeriod} layers from ${c.attnLayerOffset}`,
+      `mamba        d_inner ${c.mambaDInner}, d_state ${c.mambaDState}, d_conv ${c.mambaDConv}, dt_rank ${c.mambaDtRank}, conv bias ${c.mambaConvBias}, proj bias ${c.mambaProjBias}`,
+      `moe          ${c.numExperts} experts, top-${c.numExpertsPerTok}, every ${c.expertLayerPeriod} layers from ${c.expertLayerOffset}`,
+      `layers       ${info.layers.map((l) => `${l.mixer === 'attention' ? 'A' : 'M'}${l.feedForward === 'moe' ? '+moe' : ''}`).join(' ')}`,
+      `checkpoint   ${Object.entries(info.checkpointBytesByDtype).map(([k, v]) => `${k} ${fmtBytes(v)}`).join(', ')}`,
+      `in memory    ${Object.entries(info.loadedBytesByDtype).map(([k, v]) => `${k} ${fmtBytes(v)}`).join(', ')}${info.expertsInt8 ? ' (int8 experts)' : ''}`,
+      `device       ${info.device}, ${info.threads} threads`,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+    return 0;
+  } finally {
+    await model.dispose();
+  }
+}
+
+function print(text: string): number {
+  process.stdout.write(`${text}\n`);
+  return 0;
+}
+
+/** Runs the CLI; resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);  // `jamba generate … | head` is not an error
+  });
+  try {
+    switch (cmd) {
+      case 'generate': return await generate(rest);
+      case 'eval': return await evaluate(rest);
+      case 'inspect': return await inspect(rest);
+      case undefined: case '-h': case '--help': case 'help': return print(HELP.main!);
+      default: throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${HELP.main}`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError || (e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (e as { code?: string }).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+      log(`jamba: ${(e as Error).message}`);
+      return 2;
+    }
+    if (e instanceof JambaError) {
+      log(`jamba: ${e.name}: ${e.message}`);
+      return e.code === 'aborted' ? 130 : 1;
+    }
+    throw e;
+  }
+}
