@@ -11,7 +11,7 @@ import { buildPlan, parameterCounts } from './graph';
 import { ForwardOptions, ForwardResult, NativeModel, NativeSequence, native } from './native';
 import { defaultModelDir } from './paths';
 import { TensorInfo, readCheckpointTensors } from './safetensors';
-import { Sequence, toTokenArray, withAbort } from './sequence';
+import { EvaluateOptions, Sequence, toTokenArray, withAbort } from './sequence';
 import { JambaTokenizer } from './tokenizer';
 
 export interface LoadOptions {
@@ -99,6 +99,31 @@ export class JambaModel {
   /** A fresh sequence with its own state. Dispose it when done. */
   createSequence(): Sequence {
     return new Sequence((s, t, o) => this.forward(s, t, o), this.native().newSequence(), this.config.vocabSize);
+  }
+
+  /**
+   * Evaluates tokens on several sequences in one forward pass (one row block per sequence) and
+   * returns each sequence's logits as `Sequence.evaluate` would; the result for a sequence does
+   * not depend on the others in the batch.
+   */
+  async evaluateBatch(sequences: Sequence[], ids: Array<ArrayLike<number>>, options: EvaluateOptions = {}): Promise<Float32Array[]> {
+    if (!Array.isArray(sequences) || !Array.isArray(ids) || sequences.length !== ids.length || sequences.length === 0)
+      throw new InvalidArgumentError('evaluateBatch: give one id array per sequence, at least one');
+    const mode = options.logits ?? 'last';
+    if (!['all', 'last', 'none'].includes(mode)) throw new InvalidArgumentError(`logits must be 'all', 'last' or 'none', got ${String(mode)}`);
+    const tokens = ids.map((t, i) => toTokenArray(t, this.config.vocabSize, `ids[${i}]`));
+    if (mode === 'last' && tokens.some((t) => t.length === 0)) throw new InvalidArgumentError("evaluateBatch: an empty id array has no last position");
+    if (new Set(sequences).size !== sequences.length) throw new InvalidArgumentError('evaluateBatch: a sequence appears twice');
+    const res = await withAbort(options.signal, (abort) => this.forward(sequences.map((s) => s.native()), tokens, { logits: mode, abort }));
+    const V = this.config.vocabSize;
+    const out: Float32Array[] = [];
+    let row = 0;
+    for (const t of tokens) {
+      const n = mode === 'all' ? t.length : mode === 'last' ? 1 : 0;
+      out.push(res.logits.slice(row * V, (row + n) * V));
+      row += n;
+    }
+    return out;
   }
 
   /**

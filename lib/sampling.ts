@@ -77,7 +77,11 @@ export function argmax(row: ArrayLike<number>): number {
   return best;
 }
 
-/** Picks the next token. `context` is every token so far (prompt and generated) for the penalty. */
+/**
+ * Picks the next token. `context` is every token so far (prompt and generated) for the penalty.
+ * Order, as in transformers: repetition penalty, temperature, top-k, top-p, min-p. Only the
+ * candidates that can matter are sorted, so a 65,536-token vocabulary costs O(V), not O(V log V).
+ */
 export function sampleToken(logits: Float32Array, s: ResolvedSampling, rng: Rng, context: ArrayLike<number>): number {
   let row = logits;
   if (s.repetitionPenalty !== 1) {
@@ -92,33 +96,61 @@ export function sampleToken(logits: Float32Array, s: ResolvedSampling, rng: Rng,
   }
   if (s.temperature === 0) return argmax(row);
 
-  // Candidates sorted by logit (ties by id), then narrowed by top-k, softmax at temperature,
-  // min-p and top-p, and sampled.
-  let ids = Array.from({ length: row.length }, (_, i) => i);
-  ids.sort((a, b) => row[b]! - row[a]! || a - b);
-  if (s.topK > 0 && s.topK < ids.length) ids = ids.slice(0, s.topK);
-  const max = row[ids[0]!]!;
-  let probs = ids.map((id) => Math.exp((row[id]! - max) / s.temperature));
-  let total = probs.reduce((a, b) => a + b, 0);
-  probs = probs.map((p) => p / total);
-  let keep = probs.length;
-  if (s.minP > 0) {
-    const floor = s.minP * probs[0]!;
-    keep = Math.max(1, probs.findIndex((p) => p < floor) === -1 ? keep : probs.findIndex((p) => p < floor));
+  const V = row.length;
+  // top-k: the k-th largest logit is the cut; ties at the cut are settled by lower id below.
+  let cut = -Infinity;
+  if (s.topK > 0 && s.topK < V) cut = Float32Array.from(row).sort()[V - s.topK]!;
+  const max = row[argmax(row)]!;
+  let ids: number[] = [];
+  let weights: number[] = [];
+  for (let i = 0; i < V; i++) {
+    if (row[i]! < cut) continue;
+    ids.push(i);
+    weights.push(Math.exp((row[i]! - max) / s.temperature));  // the best token has weight 1
+  }
+  if (ids.length > s.topK && s.topK > 0) {
+    const order = sortedOrder(ids, weights).slice(0, s.topK);
+    ids = order.map((j) => ids[j]!);
+    weights = order.map((j) => weights[j]!);
   }
   if (s.topP < 1) {
-    let cum = 0;
-    for (let i = 0; i < keep; i++) {
-      cum += probs[i]!;
-      if (cum >= s.topP) { keep = i + 1; break; }
+    const total = weights.reduce((a, b) => a + b, 0);
+    const need = s.topP * total;
+    // The nucleus lies within the tokens of weight ≥ τ once those reach the mass `need`: lower τ
+    // geometrically until they do, then sort only them.
+    let tau = 1;
+    for (;;) {
+      let mass = 0;
+      for (const w of weights) if (w >= tau) mass += w;
+      if (mass >= need || tau === 0) break;
+      tau = tau < 1e-30 ? 0 : tau / 16;
     }
+    const keep = weights.map((w, j) => (w >= tau ? j : -1)).filter((j) => j >= 0);
+    const order = sortedOrder(keep.map((j) => ids[j]!), keep.map((j) => weights[j]!)).map((j) => keep[j]!);
+    let cum = 0, n = 0;
+    while (n < order.length) {
+      cum += weights[order[n]!]!;
+      n++;
+      if (cum >= need) break;
+    }
+    ids = order.slice(0, n).map((j) => ids[j]!);
+    weights = order.slice(0, n).map((j) => weights[j]!);
   }
-  probs = probs.slice(0, keep);
-  total = probs.reduce((a, b) => a + b, 0);
+  if (s.minP > 0) {
+    const keep = weights.map((w, j) => (w >= s.minP ? j : -1)).filter((j) => j >= 0);
+    ids = keep.map((j) => ids[j]!);
+    weights = keep.map((j) => weights[j]!);
+  }
+  const total = weights.reduce((a, b) => a + b, 0);
   let r = rng.next() * total;
-  for (let i = 0; i < keep; i++) {
-    r -= probs[i]!;
-    if (r < 0) return ids[i]!;
+  for (let j = 0; j < ids.length; j++) {
+    r -= weights[j]!;
+    if (r < 0) return ids[j]!;
   }
-  return ids[keep - 1]!;
+  return ids[ids.length - 1]!;
+}
+
+/** Positions of `weights` from largest to smallest, ties by lower id. */
+function sortedOrder(ids: number[], weights: number[]): number[] {
+  return weights.map((_, j) => j).sort((a, b) => weights[b]! - weights[a]! || ids[a]! - ids[b]!);
 }

@@ -1,5 +1,6 @@
 #include "thread_pool.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <string>
 
@@ -7,6 +8,7 @@ namespace jamba {
 
 namespace {
 thread_local bool tl_in_pool = false;
+constexpr int kSpinMicros = 50;
 
 int configured_threads() {
   if (const char* env = std::getenv("JAMBA_THREADS")) {
@@ -44,13 +46,18 @@ void ThreadPool::worker_loop(int index) {
   tl_in_pool = true;
   uint64_t seen = 0;
   for (;;) {
-    // Spin briefly: decode issues a job every few microseconds and a futex wake costs more.
+    // Spin briefly: within a forward pass jobs follow each other within microseconds and a futex
+    // wake costs more. Not longer: between passes the JS thread needs the core (sampling, text).
     uint64_t g = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; g == seen && spin < 20000; ++spin) {
+    const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+    while (g == seen) {
+      for (int i = 0; i < 64 && g == seen; ++i) {
 #if defined(__x86_64__)
-      __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #endif
-      g = generation_.load(std::memory_order_acquire);
+        g = generation_.load(std::memory_order_acquire);
+      }
+      if (std::chrono::steady_clock::now() > spin_until) break;
     }
     if (g == seen) {
       std::unique_lock<std::mutex> lk(wake_mutex_);
