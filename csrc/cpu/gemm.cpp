@@ -1,6 +1,9 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <array>
+#include <type_traits>
+#include <utility>
 #include <cmath>
 #include <cstring>
 
@@ -51,19 +54,20 @@ void micro_tile(const float* x, int64_t ldx, const W* panel0, int64_t panel_stri
 template <typename W, int NP>
 using TileFn = void (*)(const float*, int64_t, const W*, int64_t, int64_t, int64_t, float*, bool);
 
-template <typename W, int NP>
-TileFn<W, NP> tile_for_rows(int rows) {
-  switch (rows) {
-    case 1: return micro_tile<W, 1, NP>;
-    case 2: return micro_tile<W, 2, NP>;
-    case 3: return micro_tile<W, 3, NP>;
-    default: return micro_tile<W, 4, NP>;
-  }
+template <typename W, int NP, int... R>
+constexpr std::array<TileFn<W, NP>, sizeof...(R)> make_tiles(std::integer_sequence<int, R...>) {
+  return {micro_tile<W, R + 1, NP>...};
 }
 
-template <typename W, int NP>
+// The micro-kernel for a tile of `rows` ≤ MR rows (the last row tile may be short).
+template <typename W, int MR, int NP>
+TileFn<W, NP> tile_for_rows(int rows) {
+  static constexpr auto tiles = make_tiles<W, NP>(std::make_integer_sequence<int, MR>{});
+  return tiles[size_t(rows - 1)];
+}
+
+template <typename W, int MR, int NP>
 void gemm_typed(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, float* out, int64_t ldo) {
-  constexpr int MR = 4;
   const W* panels = w.panels.data<W>();
   const int64_t np = w.num_panels();
   const int64_t groups = (np + NP - 1) / NP;
@@ -92,13 +96,13 @@ void gemm_typed(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, f
         for (int64_t kb = 0; kb < std::max<int64_t>(k, 1); kb += kKBlock) {
           const int64_t kend = std::min(k, kb + kKBlock);
           if (pn == NP) {
-            tile_for_rows<W, NP>(rows)(x + r0 * ldx, ldx, panels + p0 * k * kPanel, k * kPanel, kb, kend, tile, kb == 0);
+            tile_for_rows<W, MR, NP>(rows)(x + r0 * ldx, ldx, panels + p0 * k * kPanel, k * kPanel, kb, kend, tile, kb == 0);
           } else {
             // Fewer than NP panels left: run them one at a time (same per-output chain).
             for (int64_t p = 0; p < pn; ++p) {
-              alignas(64) float one[MR * kPanel];
+              alignas(64) float one[MR * kPanel] = {};
               for (int r = 0; r < rows && kb > 0; ++r) std::memcpy(one + r * kPanel, tile + (r * NP + p) * kPanel, sizeof(float) * kPanel);
-              tile_for_rows<W, 1>(rows)(x + r0 * ldx, ldx, panels + (p0 + p) * k * kPanel, k * kPanel, kb, kend, one, kb == 0);
+              tile_for_rows<W, MR, 1>(rows)(x + r0 * ldx, ldx, panels + (p0 + p) * k * kPanel, k * kPanel, kb, kend, one, kb == 0);
               for (int r = 0; r < rows; ++r) std::memcpy(tile + (r * NP + p) * kPanel, one + r * kPanel, sizeof(float) * kPanel);
             }
           }
@@ -129,11 +133,14 @@ void gemm_typed(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, f
 
 template <typename W>
 void gemm_dispatch(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, float* out, int64_t ldo) {
-  // One row (decode): eight independent panels keep both FMA pipes busy; otherwise 4×4 tiles.
+  // One row (decode): eight independent panels keep both FMA pipes busy. Otherwise 4×4 tiles of
+  // 4 rows × 64 columns for f32; widened weights (bf16, int8) use 8 × 32 so each widening of a
+  // weight vector feeds eight FMAs instead of four.
+  constexpr bool widened = !std::is_same_v<W, float>;
   if (m < 4) {
-    for (int64_t r = 0; r < m; ++r) gemm_typed<W, 8>(x + r * ldx, ldx, 1, w, out + r * ldo, ldo);
+    for (int64_t r = 0; r < m; ++r) gemm_typed<W, 1, 8>(x + r * ldx, ldx, 1, w, out + r * ldo, ldo);
   } else {
-    gemm_typed<W, 4>(x, ldx, m, w, out, ldo);
+    gemm_typed<W, widened ? 8 : 4, widened ? 2 : 4>(x, ldx, m, w, out, ldo);
   }
 }
 

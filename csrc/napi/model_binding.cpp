@@ -45,69 +45,66 @@ void NativeSequence::Dispose(const Napi::CallbackInfo&) { state_.reset(); }
 
 namespace {
 
-class LoadWorker : public Napi::AsyncWorker {
+// Runs Work() on the libuv pool and settles a promise; native errors keep their kind.
+class PromiseWorker : public Napi::AsyncWorker {
  public:
-  LoadWorker(Napi::Env env, ModelPlan plan)
-      : Napi::AsyncWorker(env), plan_(std::move(plan)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  explicit PromiseWorker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
 
-  void Execute() override {
+ protected:
+  virtual void Work() = 0;
+  void Execute() final {
     try {
-      model_ = std::make_shared<JambaModel>(plan_);
+      Work();
     } catch (const Error& e) {
       kind_ = e.kind;
       SetError(e.what());
     } catch (const std::bad_alloc&) {
       kind_ = "out_of_memory";
-      SetError("out of memory while loading the model");
+      SetError("out of memory");
     } catch (const std::exception& e) {
       SetError(e.what());
     }
   }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(make_error(Env(), kind_, e.Message()).Value()); }
+
+  Napi::Promise::Deferred deferred_;
+  std::string kind_ = "internal";
+};
+
+class LoadWorker : public PromiseWorker {
+ public:
+  LoadWorker(Napi::Env env, ModelPlan plan) : PromiseWorker(env), plan_(std::move(plan)) {}
+
+ protected:
+  void Work() override { model_ = std::make_shared<JambaModel>(plan_); }
   void OnOK() override {
     auto* data = Env().GetInstanceData<AddonData>();
     auto holder = std::make_unique<std::shared_ptr<JambaModel>>(model_);
     Napi::Object obj = data->model_ctor.New({Napi::External<std::shared_ptr<JambaModel>>::New(Env(), holder.get())});
     deferred_.Resolve(obj);
   }
-  void OnError(const Napi::Error& e) override {
-    deferred_.Reject(make_error(Env(), kind_, e.Message()).Value());
-  }
 
  private:
   ModelPlan plan_;
-  Napi::Promise::Deferred deferred_;
   std::shared_ptr<JambaModel> model_;
-  std::string kind_ = "internal";
 };
 
-class ForwardWorker : public Napi::AsyncWorker {
+class ForwardWorker : public PromiseWorker {
  public:
-  ForwardWorker(Napi::Env env, std::shared_ptr<JambaModel> model)
-      : Napi::AsyncWorker(env), model_(std::move(model)), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
+  ForwardWorker(Napi::Env env, std::shared_ptr<JambaModel> model) : PromiseWorker(env), model_(std::move(model)) {}
 
   std::vector<std::shared_ptr<SequenceState>> states;
   std::vector<std::shared_ptr<std::atomic<bool>>> busy;
   ForwardRequest req;
   Napi::ObjectReference abort_ref;
 
-  void Execute() override {
-    try {
-      result_ = model_->forward(req);
-    } catch (const Error& e) {
-      kind_ = e.kind;
-      SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      kind_ = "out_of_memory";
-      SetError("out of memory in the forward pass");
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
   void release() {
     for (auto& b : busy) b->store(false);
   }
+
+ protected:
+  void Work() override { result_ = model_->forward(req); }
   void OnOK() override {
     release();
     Napi::Env env = Env();
@@ -127,14 +124,12 @@ class ForwardWorker : public Napi::AsyncWorker {
   }
   void OnError(const Napi::Error& e) override {
     release();
-    deferred_.Reject(make_error(Env(), kind_, e.Message()).Value());
+    PromiseWorker::OnError(e);
   }
 
  private:
   std::shared_ptr<JambaModel> model_;
-  Napi::Promise::Deferred deferred_;
   ForwardResult result_;
-  std::string kind_ = "internal";
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 import { JambaConfig, readConfig } from '../../lib/config';
 import { expectedTensors } from '../../lib/graph';
 import { readCheckpointTensors } from '../../lib/safetensors';
+import { gemmRef, rmsnormRef } from './reference-ops';
 import { readTensor } from './st-io';
 
 export type Weights = Map<string, Float64Array>;
@@ -19,29 +20,8 @@ export function loadWeights(dir: string): { cfg: JambaConfig; w: Weights } {
   return { cfg, w };
 }
 
-/** out[t, n] = Σ_k x[t, k] · W[n, k] */
-function linear(x: Float64Array, T: number, K: number, W: Float64Array, N: number, bias?: Float64Array): Float64Array {
-  const out = new Float64Array(T * N);
-  for (let t = 0; t < T; t++)
-    for (let n = 0; n < N; n++) {
-      let s = bias ? bias[n]! : 0;
-      for (let k = 0; k < K; k++) s += x[t * K + k]! * W[n * K + k]!;
-      out[t * N + n] = s;
-    }
-  return out;
-}
-
-function rmsnorm(x: Float64Array, T: number, C: number, w: Float64Array, eps: number): Float64Array {
-  const out = new Float64Array(T * C);
-  for (let t = 0; t < T; t++) {
-    let ss = 0;
-    for (let c = 0; c < C; c++) ss += x[t * C + c]! ** 2;
-    const inv = 1 / Math.sqrt(ss / C + eps);
-    for (let c = 0; c < C; c++) out[t * C + c] = x[t * C + c]! * inv * w[c]!;
-  }
-  return out;
-}
-
+const linear = (x: Float64Array, T: number, K: number, W: Float64Array, N: number, bias?: Float64Array) => gemmRef(x, T, W, N, K, bias);
+const rmsnorm = rmsnormRef;
 const silu = (v: number) => v / (1 + Math.exp(-v));
 const softplus = (v: number) => (v <= 20 ? Math.log1p(Math.exp(v)) : v);
 
