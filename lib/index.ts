@@ -3,10 +3,13 @@
  * Node.js, on a native C++ backend.
  */
 export { loadModel, JambaModel } from './model';
-export type { LoadOptions, ModelInfo, LayerInfo } from './model';
+export type { LoadOptions, ModelInfo, LayerInfo, ModelStats } from './model';
+export { Snapshot } from './snapshot';
+export { ChatTemplateError } from './chat';
+export type { ChatMessage, ChatOptions } from './chat';
 export { Sequence } from './sequence';
 export type { EvaluateOptions, LogitsMode } from './sequence';
-export type { GenerateOptions, GenerationResult, FinishReason } from './generation';
+export type { GenerateOptions, GenerationResult, FinishReason, TokenLogprob } from './generation';
 export type { SamplingOptions } from './sampling';
 export { JambaTokenizer } from './tokenizer';
 export type { EncodeOptions, DecodeOptions } from './tokenizer';

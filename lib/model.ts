@@ -6,19 +6,30 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { JambaConfig, readConfig } from './config';
 import { DisposedError, InvalidArgumentError, JambaError, fromNative } from './errors';
-import { EngineContext, GenerateOptions, GenerationResult, PREFILL_CHUNK, generateSteps } from './generation';
+import { ChatMessage, ChatOptions, renderChat } from './chat';
+import { EngineContext, GenerateOptions, GenerationResult, PREFILL_CHUNK, generateOne, resolveGenerateOptions, runToEnd } from './generation';
 import { buildPlan, parameterCounts } from './graph';
 import { ForwardOptions, ForwardResult, NativeModel, NativeSequence, native } from './native';
 import { defaultModelDir } from './paths';
+import { PrefixCache } from './prefix-cache';
 import { TensorInfo, readCheckpointTensors } from './safetensors';
-import { EvaluateOptions, Sequence, toTokenArray, withAbort } from './sequence';
+import { BatchScheduler, SchedulerStats } from './scheduler';
+import { EvaluateOptions, Sequence, checkLogitsMode, toTokenArray } from './sequence';
+import { Snapshot } from './snapshot';
 import { JambaTokenizer } from './tokenizer';
+import { modelFingerprint } from './fingerprint';
 
 export interface LoadOptions {
   /** Where to run: 'cpu' (default), or 'auto' (the CPU until a CUDA build is present). */
   device?: 'cpu' | 'auto' | 'cuda';
   /** Quantize every MoE expert to int8 with one scale per output row at load (ExpertsInt8). */
   expertsInt8?: boolean;
+  /** Bytes of prompt-prefix states kept for reuse (default 256 MiB; 0 turns the cache off). */
+  prefixCacheBytes?: number;
+  /** Most tokens in one forward pass when concurrent calls are batched (default 4096). */
+  maxPassTokens?: number;
+  /** Called as weights are read: bytes read so far and in all. */
+  onProgress?: (bytesRead: number, bytesTotal: number) => void;
 }
 
 export interface LayerInfo {
@@ -42,16 +53,25 @@ export interface ModelInfo {
   threads: number;
 }
 
-export interface PromptInput {
-  /** Text (BOS added) or token ids (used as given). */
-  prompt: string | ArrayLike<number>;
+export interface ModelStats {
+  /** Forward passes run and token rows evaluated in them. */
+  passes: number;
+  rows: number;
+  /** Forward-pass requests waiting for the next pass. */
+  queued: number;
+  prefixCache: { entries: number; bytes: number; hits: number; misses: number; tokensReused: number };
 }
 
 export class JambaModel {
   private handle: NativeModel | null;
+  private closing = false;
+  private disposing: Promise<void> | undefined;
   private readonly eosIds: number[];
-  private inflight = 0;
-  private idle: Array<() => void> = [];
+  private readonly scheduler: BatchScheduler;
+  private readonly prefixCache: PrefixCache | null;
+  private fingerprintValue: string | undefined;
+  private traces = 0;  // trace() passes run outside the scheduler
+  private traceDone: Array<() => void> = [];
 
   private constructor(
     readonly dir: string,
@@ -60,10 +80,14 @@ export class JambaModel {
     handle: NativeModel,
     private readonly tensors: Map<string, TensorInfo>,
     readonly expertsInt8: boolean,
+    options: LoadOptions,
   ) {
     this.handle = handle;
     const gen = readGenerationEos(dir);
     this.eosIds = [...new Set([...config.eosTokenIds, ...gen, ...(tokenizer.eosTokenId !== null ? [tokenizer.eosTokenId] : [])])];
+    this.scheduler = new BatchScheduler((s, t, o) => this.forward(s, t, o), config.vocabSize, options.maxPassTokens ?? 4096);
+    const cacheBytes = options.prefixCacheBytes ?? 256 * 2 ** 20;
+    this.prefixCache = cacheBytes > 0 ? new PrefixCache(cacheBytes) : null;
   }
 
   /** Loads a released Jamba checkpoint folder (config.json, safetensors, tokenizer.json). */
@@ -73,6 +97,10 @@ export class JambaModel {
     const device = options.device ?? 'cpu';
     if (device === 'cuda') throw new JambaError('unsupported_device', "device 'cuda' needs the CUDA build of jamba-node, which this installation does not have");
     if (device !== 'cpu' && device !== 'auto') throw new InvalidArgumentError(`device must be 'cpu', 'auto' or 'cuda', got ${String(device)}`);
+    for (const k of ['prefixCacheBytes', 'maxPassTokens'] as const) {
+      const v = options[k];
+      if (v !== undefined && (!Number.isSafeInteger(v) || v < (k === 'maxPassTokens' ? 1 : 0))) throw new InvalidArgumentError(`${k} must be a non-negative integer`);
+    }
     const abs = path.resolve(dir);
     if (!fs.existsSync(abs) || !fs.statSync(abs).isDirectory()) throw new InvalidArgumentError(`${abs} is not a folder`);
     const config = readConfig(abs);
@@ -82,13 +110,16 @@ export class JambaModel {
     const tensors = readCheckpointTensors(abs);
     const expertsInt8 = options.expertsInt8 ?? false;
     const plan = buildPlan(config, tensors, { expertsInt8 });
+    let total = 0;
+    for (const t of tensors.values()) total += t.nbytes;
+    const onProgress = options.onProgress;
     let handle: NativeModel;
     try {
-      handle = await native().NativeModel.load(plan);
+      handle = await native().NativeModel.load(plan, onProgress ? (done) => onProgress(done, total) : undefined);
     } catch (e) {
       throw fromNative(e);
     }
-    return new JambaModel(abs, config, tokenizer, handle, tensors, expertsInt8);
+    return new JambaModel(abs, config, tokenizer, handle, tensors, expertsInt8, options);
   }
 
   /** The ids that end generation: config.json, generation_config.json and the tokenizer's EOS. */
@@ -96,34 +127,42 @@ export class JambaModel {
     return this.eosIds;
   }
 
+  /** Identifies this model's config and weights; snapshots carry it. */
+  get fingerprint(): string {
+    this.fingerprintValue ??= modelFingerprint(this.config, this.tensors);
+    return this.fingerprintValue;
+  }
+
   /** A fresh sequence with its own state. Dispose it when done. */
   createSequence(): Sequence {
-    return new Sequence((s, t, o) => this.forward(s, t, o), this.native().newSequence(), this.config.vocabSize);
+    const host = {
+      vocab: this.config.vocabSize,
+      step: (seq: NativeSequence, tokens: Int32Array, mode: 'all' | 'last' | 'none', signal?: AbortSignal) => {
+        this.native();
+        return this.scheduler.step(seq, tokens, mode, signal);
+      },
+      fingerprint: () => this.fingerprint,
+    };
+    return new Sequence(host, this.native().newSequence());
+  }
+
+  /** Parses a buffer from `Snapshot.toBuffer()`; restore it with `sequence.restore()`. */
+  snapshotFromBuffer(buf: Uint8Array): Snapshot {
+    const s = Snapshot.fromBuffer(buf);
+    if (s.fingerprint !== this.fingerprint) throw new InvalidArgumentError('the snapshot was taken on another model (its fingerprint differs)');
+    return s;
   }
 
   /**
-   * Evaluates tokens on several sequences in one forward pass (one row block per sequence) and
-   * returns each sequence's logits as `Sequence.evaluate` would; the result for a sequence does
-   * not depend on the others in the batch.
+   * Evaluates tokens on several sequences at once (they share forward passes) and returns each
+   * sequence's logits as `Sequence.evaluate` would.
    */
   async evaluateBatch(sequences: Sequence[], ids: Array<ArrayLike<number>>, options: EvaluateOptions = {}): Promise<Float32Array[]> {
     if (!Array.isArray(sequences) || !Array.isArray(ids) || sequences.length !== ids.length || sequences.length === 0)
       throw new InvalidArgumentError('evaluateBatch: give one id array per sequence, at least one');
-    const mode = options.logits ?? 'last';
-    if (!['all', 'last', 'none'].includes(mode)) throw new InvalidArgumentError(`logits must be 'all', 'last' or 'none', got ${String(mode)}`);
-    const tokens = ids.map((t, i) => toTokenArray(t, this.config.vocabSize, `ids[${i}]`));
-    if (mode === 'last' && tokens.some((t) => t.length === 0)) throw new InvalidArgumentError("evaluateBatch: an empty id array has no last position");
     if (new Set(sequences).size !== sequences.length) throw new InvalidArgumentError('evaluateBatch: a sequence appears twice');
-    const res = await withAbort(options.signal, (abort) => this.forward(sequences.map((s) => s.native()), tokens, { logits: mode, abort }));
-    const V = this.config.vocabSize;
-    const out: Float32Array[] = [];
-    let row = 0;
-    for (const t of tokens) {
-      const n = mode === 'all' ? t.length : mode === 'last' ? 1 : 0;
-      out.push(res.logits.slice(row * V, (row + n) * V));
-      row += n;
-    }
-    return out;
+    checkLogitsMode(options.logits ?? 'last');
+    return Promise.all(sequences.map((s, i) => s.evaluate(ids[i]!, options)));
   }
 
   /**
@@ -135,13 +174,10 @@ export class JambaModel {
     if (tokens.length === 0) throw new InvalidArgumentError('ids is empty');
     const V = this.config.vocabSize;
     const out = new Float32Array(tokens.length * V);
-    const seq = this.native().newSequence();
+    const seq = this.createSequence();
     try {
-      for (let i = 0; i < tokens.length; i += PREFILL_CHUNK) {
-        const chunk = tokens.subarray(i, i + PREFILL_CHUNK);
-        const res = await withAbort(options.signal, (abort) => this.forward([seq], [chunk], { logits: 'all', abort }));
-        out.set(res.logits, i * V);
-      }
+      for (let i = 0; i < tokens.length; i += PREFILL_CHUNK)
+        out.set(await seq.evaluate(tokens.subarray(i, i + PREFILL_CHUNK), { logits: 'all', signal: options.signal }), i * V);
     } finally {
       seq.dispose();
     }
@@ -156,45 +192,56 @@ export class JambaModel {
     const tokens = toTokenArray(ids, this.config.vocabSize, 'ids');
     if (tokens.length === 0) throw new InvalidArgumentError('ids is empty');
     const seq = this.native().newSequence();
+    this.traces++;
     try {
-      const res = await withAbort(undefined, () => this.forward([seq], [tokens], { logits: 'all', capture: true }));
+      const res = await this.forward([seq], [tokens], { logits: 'all', capture: true });
       return { ...res.captured, logits: res.logits };
+    } catch (e) {
+      throw fromNative(e);
     } finally {
       seq.dispose();
+      if (--this.traces === 0) for (const r of this.traceDone.splice(0)) r();
     }
   }
 
-  /** Streams the continuation of `prompt` as UTF-8-safe text pieces. */
+  /** Streams the continuation of `prompt` (text gets a BOS; ids are used as given) as UTF-8-safe text pieces. */
   async *generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<string, GenerationResult, void> {
+    const opts = resolveGenerateOptions(options, this.config.vocabSize);
     const ids = await this.promptIds(prompt, 'prompt');
-    const steps = generateSteps(this.engine(), [ids], options);
-    for (;;) {
-      const r = await steps.next();
-      if (r.done) return r.value[0]!;
-      if (r.value[0]) yield r.value[0];
-    }
+    return yield* generateOne(this.engine(), ids, opts, options.signal);
   }
 
   /** Generates and returns the whole result. */
   async complete(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<GenerationResult> {
-    return (await this.completeBatch([prompt], options))[0]!;
+    return runToEnd(this.generate(prompt, options));
   }
 
-  /** Generates for several prompts at once, batched per step; each result equals running it alone. */
+  /** Generates for several prompts at once (they share forward passes); each result equals running it alone. */
   async completeBatch(prompts: Array<string | ArrayLike<number>>, options: GenerateOptions = {}): Promise<GenerationResult[]> {
     if (!Array.isArray(prompts) || prompts.length === 0) throw new InvalidArgumentError('prompts must be a non-empty array');
+    const opts = resolveGenerateOptions(options, this.config.vocabSize);
     const ids = await Promise.all(prompts.map((p, i) => this.promptIds(p, `prompts[${i}]`)));
-    const steps = generateSteps(this.engine(), ids, options);
-    for (;;) {
-      const r = await steps.next();
-      if (r.done) return r.value;
-    }
+    return Promise.all(ids.map((p) => runToEnd(generateOne(this.engine(), p, opts, options.signal))));
   }
 
   /** The new token ids only (an ending EOS excluded). */
   async generateIds(promptIds: ArrayLike<number>, options: GenerateOptions = {}): Promise<number[]> {
     const ids = Array.from(toTokenArray(promptIds, this.config.vocabSize, 'promptIds'));
     return (await this.complete(ids, options)).tokens;
+  }
+
+  /** Renders chat messages with the model's chat template (tokenizer_config.json). */
+  renderChat(messages: ChatMessage[], options: ChatOptions = {}): string {
+    return renderChat(this.dir, this.tokenizer, messages, options);
+  }
+
+  /** Streams the assistant's reply to `messages`, rendered with the model's chat template. */
+  async *chat(messages: ChatMessage[], options: ChatOptions & GenerateOptions = {}): AsyncGenerator<string, GenerationResult, void> {
+    const opts = resolveGenerateOptions(options, this.config.vocabSize);
+    const text = this.renderChat(messages, options);
+    // The template writes the BOS itself.
+    const ids = await this.tokenizer.encode(text, { addSpecialTokens: false });
+    return yield* generateOne(this.engine(), ids, opts, options.signal);
   }
 
   /** Config, layer schedule, parameter counts and memory by dtype. */
@@ -216,46 +263,61 @@ export class JambaModel {
     };
   }
 
+  /** Passes run, rows evaluated, queue depth and prefix-cache use, for monitoring. */
+  get stats(): ModelStats {
+    const s: SchedulerStats = this.scheduler.stats;
+    const c = this.prefixCache;
+    return {
+      ...s,
+      prefixCache: { entries: c?.size ?? 0, bytes: c?.bytes ?? 0, hits: c?.hits ?? 0, misses: c?.misses ?? 0, tokensReused: c?.tokensReused ?? 0 },
+    };
+  }
+
+  /** Forgets every cached prompt prefix. */
+  clearPrefixCache(): void {
+    this.prefixCache?.clear();
+  }
+
   /**
-   * Frees the weights. A forward pass already running finishes first and the promise resolves
-   * once the memory is released; every later call, including the next step of a generation in
-   * progress, throws DisposedError.
+   * Frees the weights. Forward passes already requested (running or queued) finish first and the
+   * promise resolves once the memory is released; every later call, including the next step of a
+   * generation in progress, throws DisposedError.
    */
-  async dispose(): Promise<void> {
-    const h = this.handle;
-    this.handle = null;
-    while (this.inflight > 0) await new Promise<void>((r) => this.idle.push(r));
-    h?.dispose();
+  dispose(): Promise<void> {
+    this.disposing ??= (async () => {
+      this.closing = true;
+      await this.scheduler.drain();
+      while (this.traces > 0) await new Promise<void>((r) => this.traceDone.push(r));
+      this.prefixCache?.clear();
+      this.handle?.dispose();
+      this.handle = null;
+    })();
+    return this.disposing;
   }
 
   get disposed(): boolean {
-    return this.handle === null;
+    return this.closing;
   }
 
   private native(): NativeModel {
-    if (!this.handle) throw new DisposedError('the model');
+    if (this.closing || !this.handle) throw new DisposedError('the model');
     return this.handle;
   }
 
-  /** Every native forward pass goes through here, so dispose() can wait for the one running. */
-  private async forward(seqs: NativeSequence[], tokens: Int32Array[], options: ForwardOptions): Promise<ForwardResult> {
-    const h = this.native();
-    this.inflight++;
-    try {
-      return await h.forward(seqs, tokens, options);
-    } finally {
-      if (--this.inflight === 0) for (const r of this.idle.splice(0)) r();
-    }
+  /** The scheduler's pass runner: requests accepted before dispose() still run. */
+  private forward(seqs: NativeSequence[], tokens: Int32Array[], options: ForwardOptions): Promise<ForwardResult> {
+    if (!this.handle) return Promise.reject(new DisposedError('the model'));
+    return this.handle.forward(seqs, tokens, options);
   }
 
   private engine(): EngineContext {
     this.native();
     return {
-      forward: (s, t, o) => this.forward(s, t, o),
-      newSequence: () => this.native().newSequence(),
+      newSequence: () => this.createSequence(),
       tokenizer: this.tokenizer,
       vocab: this.config.vocabSize,
       eosIds: this.eosIds,
+      prefixCache: this.prefixCache,
     };
   }
 

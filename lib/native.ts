@@ -43,17 +43,29 @@ export interface ModelPlanSpec {
   expertsInt8: boolean;
 }
 
+/** A sequence's whole state, copied out: per layer the conv and SSM state (Mamba) or keys and values. */
+export interface ExportedState {
+  position: number;
+  layers: Array<{ conv: Float32Array; ssm: Float32Array; k: Float32Array; v: Float32Array }>;
+}
+
 export interface NativeSequence {
   position(): number;
   bytes(): number;
   reset(): void;
   dispose(): void;
+  exportState(): ExportedState;
+  importState(state: ExportedState): void;
 }
 
+/** Which positions' logits a forward pass returns. */
+export type LogitsMode = 'all' | 'last' | 'none';
+
 export interface ForwardOptions {
-  logits: 'all' | 'last' | 'none';
+  logits: LogitsMode;
   capture?: boolean;
-  abort?: Int32Array;
+  /** One flag per sequence; the pass stops between layers once every flag is nonzero. */
+  abort?: Array<Int32Array | undefined>;
 }
 
 export interface ForwardResult {
@@ -84,7 +96,7 @@ export interface NativeOps {
 }
 
 export interface NativeAddon {
-  NativeModel: { load(plan: ModelPlanSpec): Promise<NativeModel> };
+  NativeModel: { load(plan: ModelPlanSpec, onProgress?: (bytesRead: number) => void): Promise<NativeModel> };
   ops: NativeOps;
   backend: string;
 }

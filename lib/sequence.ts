@@ -1,17 +1,26 @@
 /**
  * A sequence: one stream of tokens with its own decode state (conv and SSM state per Mamba
  * layer, keys and values per attention layer). Evaluate tokens in any number of calls; the state
- * carries over, so prefill in chunks and single-token decode are the same operation.
+ * carries over, so prefill in chunks and single-token decode are the same operation. Calls on
+ * different sequences made at the same time share forward passes (see scheduler.ts).
  */
-import { AbortError, DisposedError, InvalidArgumentError, fromNative } from './errors';
-import type { ForwardOptions, ForwardResult, NativeSequence } from './native';
+import { DisposedError, InvalidArgumentError, JambaError } from './errors';
+import type { LogitsMode, NativeSequence } from './native';
+import { Snapshot } from './snapshot';
 
-export type LogitsMode = 'all' | 'last' | 'none';
+export type { LogitsMode } from './native';
 
 export interface EvaluateOptions {
   /** Which positions' logits to return (default 'last'). */
   logits?: LogitsMode;
   signal?: AbortSignal;
+}
+
+/** What a sequence needs from its model. @internal */
+export interface SequenceHost {
+  readonly vocab: number;
+  step(seq: NativeSequence, tokens: Int32Array, logits: LogitsMode, signal?: AbortSignal): Promise<Float32Array>;
+  fingerprint(): string;
 }
 
 /** Validates token ids and copies them into an Int32Array. */
@@ -28,36 +37,36 @@ export function toTokenArray(ids: ArrayLike<number>, vocab: number, name: string
   return out;
 }
 
-/** Runs `fn` with an abort flag the native pass polls between layers; maps errors to typed ones. */
-export async function withAbort<T>(signal: AbortSignal | undefined, fn: (flag: Int32Array | undefined) => Promise<T>): Promise<T> {
-  if (signal?.aborted) throw new AbortError();
-  const flag = signal ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
-  const onAbort = () => flag && Atomics.store(flag, 0, 1);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    return await fn(flag);
-  } catch (e) {
-    throw fromNative(e);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
+export function checkLogitsMode(mode: unknown): LogitsMode {
+  if (mode !== 'all' && mode !== 'last' && mode !== 'none') throw new InvalidArgumentError(`logits must be 'all', 'last' or 'none', got ${String(mode)}`);
+  return mode;
 }
 
 export class Sequence {
   private handle: NativeSequence | null;
+  private history: number[] = [];
+  private last: Float32Array = new Float32Array(0);
+  private pending = 0;
 
   /** @internal created by JambaModel.createSequence() */
-  constructor(
-    private readonly forward: (s: NativeSequence[], t: Int32Array[], o: ForwardOptions) => Promise<ForwardResult>,
-    handle: NativeSequence,
-    private readonly vocab: number,
-  ) {
+  constructor(private readonly host: SequenceHost, handle: NativeSequence) {
     this.handle = handle;
   }
 
   /** Tokens evaluated so far. */
   get position(): number {
     return this.native().position();
+  }
+
+  /** The tokens evaluated so far, in order. */
+  get tokens(): readonly number[] {
+    this.native();
+    return this.history;
+  }
+
+  /** Logits after the last evaluated token (empty if the last call asked for none). */
+  get lastLogits(): Float32Array {
+    return this.last;
   }
 
   /** Bytes of state this sequence holds (grows with the KV cache of attention layers). */
@@ -67,21 +76,52 @@ export class Sequence {
 
   /**
    * Appends tokens and returns logits: `ids.length × vocab` for 'all', `vocab` for 'last', an
-   * empty array for 'none'. On abort or error the sequence is reset to empty.
+   * empty array for 'none'. Calls on one sequence run in the order they are made. If the pass
+   * fails the sequence keeps whatever state it reached (empty after an abort of the whole pass).
    */
   async evaluate(ids: ArrayLike<number>, options: EvaluateOptions = {}): Promise<Float32Array> {
-    const tokens = toTokenArray(ids, this.vocab, 'ids');
-    const mode = options.logits ?? 'last';
-    if (!['all', 'last', 'none'].includes(mode)) throw new InvalidArgumentError(`logits must be 'all', 'last' or 'none', got ${String(mode)}`);
+    const tokens = toTokenArray(ids, this.host.vocab, 'ids');
+    const mode = checkLogitsMode(options.logits ?? 'last');
     if (tokens.length === 0 && mode === 'last') throw new InvalidArgumentError('ids is empty: there is no last position');
     const seq = this.native();
-    const res = await withAbort(options.signal, (abort) => this.forward([seq], [tokens], { logits: mode, abort }));
-    return res.logits;
+    this.pending++;
+    try {
+      const logits = await this.host.step(seq, tokens, mode, options.signal);
+      this.history.push(...tokens);
+      const V = this.host.vocab;
+      this.last = mode === 'none' ? new Float32Array(0) : logits.slice(logits.length - V);
+      return logits;
+    } catch (e) {
+      this.resync(tokens);
+      throw e;
+    } finally {
+      this.pending--;
+    }
+  }
+
+  /** Captures the state now (no evaluation may be pending on this sequence). */
+  snapshot(): Snapshot {
+    if (this.pending) throw new JambaError('busy', 'snapshot(): an evaluation on this sequence is still pending');
+    const state = this.native().exportState();
+    return new Snapshot(this.host.fingerprint(), Int32Array.from(this.history), state, this.last.slice());
+  }
+
+  /** Replaces this sequence's state by a snapshot of the same model. */
+  restore(snapshot: Snapshot): void {
+    if (!(snapshot instanceof Snapshot)) throw new InvalidArgumentError('restore() takes a Snapshot');
+    if (this.pending) throw new JambaError('busy', 'restore(): an evaluation on this sequence is still pending');
+    if (snapshot.fingerprint !== this.host.fingerprint())
+      throw new InvalidArgumentError('the snapshot was taken on another model (its fingerprint differs)');
+    this.native().importState(snapshot.state);
+    this.history = Array.from(snapshot.tokens);
+    this.last = snapshot.logits.slice();
   }
 
   /** Forgets every token: the sequence starts over. */
   reset(): void {
     this.native().reset();
+    this.history = [];
+    this.last = new Float32Array(0);
   }
 
   /** Frees the state now. Further use throws DisposedError. */
@@ -94,5 +134,14 @@ export class Sequence {
   native(): NativeSequence {
     if (!this.handle) throw new DisposedError('the sequence');
     return this.handle;
+  }
+
+  /** After a failed pass: the native state either advanced by these tokens or was reset. */
+  private resync(tokens: Int32Array): void {
+    if (!this.handle) return;
+    const pos = this.handle.position();
+    if (pos === this.history.length + tokens.length) this.history.push(...tokens);
+    else if (pos !== this.history.length) this.history = this.history.slice(0, pos);
+    this.last = new Float32Array(0);
   }
 }

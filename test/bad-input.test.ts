@@ -243,11 +243,13 @@ describe('calls', () => {
     await expect(model.logits(ids, { signal: ac.signal })).rejects.toBeInstanceOf(AbortError);
   });
 
-  test('a sequence in use by another call', async () => {
+  test('calls on one sequence made at once run in order; snapshot waits for none of them', async () => {
     const seq = model.createSequence();
-    const a = seq.evaluate(ids);
-    await expect(seq.evaluate(ids)).rejects.toThrow(/already in a pending forward pass/);
+    const a = seq.evaluate(ids.slice(0, 4));
+    const b = seq.evaluate(ids.slice(4), { logits: 'all' });
+    expect(() => seq.snapshot()).toThrow(/pending/);
     await a;
+    expect(maxAbsDiff(await b, refLogits.subarray(4 * 1024))).toBeLessThanOrEqual(1e-4);
     expect(seq.position).toBe(ids.length);
     seq.dispose();
     expect(() => seq.position).toThrow(DisposedError);

@@ -136,12 +136,14 @@ test('batched generation of prompts of different lengths equals each alone', asy
   const prompts = ['ROMEO:\n', 'First Citizen:\nBefore we proceed any further, hear me speak.', 'K'];
   for (const opts of [{ maxTokens: 30, temperature: 0 }, { maxTokens: 30, temperature: 0.9, seed: 77, topK: 40 }]) {
     const batch = await model.completeBatch(prompts, opts);
-    for (let i = 0; i < prompts.length; i++) expect(batch[i]).toEqual(await model.complete(prompts[i]!, opts));
+    // cachedPromptTokens differs: the runs alone find the prompts' states in the prefix cache.
+    for (let i = 0; i < prompts.length; i++)
+      expect({ ...batch[i], cachedPromptTokens: 0 }).toEqual({ ...(await model.complete(prompts[i]!, opts)), cachedPromptTokens: 0 });
   }
 });
 
 test('concurrent calls on one model all complete correctly', async () => {
   const expected = await model.complete('ROMEO:\n', { maxTokens: 20, temperature: 0 });
   const runs = await Promise.all(Array.from({ length: 6 }, () => model.complete('ROMEO:\n', { maxTokens: 20, temperature: 0 })));
-  for (const r of runs) expect(r).toEqual(expected);
+  for (const r of runs) expect(r.tokens).toEqual(expected.tokens);
 });

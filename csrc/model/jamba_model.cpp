@@ -22,7 +22,7 @@ int64_t cols_of(const TensorSource& s) {
 
 // Reads matrices that are used as one product (q|k|v, gate|up) into one buffer and packs it once.
 // Mixed dtypes are widened to float32 so the packed product has a single weight type.
-cpu::PackedWeight pack_rows(const std::vector<const TensorSource*>& parts, bool int8) {
+cpu::PackedWeight pack_rows(TensorReader& rd, const std::vector<const TensorSource*>& parts, bool int8) {
   DType dt = parts[0]->dtype;
   int64_t n = 0;
   const int64_t k = cols_of(*parts[0]);
@@ -34,9 +34,9 @@ cpu::PackedWeight pack_rows(const std::vector<const TensorSource*>& parts, bool 
   size_t off = 0;
   for (auto* p : parts) {
     if (p->dtype == dt) {
-      read_tensor(*p, buf.data() + off);
+      rd.read(*p, buf.data() + off);
     } else {
-      std::vector<float> f = read_tensor_f32(*p);
+      std::vector<float> f = rd.read_f32(*p);
       std::memcpy(buf.data() + off, f.data(), f.size() * sizeof(float));
     }
     off += size_t(rows_of(*p) * k) * dtype_size(dt);
@@ -44,34 +44,38 @@ cpu::PackedWeight pack_rows(const std::vector<const TensorSource*>& parts, bool 
   return int8 ? cpu::pack_weight_int8(buf.data(), dt, n, k) : cpu::pack_weight(buf.data(), dt, n, k);
 }
 
-cpu::PackedWeight pack_one(const TensorSource& s, const TensorSource* bias = nullptr) {
-  cpu::PackedWeight w = pack_rows({&s}, false);
+cpu::PackedWeight pack_one(TensorReader& rd, const TensorSource& s, const TensorSource* bias = nullptr) {
+  cpu::PackedWeight w = pack_rows(rd, {&s}, false);
   if (bias && bias->present()) {
-    std::vector<float> b = read_tensor_f32(*bias);
+    std::vector<float> b = rd.read_f32(*bias);
     w.bias = Tensor::empty(DType::F32, {int64_t(b.size())});
     std::memcpy(w.bias.raw(), b.data(), b.size() * sizeof(float));
   }
   return w;
 }
 
-cpu::GatedMlp load_mlp(const MlpSources& s, bool int8) {
+cpu::GatedMlp load_mlp(TensorReader& rd, const MlpSources& s, bool int8) {
   cpu::GatedMlp m;
-  m.gate_up = pack_rows({&s.gate, &s.up}, int8);
-  m.down = pack_rows({&s.down}, int8);
+  m.gate_up = pack_rows(rd, {&s.gate, &s.up}, int8);
+  m.down = pack_rows(rd, {&s.down}, int8);
   return m;
 }
 
 void check_abort(const ForwardRequest& req) {
-  if (req.abort && __atomic_load_n(req.abort, __ATOMIC_RELAXED) != 0) fail("aborted", "the operation was aborted");
+  if (req.abort.size() != req.states.size()) return;
+  for (const int32_t* flag : req.abort)
+    if (!flag || __atomic_load_n(flag, __ATOMIC_RELAXED) == 0) return;
+  fail("aborted", "the operation was aborted");
 }
 
 }  // namespace
 
-JambaModel::JambaModel(const ModelPlan& plan) : dims_(plan.dims) {
-  embed_ = pack_one(plan.embed);
+JambaModel::JambaModel(const ModelPlan& plan, std::function<void(uint64_t)> progress) : dims_(plan.dims) {
+  TensorReader rd(std::move(progress));
+  embed_ = pack_one(rd, plan.embed);
   tied_ = !plan.lm_head.present();
-  if (!tied_) lm_head_ = pack_one(plan.lm_head);
-  final_norm_ = read_tensor_f32(plan.final_norm);
+  if (!tied_) lm_head_ = pack_one(rd, plan.lm_head);
+  final_norm_ = rd.read_f32(plan.final_norm);
   layers_.resize(plan.layers.size());
   for (size_t i = 0; i < plan.layers.size(); ++i) {
     const LayerPlan& lp = plan.layers[i];
@@ -79,33 +83,33 @@ JambaModel::JambaModel(const ModelPlan& plan) : dims_(plan.dims) {
     l.attention = lp.attention;
     l.moe = lp.moe;
     is_attention_.push_back(lp.attention);
-    l.input_norm = read_tensor_f32(lp.input_norm);
-    l.ff_norm = read_tensor_f32(lp.ff_norm);
+    l.input_norm = rd.read_f32(lp.input_norm);
+    l.ff_norm = rd.read_f32(lp.ff_norm);
     if (lp.attention) {
-      l.attn.qkv = pack_rows({&lp.attn.q, &lp.attn.k, &lp.attn.v}, false);
-      l.attn.o = pack_one(lp.attn.o);
+      l.attn.qkv = pack_rows(rd, {&lp.attn.q, &lp.attn.k, &lp.attn.v}, false);
+      l.attn.o = pack_one(rd, lp.attn.o);
     } else {
       const MambaSources& m = lp.mamba;
-      l.mamba.in_proj = pack_one(m.in_proj, &m.in_proj_bias);
-      l.mamba.x_proj = pack_one(m.x_proj);
-      l.mamba.dt_proj = pack_one(m.dt_proj);  // its bias is added inside the scan, in float32
-      l.mamba.out_proj = pack_one(m.out_proj, &m.out_proj_bias);
-      l.mamba.conv_w = read_tensor_f32(m.conv_weight);
-      if (m.conv_bias.present()) l.mamba.conv_b = read_tensor_f32(m.conv_bias);
-      l.mamba.a = read_tensor_f32(m.a_log);
+      l.mamba.in_proj = pack_one(rd, m.in_proj, &m.in_proj_bias);
+      l.mamba.x_proj = pack_one(rd, m.x_proj);
+      l.mamba.dt_proj = pack_one(rd, m.dt_proj);  // its bias is added inside the scan, in float32
+      l.mamba.out_proj = pack_one(rd, m.out_proj, &m.out_proj_bias);
+      l.mamba.conv_w = rd.read_f32(m.conv_weight);
+      if (m.conv_bias.present()) l.mamba.conv_b = rd.read_f32(m.conv_bias);
+      l.mamba.a = rd.read_f32(m.a_log);
       for (float& v : l.mamba.a) v = -std::exp(v);
-      l.mamba.d = read_tensor_f32(m.d);
-      l.mamba.dt_bias = read_tensor_f32(m.dt_proj_bias);
-      l.mamba.dt_norm = read_tensor_f32(m.dt_norm);
-      l.mamba.b_norm = read_tensor_f32(m.b_norm);
-      l.mamba.c_norm = read_tensor_f32(m.c_norm);
+      l.mamba.d = rd.read_f32(m.d);
+      l.mamba.dt_bias = rd.read_f32(m.dt_proj_bias);
+      l.mamba.dt_norm = rd.read_f32(m.dt_norm);
+      l.mamba.b_norm = rd.read_f32(m.b_norm);
+      l.mamba.c_norm = rd.read_f32(m.c_norm);
     }
     if (lp.moe) {
-      l.moe_block.router = pack_one(lp.router);
+      l.moe_block.router = pack_one(rd, lp.router);
       l.moe_block.top_k = dims_.top_k;
-      for (const MlpSources& e : lp.experts) l.moe_block.experts.push_back(load_mlp(e, plan.experts_int8));
+      for (const MlpSources& e : lp.experts) l.moe_block.experts.push_back(load_mlp(rd, e, plan.experts_int8));
     } else {
-      l.mlp = load_mlp(lp.mlp, false);
+      l.mlp = load_mlp(rd, lp.mlp, false);
     }
   }
 }

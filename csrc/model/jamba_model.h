@@ -3,6 +3,7 @@
 // checkpoint tensor feeds which weight) is decided in lib/graph.ts and handed over as a plan.
 #pragma once
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -47,7 +48,9 @@ struct ForwardRequest {
   std::vector<std::vector<int32_t>> tokens;  // per sequence, appended after its state
   enum class Logits { None, Last, All } logits = Logits::All;
   bool capture = false;                      // also return embeddings, layer outputs, router logits
-  const int32_t* abort = nullptr;            // nonzero (read atomically) stops the pass between layers
+  // One flag per sequence (null: none). The pass stops between layers once every sequence's
+  // flag is nonzero (read atomically): a batch keeps running while one of its callers still waits.
+  std::vector<const int32_t*> abort;
 };
 
 struct ForwardResult {
@@ -57,7 +60,8 @@ struct ForwardResult {
 
 class JambaModel {
  public:
-  explicit JambaModel(const ModelPlan& plan);  // reads and packs every weight
+  // Reads and packs every weight; `progress` hears the bytes read so far after each tensor.
+  explicit JambaModel(const ModelPlan& plan, std::function<void(uint64_t)> progress = {});
   ForwardResult forward(const ForwardRequest& req) const;
   std::unique_ptr<SequenceState> new_state() const;
   const ModelDims& dims() const { return dims_; }

@@ -15,7 +15,7 @@ struct LayerState {
 
 class SequenceState {
  public:
-  SequenceState(const ModelDims& dims, const std::vector<bool>& is_attention) : dims_(dims) {
+  SequenceState(const ModelDims& dims, const std::vector<bool>& is_attention) : dims_(dims), attention_(is_attention) {
     layers_.resize(is_attention.size());
     for (size_t i = 0; i < is_attention.size(); ++i) {
       if (!is_attention[i]) {
@@ -42,11 +42,18 @@ class SequenceState {
   }
 
   LayerState& layer(size_t i) { return layers_[i]; }
+  const LayerState& layer(size_t i) const { return layers_[i]; }
+  size_t num_layers() const { return layers_.size(); }
+  bool is_attention(size_t i) const { return attention_[i]; }
+  const ModelDims& dims() const { return dims_; }
   int64_t position() const { return position_; }
   void advance(int64_t n) { position_ += n; }
+  // Restores a position after its layer states were replaced wholesale (snapshot restore).
+  void set_position(int64_t p) { position_ = p; }
 
  private:
   ModelDims dims_;
+  std::vector<bool> attention_;
   std::vector<LayerState> layers_;
   int64_t position_ = 0;
 };

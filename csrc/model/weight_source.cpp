@@ -11,7 +11,7 @@
 
 namespace jamba {
 
-void read_tensor(const TensorSource& src, void* dst) {
+void TensorReader::read(const TensorSource& src, void* dst) {
   int fd = ::open(src.file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("checkpoint", src.file + ": cannot open (" + std::strerror(errno) + ") reading tensor " + src.name);
   uint64_t done = 0;
@@ -27,11 +27,13 @@ void read_tensor(const TensorSource& src, void* dst) {
     done += uint64_t(r);
   }
   ::close(fd);
+  done_ += src.nbytes;
+  if (progress_) progress_(done_);
 }
 
-std::vector<float> read_tensor_f32(const TensorSource& src) {
+std::vector<float> TensorReader::read_f32(const TensorSource& src) {
   std::vector<char> raw(src.nbytes);
-  read_tensor(src, raw.data());
+  read(src, raw.data());
   std::vector<float> out(src.nbytes / dtype_size(src.dtype));
   to_f32(src.dtype, raw.data(), out.data(), out.size());
   return out;

@@ -1,6 +1,7 @@
 // Where one tensor's bytes live in a checkpoint; lib/safetensors.ts has validated every field.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 #include "../core/dtype.h"
@@ -17,11 +18,17 @@ struct TensorSource {
   bool present() const { return !file.empty(); }
 };
 
-// Reads a tensor's bytes straight from its file into `dst` (nbytes of them). Files are read once,
-// tensor by tensor, so a checkpoint is never held twice.
-void read_tensor(const TensorSource& src, void* dst);
+// Reads tensors' bytes straight from their files. Files are read once, tensor by tensor, so a
+// checkpoint is never held twice; `progress` (if set) hears the running byte count after each.
+class TensorReader {
+ public:
+  explicit TensorReader(std::function<void(uint64_t)> progress = {}) : progress_(std::move(progress)) {}
+  void read(const TensorSource& src, void* dst);             // nbytes of raw data into dst
+  std::vector<float> read_f32(const TensorSource& src);      // converted to float32
 
-// Reads and converts to float32 (small vectors: norms, biases, A_log, D, conv taps).
-std::vector<float> read_tensor_f32(const TensorSource& src);
+ private:
+  std::function<void(uint64_t)> progress_;
+  uint64_t done_ = 0;
+};
 
 }  // namespace jamba

@@ -1,5 +1,8 @@
 #include "model_binding.h"
 
+#include <array>
+#include <cstring>
+
 #include "js_convert.h"
 
 namespace jamba::napi {
@@ -9,7 +12,9 @@ namespace jamba::napi {
 Napi::Function NativeSequence::Init(Napi::Env env) {
   return DefineClass(env, "NativeSequence",
                      {InstanceMethod<&NativeSequence::Position>("position"), InstanceMethod<&NativeSequence::Bytes>("bytes"),
-                      InstanceMethod<&NativeSequence::Reset>("reset"), InstanceMethod<&NativeSequence::Dispose>("dispose")});
+                      InstanceMethod<&NativeSequence::Reset>("reset"), InstanceMethod<&NativeSequence::Dispose>("dispose"),
+                      InstanceMethod<&NativeSequence::ExportState>("exportState"),
+                      InstanceMethod<&NativeSequence::ImportState>("importState")});
 }
 
 NativeSequence::NativeSequence(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeSequence>(info) {
@@ -40,6 +45,81 @@ void NativeSequence::Reset(const Napi::CallbackInfo& info) {
 }
 
 void NativeSequence::Dispose(const Napi::CallbackInfo&) { state_.reset(); }
+
+// exportState() -> { position, layers: [{ conv, ssm, k, v }] } as copies (Float32Array each).
+Napi::Value NativeSequence::ExportState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto st = state(env);
+  if (busy_->load()) throw make_error(env, "busy", "the sequence is in use by a pending forward pass");
+  auto copy = [&](const std::vector<float>& v) {
+    Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+    if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
+    return a;
+  };
+  Napi::Array layers = Napi::Array::New(env, st->num_layers());
+  for (size_t i = 0; i < st->num_layers(); ++i) {
+    const LayerState& l = st->layer(i);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("conv", copy(l.conv));
+    o.Set("ssm", copy(l.ssm));
+    o.Set("k", copy(l.k));
+    o.Set("v", copy(l.v));
+    layers.Set(uint32_t(i), o);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("position", Napi::Number::New(env, double(st->position())));
+  out.Set("layers", layers);
+  return out;
+}
+
+// importState(exported): checks every size against this model before replacing anything.
+void NativeSequence::ImportState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto st = state(env);
+  if (busy_->load()) throw make_error(env, "busy", "the sequence is in use by a pending forward pass");
+  if (info.Length() != 1 || !info[0].IsObject()) throw make_error(env, "invalid_argument", "importState(state) takes an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Value pv = o.Get("position"), lv = o.Get("layers");
+  if (!pv.IsNumber() || !lv.IsArray()) throw make_error(env, "invalid_argument", "state needs a numeric position and a layers array");
+  const double pos = pv.As<Napi::Number>().DoubleValue();
+  Napi::Array layers = lv.As<Napi::Array>();
+  if (!(pos >= 0) || pos != double(int64_t(pos))) throw make_error(env, "invalid_argument", "state position must be a non-negative integer");
+  if (layers.Length() != st->num_layers())
+    throw make_error(env, "invalid_argument", "state has " + std::to_string(layers.Length()) + " layers, the model " + std::to_string(st->num_layers()));
+  const ModelDims& d = st->dims();
+  const size_t kvw = size_t(d.kv_heads * d.head_dim);
+  std::vector<std::array<Napi::Float32Array, 4>> arrays;
+  for (uint32_t i = 0; i < layers.Length(); ++i) {
+    const LayerState& l = st->layer(i);
+    const bool attention = st->is_attention(i);
+    Napi::Value lo = layers.Get(i);
+    if (!lo.IsObject()) throw make_error(env, "invalid_argument", "state layer " + std::to_string(i) + " is not an object");
+    std::array<Napi::Float32Array, 4> a;
+    const char* names[4] = {"conv", "ssm", "k", "v"};
+    const size_t expect[4] = {attention ? 0 : l.conv.size(), attention ? 0 : l.ssm.size(), attention ? size_t(pos) * kvw : 0,
+                              attention ? size_t(pos) * kvw : 0};
+    for (int j = 0; j < 4; ++j) {
+      Napi::Value v = lo.As<Napi::Object>().Get(names[j]);
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        throw make_error(env, "invalid_argument", "state layer " + std::to_string(i) + "." + names[j] + " must be a Float32Array");
+      a[size_t(j)] = v.As<Napi::Float32Array>();
+      if (a[size_t(j)].ElementLength() != expect[j])
+        throw make_error(env, "invalid_argument", "state layer " + std::to_string(i) + "." + names[j] + " has " +
+                                                      std::to_string(a[size_t(j)].ElementLength()) + " values, this model needs " +
+                                                      std::to_string(expect[j]) + " at position " + std::to_string(int64_t(pos)));
+    }
+    arrays.push_back(a);
+  }
+  for (size_t i = 0; i < arrays.size(); ++i) {
+    LayerState& l = st->layer(i);
+    auto assign = [](std::vector<float>& dst, const Napi::Float32Array& src) { dst.assign(src.Data(), src.Data() + src.ElementLength()); };
+    assign(l.conv, arrays[i][0]);
+    assign(l.ssm, arrays[i][1]);
+    assign(l.k, arrays[i][2]);
+    assign(l.v, arrays[i][3]);
+  }
+  st->set_position(int64_t(pos));
+}
 
 // ---------------------------------------------------------------- NativeModel
 
@@ -74,10 +154,29 @@ class PromiseWorker : public Napi::AsyncWorker {
 
 class LoadWorker : public PromiseWorker {
  public:
-  LoadWorker(Napi::Env env, ModelPlan plan) : PromiseWorker(env), plan_(std::move(plan)) {}
+  LoadWorker(Napi::Env env, ModelPlan plan, Napi::Function on_progress) : PromiseWorker(env), plan_(std::move(plan)) {
+    if (!on_progress.IsEmpty())
+      progress_ = Napi::ThreadSafeFunction::New(env, on_progress, "jamba-load-progress", 0, 1);
+  }
+  ~LoadWorker() override {
+    if (progress_) progress_.Release();
+  }
 
  protected:
-  void Work() override { model_ = std::make_shared<JambaModel>(plan_); }
+  void Work() override {
+    std::function<void(uint64_t)> report;
+    if (progress_) {
+      report = [this](uint64_t done) {
+        auto* value = new uint64_t(done);
+        auto status = progress_.NonBlockingCall(value, [](Napi::Env env, Napi::Function fn, uint64_t* v) {
+          fn.Call({Napi::Number::New(env, double(*v))});
+          delete v;
+        });
+        if (status != napi_ok) delete value;
+      };
+    }
+    model_ = std::make_shared<JambaModel>(plan_, report);
+  }
   void OnOK() override {
     auto* data = Env().GetInstanceData<AddonData>();
     auto holder = std::make_unique<std::shared_ptr<JambaModel>>(model_);
@@ -88,6 +187,7 @@ class LoadWorker : public PromiseWorker {
  private:
   ModelPlan plan_;
   std::shared_ptr<JambaModel> model_;
+  Napi::ThreadSafeFunction progress_;
 };
 
 class ForwardWorker : public PromiseWorker {
@@ -97,7 +197,7 @@ class ForwardWorker : public PromiseWorker {
   std::vector<std::shared_ptr<SequenceState>> states;
   std::vector<std::shared_ptr<std::atomic<bool>>> busy;
   ForwardRequest req;
-  Napi::ObjectReference abort_ref;
+  std::vector<Napi::ObjectReference> abort_refs;  // keep the flags' buffers alive while Work() reads them
 
   void release() {
     for (auto& b : busy) b->store(false);
@@ -155,14 +255,16 @@ std::shared_ptr<JambaModel> NativeModel::get(Napi::Env env) {
 
 Napi::Value NativeModel::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() != 1 || !info[0].IsObject()) return reject_with(env, "invalid_argument", "load(plan) takes a plan object");
+  if (info.Length() < 1 || !info[0].IsObject()) return reject_with(env, "invalid_argument", "load(plan, onProgress?) takes a plan object");
+  Napi::Function on_progress;
+  if (info.Length() > 1 && info[1].IsFunction()) on_progress = info[1].As<Napi::Function>();
   ModelPlan plan;
   try {
     plan = parse_plan(info[0].As<Napi::Object>());
   } catch (const Napi::Error& e) {
     return reject_with(env, "invalid_argument", "malformed model plan: " + e.Message());
   }
-  auto* w = new LoadWorker(env, std::move(plan));
+  auto* w = new LoadWorker(env, std::move(plan), on_progress);
   Napi::Promise p = w->promise();
   w->Queue();
   return p;
@@ -177,7 +279,7 @@ Napi::Value NativeModel::NewSequence(const Napi::CallbackInfo& info) {
   return data->sequence_ctor.New({Napi::External<decltype(src)>::New(env, &src)});
 }
 
-// forward(sequences, tokens: Int32Array[], { logits: 'all'|'last'|'none', capture?: boolean, abort?: Int32Array })
+// forward(sequences, tokens: Int32Array[], { logits: 'all'|'last'|'none', capture?: boolean, abort?: (Int32Array|undefined)[] })
 Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!model_) return reject_with(env, "disposed", "the model has been disposed");
@@ -221,12 +323,20 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   w->req.capture = opts.Has("capture") && opts.Get("capture").ToBoolean();
   if (opts.Has("abort") && !opts.Get("abort").IsUndefined()) {
     Napi::Value av = opts.Get("abort");
-    if (!av.IsTypedArray() || av.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      return fail_js("invalid_argument", "forward: options.abort must be an Int32Array");
-    Napi::Int32Array a = av.As<Napi::Int32Array>();
-    if (a.ElementLength() < 1) return fail_js("invalid_argument", "forward: options.abort is empty");
-    w->abort_ref = Napi::Persistent(a.As<Napi::Object>());  // keeps its buffer alive while the worker reads it
-    w->req.abort = a.Data();
+    if (!av.IsArray() || av.As<Napi::Array>().Length() != seqs.Length())
+      return fail_js("invalid_argument", "forward: options.abort must hold one Int32Array (or undefined) per sequence");
+    Napi::Array flags = av.As<Napi::Array>();
+    for (uint32_t i = 0; i < flags.Length(); ++i) {
+      Napi::Value f = flags.Get(i);
+      if (f.IsUndefined() || f.IsNull()) {
+        w->req.abort.push_back(nullptr);
+        continue;
+      }
+      if (!f.IsTypedArray() || f.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || f.As<Napi::Int32Array>().ElementLength() < 1)
+        return fail_js("invalid_argument", "forward: options.abort[" + std::to_string(i) + "] must be a non-empty Int32Array");
+      w->abort_refs.push_back(Napi::Persistent(f.As<Napi::Object>()));
+      w->req.abort.push_back(f.As<Napi::Int32Array>().Data());
+    }
   }
   w->Queue();
   return p;

@@ -27,6 +27,8 @@ class NativeSequence : public Napi::ObjectWrap<NativeSequence> {
   Napi::Value Bytes(const Napi::CallbackInfo& info);
   void Reset(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
+  Napi::Value ExportState(const Napi::CallbackInfo& info);
+  void ImportState(const Napi::CallbackInfo& info);
 
   std::shared_ptr<SequenceState> state_;
   std::shared_ptr<std::atomic<bool>> busy_ = std::make_shared<std::atomic<bool>>(false);

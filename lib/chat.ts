@@ -1,0 +1,95 @@
+/**
+ * Chat templates: the Jinja `chat_template` a checkpoint ships in tokenizer_config.json, rendered
+ * with @huggingface/jinja (Hugging Face's JavaScript Jinja, which renders AI21's Jamba template —
+ * macros, namespaces, tojson(indent=2), map(attribute=…), tools and documents — exactly as
+ * transformers' apply_chat_template does; see test/chat.test.ts).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Template } from '@huggingface/jinja';
+import { InvalidArgumentError, JambaError } from './errors';
+import type { JambaTokenizer } from './tokenizer';
+
+export interface ChatMessage {
+  role: string;
+  content: string | null;
+  [extra: string]: unknown;
+}
+
+export interface ChatOptions {
+  /** Append the assistant header so the model writes the reply (default true). */
+  addGenerationPrompt?: boolean;
+  /** Tool (function) definitions, as the template expects them. */
+  tools?: unknown[];
+  /** Documents for grounded answers, as the template expects them. */
+  documents?: unknown[];
+  /** A template to use instead of the model's. */
+  chatTemplate?: string;
+  /** Extra variables for the template (for example AI21's `knobs`). */
+  templateVariables?: Record<string, unknown>;
+}
+
+/** The model has no chat template, or rendering it failed. */
+export class ChatTemplateError extends JambaError {
+  constructor(message: string) {
+    super('chat_template', message);
+  }
+}
+
+const compiled = new Map<string, Template>();
+
+function modelTemplate(dir: string): string {
+  const file = path.join(dir, 'tokenizer_config.json');
+  let cfg: { chat_template?: unknown } = {};
+  if (fs.existsSync(file)) cfg = JSON.parse(fs.readFileSync(file, 'utf8')) as { chat_template?: unknown };
+  let t = cfg.chat_template;
+  // transformers also allows a list of named templates; "default" is the one used for chat.
+  if (Array.isArray(t)) t = (t as Array<{ name?: string; template?: string }>).find((x) => x.name === 'default')?.template;
+  if (typeof t !== 'string' || t === '') {
+    const jinja = path.join(dir, 'chat_template.jinja');
+    if (fs.existsSync(jinja)) return fs.readFileSync(jinja, 'utf8');
+    throw new ChatTemplateError(`${dir} has no chat template (tokenizer_config.json "chat_template" or chat_template.jinja): ` +
+      'it is a base model; use generate() with plain text, or pass options.chatTemplate');
+  }
+  return t;
+}
+
+function validateMessages(messages: unknown): ChatMessage[] {
+  if (!Array.isArray(messages) || messages.length === 0) throw new InvalidArgumentError('messages must be a non-empty array');
+  messages.forEach((m, i) => {
+    if (typeof m !== 'object' || m === null) throw new InvalidArgumentError(`messages[${i}] must be an object`);
+    const { role, content } = m as { role?: unknown; content?: unknown };
+    if (typeof role !== 'string' || role === '') throw new InvalidArgumentError(`messages[${i}].role must be a non-empty string`);
+    if (content !== null && content !== undefined && typeof content !== 'string')
+      throw new InvalidArgumentError(`messages[${i}].content must be a string or null`);
+  });
+  return messages as ChatMessage[];
+}
+
+export function renderChat(dir: string, tokenizer: JambaTokenizer, messages: ChatMessage[], options: ChatOptions = {}): string {
+  const msgs = validateMessages(messages);
+  const source = options.chatTemplate ?? modelTemplate(dir);
+  let template = compiled.get(source);
+  if (!template) {
+    try {
+      template = new Template(source);
+    } catch (e) {
+      throw new ChatTemplateError(`the chat template does not parse: ${(e as Error).message}`);
+    }
+    compiled.set(source, template);
+  }
+  const special = (id: number | null) => (id === null ? '' : tokenizer.decode([id], { skipSpecialTokens: false }));
+  try {
+    return template.render({
+      ...options.templateVariables,
+      messages: msgs,
+      add_generation_prompt: options.addGenerationPrompt ?? true,
+      bos_token: special(tokenizer.bosTokenId),
+      eos_token: special(tokenizer.eosTokenId),
+      ...(options.tools !== undefined ? { tools: options.tools } : {}),
+      ...(options.documents !== undefined ? { documents: options.documents } : {}),
+    });
+  } catch (e) {
+    throw new ChatTemplateError(`rendering the chat template failed: ${(e as Error).message}`);
+  }
+}

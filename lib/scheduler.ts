@@ -1,0 +1,132 @@
+/**
+ * Continuous batching. Every forward pass a caller asks for (a prefill chunk, a decode token, a
+ * scoring run) is queued; whenever no pass is running, all queued requests of distinct sequences
+ * are run as one native forward pass. Sequences join and leave between passes, so concurrent
+ * generations share each step, and each row's result is exactly what it would be alone.
+ */
+import { AbortError, fromNative } from './errors';
+import type { ForwardOptions, ForwardResult, LogitsMode, NativeSequence } from './native';
+
+interface StepRequest {
+  seq: NativeSequence;
+  tokens: Int32Array;
+  logits: LogitsMode;
+  signal: AbortSignal | undefined;
+  flag: Int32Array | undefined;
+  resolve: (logits: Float32Array) => void;
+  reject: (e: unknown) => void;
+}
+
+export type PassRunner = (seqs: NativeSequence[], tokens: Int32Array[], options: ForwardOptions) => Promise<ForwardResult>;
+
+export interface SchedulerStats {
+  passes: number;
+  rows: number;
+  queued: number;
+}
+
+export class BatchScheduler {
+  private queue: StepRequest[] = [];
+  private running = false;
+  private scheduled = false;
+  private passes = 0;
+  private rows = 0;
+  private drained: Array<() => void> = [];
+
+  /** `maxPassTokens` bounds one pass (at least one request always runs). */
+  constructor(private readonly run: PassRunner, private readonly vocab: number, private readonly maxPassTokens = 4096) {}
+
+  /**
+   * Evaluates `tokens` on `seq` in the next pass and returns its logits (all rows, the last row,
+   * or none). Requests for one sequence run in the order they were made.
+   */
+  step(seq: NativeSequence, tokens: Int32Array, logits: LogitsMode, signal?: AbortSignal): Promise<Float32Array> {
+    if (signal?.aborted) return Promise.reject(new AbortError());
+    if (tokens.length === 0) return Promise.resolve(new Float32Array(0));
+    return new Promise<Float32Array>((resolve, reject) => {
+      const req: StepRequest = { seq, tokens, logits, signal, flag: undefined, resolve, reject };
+      if (signal) {
+        // The native pass polls this flag between layers; it stops once every request in it is aborted.
+        req.flag = new Int32Array(new SharedArrayBuffer(4));
+        const onAbort = () => {
+          Atomics.store(req.flag!, 0, 1);
+          const i = this.queue.indexOf(req);
+          if (i >= 0) {
+            this.queue.splice(i, 1);
+            reject(new AbortError());
+          }
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        const done = () => signal.removeEventListener('abort', onAbort);
+        req.resolve = (v) => { done(); resolve(v); };
+        req.reject = (e) => { done(); reject(e); };
+      }
+      this.queue.push(req);
+      this.schedule();
+    });
+  }
+
+  /** Resolves once nothing is queued or running. */
+  async drain(): Promise<void> {
+    while (this.running || this.scheduled || this.queue.length) await new Promise<void>((r) => this.drained.push(r));
+  }
+
+  get stats(): SchedulerStats {
+    return { passes: this.passes, rows: this.rows, queued: this.queue.length };
+  }
+
+  private schedule(): void {
+    if (this.running || this.scheduled) return;
+    this.scheduled = true;
+    // setImmediate lets every caller woken by the previous pass queue its next step first.
+    setImmediate(() => {
+      this.scheduled = false;
+      if (this.queue.length) void this.pump();
+      else for (const r of this.drained.splice(0)) r();
+    });
+  }
+
+  private async pump(): Promise<void> {
+    if (this.running || this.queue.length === 0) return;
+    const batch: StepRequest[] = [];
+    const seen = new Set<NativeSequence>();
+    let tokens = 0;
+    for (const r of this.queue) {
+      if (seen.has(r.seq)) continue;  // one request per sequence per pass, in order
+      if (batch.length > 0 && tokens + r.tokens.length > this.maxPassTokens) continue;
+      batch.push(r);
+      seen.add(r.seq);
+      tokens += r.tokens.length;
+    }
+    this.queue = this.queue.filter((r) => !batch.includes(r));
+    this.running = true;
+    const mode: LogitsMode = batch.some((r) => r.logits === 'all') ? 'all' : batch.some((r) => r.logits === 'last') ? 'last' : 'none';
+    try {
+      const res = await this.run(batch.map((r) => r.seq), batch.map((r) => r.tokens), { logits: mode, abort: batch.map((r) => r.flag) });
+      this.passes++;
+      this.rows += tokens;
+      this.deliver(batch, mode, res.logits);
+    } catch (e) {
+      const err = fromNative(e);
+      for (const r of batch) r.reject(r.signal?.aborted ? new AbortError() : err);
+    } finally {
+      this.running = false;
+      if (this.queue.length) this.schedule();
+      else for (const r of this.drained.splice(0)) r();
+    }
+  }
+
+  /** Splits the pass's logits back to its requests; a request that was aborted meanwhile fails. */
+  private deliver(batch: StepRequest[], mode: LogitsMode, logits: Float32Array): void {
+    const V = this.vocab;
+    let row = 0;
+    for (const r of batch) {
+      const rows = mode === 'all' ? r.tokens.length : mode === 'last' ? 1 : 0;  // what the pass returned for r
+      const first = r.logits === 'last' ? row + rows - 1 : row;
+      const n = r.logits === 'all' ? rows : r.logits === 'last' ? 1 : 0;
+      if (r.signal?.aborted) r.reject(new AbortError());
+      else r.resolve(logits.slice(first * V, (first + n) * V));
+      row += rows;
+    }
+  }
+}
