@@ -31,7 +31,8 @@ export interface ChatOptions {
 
 /** The model has no chat template, or rendering it failed. */
 export class ChatTemplateError extends JambaError {
-  constructor(message: string) {
+  /** 'missing': the model ships no template; 'invalid': it does not parse or render. */
+  constructor(readonly reason: 'missing' | 'invalid', message: string) {
     super('chat_template', message);
   }
 }
@@ -48,7 +49,7 @@ function modelTemplate(dir: string): string {
   if (typeof t !== 'string' || t === '') {
     const jinja = path.join(dir, 'chat_template.jinja');
     if (fs.existsSync(jinja)) return fs.readFileSync(jinja, 'utf8');
-    throw new ChatTemplateError(`${dir} has no chat template (tokenizer_config.json "chat_template" or chat_template.jinja): ` +
+    throw new ChatTemplateError('missing', `${dir} has no chat template (tokenizer_config.json "chat_template" or chat_template.jinja): ` +
       'it is a base model; use generate() with plain text, or pass options.chatTemplate');
   }
   return t;
@@ -74,7 +75,7 @@ export function renderChat(dir: string, tokenizer: JambaTokenizer, messages: Cha
     try {
       template = new Template(source);
     } catch (e) {
-      throw new ChatTemplateError(`the chat template does not parse: ${(e as Error).message}`);
+      throw new ChatTemplateError('invalid', `the chat template does not parse: ${(e as Error).message}`);
     }
     compiled.set(source, template);
   }
@@ -90,6 +91,6 @@ export function renderChat(dir: string, tokenizer: JambaTokenizer, messages: Cha
       ...(options.documents !== undefined ? { documents: options.documents } : {}),
     });
   } catch (e) {
-    throw new ChatTemplateError(`rendering the chat template failed: ${(e as Error).message}`);
+    throw new ChatTemplateError('invalid', `rendering the chat template failed: ${(e as Error).message}`);
   }
 }

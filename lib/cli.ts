@@ -3,12 +3,15 @@
  * does); logs and errors go to stderr.
  */
 import fs from 'node:fs';
+import readline from 'node:readline';
 import { parseArgs } from 'node:util';
+import { ChatMessage, ChatTemplateError } from './chat';
 import { windowedNll } from './evaluate';
 import { JambaError } from './errors';
 import { GenerateOptions } from './generation';
 import { JambaModel, loadModel } from './model';
 import { defaultModelDir } from './paths';
+import { createServer } from './server';
 
 const HELP: Record<string, string> = {
   main: `Usage: jamba <command> [options]
@@ -17,6 +20,8 @@ Commands:
   generate [PROMPT]   continue a prompt (default model: the embedded Shakespeare model)
   eval FILE           mean next-token NLL and perplexity of a text file, in windows
   inspect             config, layer schedule, parameter counts and memory of a model
+  chat                talk with a chat model, keeping the conversation's history
+  serve               an OpenAI-compatible HTTP server (completions, chat, models, health, metrics)
 
 Run 'jamba <command> --help' for a command's options.`,
   generate: `Usage: jamba generate [PROMPT] [options]
@@ -50,6 +55,37 @@ Options:
   --experts-int8       quantize MoE experts to int8 at load
   --json               print one JSON object
   -h, --help`,
+  chat: `Usage: jamba chat [options]
+
+Interactive chat with a model that ships a chat template. Type a message and press Enter; the
+reply streams as it is generated. Ctrl-C stops a reply; /reset clears the history; /exit quits.
+
+Options:
+  --model DIR              checkpoint folder (default: the embedded model)
+  --chat-template FILE     a Jinja chat template to use instead of the model's
+  --system TEXT            a system message opening the conversation
+  --max-tokens N           most tokens per reply (default 512)
+  --temperature T          (default 0.7)
+  --top-p P                (default 0.95)
+  --seed S
+  --experts-int8           quantize MoE experts to int8 at load
+  -h, --help`,
+  serve: `Usage: jamba serve [options]
+
+Serves POST /v1/completions, POST /v1/chat/completions (both with stream: true), GET /v1/models,
+GET /health (503 while loading) and GET /metrics (Prometheus).
+
+Options:
+  --model DIR              checkpoint folder (default: the embedded model)
+  --host HOST              address to bind (default 127.0.0.1: this machine only)
+  --port N                 (default 8080)
+  --parallel N             generations batched together at once (default 16)
+  --queue N                requests waiting for a slot before 429 (default 64)
+  --max-body BYTES         largest request body (default 1048576)
+  --name ID                the model id clients send (default: the folder's name)
+  --chat-template FILE     a Jinja chat template to use instead of the model's
+  --experts-int8           quantize MoE experts to int8 at load
+  -h, --help`,
   inspect: `Usage: jamba inspect [options]
 
 Options:
@@ -70,10 +106,33 @@ function num(v: string | undefined, name: string, int = false): number | undefin
 
 const log = (msg: string) => process.stderr.write(`${msg}\n`);
 
+/** A progress bar on stderr while a checkpoint loads (only when stderr is a terminal). */
+function progressBar(quiet: boolean): ((done: number, total: number) => void) | undefined {
+  if (quiet || !process.stderr.isTTY) return undefined;
+  let last = -1;
+  return (done, total) => {
+    const pct = Math.floor((100 * done) / total);
+    if (pct === last) return;
+    last = pct;
+    const width = 30, fill = Math.round((width * done) / total);
+    process.stderr.write(`\rjamba: loading [${'#'.repeat(fill)}${' '.repeat(width - fill)}] ${pct}% of ${(total / 2 ** 20).toFixed(0)} MiB`);
+    if (done >= total) process.stderr.write('\n');
+  };
+}
+
+function loadTemplate(file: string | undefined): string | undefined {
+  if (file === undefined) return undefined;
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read ${file}: ${(e as Error).message}`);
+  }
+}
+
 async function open(modelDir: string | undefined, int8: boolean | undefined, quiet: boolean): Promise<JambaModel> {
   const dir = modelDir ?? defaultModelDir();
   const t0 = performance.now();
-  const model = await loadModel(dir, { expertsInt8: int8 ?? false });
+  const model = await loadModel(dir, { expertsInt8: int8 ?? false, onProgress: progressBar(quiet) });
   if (!quiet) log(`jamba: loaded ${dir} in ${(performance.now() - t0).toFixed(0)} ms (${model.inspect().threads} threads, cpu)`);
   return model;
 }
@@ -214,6 +273,108 @@ async function inspect(argv: string[]): Promise<number> {
   }
 }
 
+async function chat(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' }, 'chat-template': { type: 'string' }, system: { type: 'string' }, 'max-tokens': { type: 'string' },
+      temperature: { type: 'string' }, 'top-p': { type: 'string' }, seed: { type: 'string' }, 'experts-int8': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return print(HELP.chat!);
+  const chatTemplate = loadTemplate(values['chat-template']);
+  const model = await open(values.model, values['experts-int8'], false);
+  const history: ChatMessage[] = values.system ? [{ role: 'system', content: values.system }] : [];
+  // Fail now, not after the first message, when the model cannot chat.
+  try {
+    model.renderChat([...history, { role: 'user', content: '' }], { chatTemplate });
+  } catch (e) {
+    await model.dispose();
+    if (e instanceof ChatTemplateError && e.reason === 'missing')
+      throw new UsageError(`${model.dir} has no chat template (it is a base model): pass one with --chat-template FILE, or use 'jamba generate'`);
+    throw e;
+  }
+  const opts = {
+    chatTemplate, maxTokens: num(values['max-tokens'], 'max-tokens', true) ?? 512, temperature: num(values.temperature, 'temperature') ?? 0.7,
+    topP: num(values['top-p'], 'top-p') ?? 0.95, seed: num(values.seed, 'seed', true),
+  };
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
+  let replying: AbortController | null = null;
+  rl.on('SIGINT', () => (replying ? replying.abort() : rl.close()));
+  try {
+    rl.setPrompt('> ');
+    rl.prompt();
+    for await (const line of rl) {
+      const text = line.trim();
+      if (text === '/exit') break;
+      if (text === '/reset') {
+        history.splice(values.system ? 1 : 0);
+        process.stdout.write('(history cleared)\n');
+      } else if (text) {
+        history.push({ role: 'user', content: text });
+        replying = new AbortController();
+        let reply = '';
+        try {
+          for await (const piece of model.chat(history, { ...opts, signal: replying.signal })) {
+            reply += piece;
+            process.stdout.write(piece);
+          }
+        } catch (e) {
+          if ((e as { code?: string }).code !== 'aborted') throw e;
+          process.stdout.write(' [stopped]');
+        }
+        replying = null;
+        history.push({ role: 'assistant', content: reply });
+        process.stdout.write('\n');
+      }
+      rl.prompt();
+    }
+  } finally {
+    rl.close();
+    await model.dispose();
+  }
+  return 0;
+}
+
+async function serve(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, parallel: { type: 'string' }, queue: { type: 'string' },
+      'max-body': { type: 'string' }, name: { type: 'string' }, 'chat-template': { type: 'string' }, 'experts-int8': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return print(HELP.serve!);
+  const port = num(values.port, 'port', true) ?? 8080;
+  if (port < 0 || port > 65535) throw new UsageError('--port must be in [0, 65535]');
+  const positive = (v: string | undefined, name: string) => {
+    const n = num(v, name, true);
+    if (n !== undefined && n < 1) throw new UsageError(`--${name} must be at least 1`);
+    return n;
+  };
+  const host = values.host ?? '127.0.0.1';
+  const dir = values.model ?? defaultModelDir();
+  const model = loadModel(dir, { expertsInt8: values['experts-int8'] ?? false, onProgress: progressBar(false) });
+  const app = await createServer({
+    model, modelName: values.name, parallel: positive(values.parallel, 'parallel'), queueSize: positive(values.queue, 'queue'),
+    bodyLimit: positive(values['max-body'], 'max-body'), chatTemplate: loadTemplate(values['chat-template']),
+  });
+  const address = await app.listen({ port, host });
+  log(`jamba: listening on ${address} (loading ${dir}; /health answers 503 until it is ready)`);
+  model.then(() => log('jamba: model ready'), (e: Error) => log(`jamba: the model failed to load: ${e.message}`));
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  log('jamba: shutting down');
+  await app.close();
+  await (await model.catch(() => undefined))?.dispose();
+  return 0;
+}
+
 function print(text: string): number {
   process.stdout.write(`${text}\n`);
   return 0;
@@ -230,6 +391,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'generate': return await generate(rest);
       case 'eval': return await evaluate(rest);
       case 'inspect': return await inspect(rest);
+      case 'chat': return await chat(rest);
+      case 'serve': return await serve(rest);
       case undefined: case '-h': case '--help': case 'help': return print(HELP.main!);
       default: throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${HELP.main}`);
     }

@@ -23,3 +23,5 @@ export { evaluateNll, windowedNll } from './evaluate';
 export type { NllResult, WindowOptions } from './evaluate';
 export { defaultModelDir } from './paths';
 export * from './errors';
+export { createServer, jambaPlugin, ApiError } from './server';
+export type { ServerOptions, JambaPluginOptions } from './server';
