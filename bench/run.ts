@@ -11,6 +11,7 @@ import path from 'node:path';
 import { JambaModel, loadModel } from '../lib';
 import { native } from '../lib/native';
 import { writeBenchCheckpoint } from './checkpoint';
+import { benchServer } from './server';
 
 interface Row { case: string; value: number; std?: number; unit: string; ratio?: number; ratioOf?: string; target?: string }
 
@@ -98,6 +99,14 @@ async function main() {
   }
   const g = stats(gen);
   add({ case: 'embedded model generate 128 tokens, sampled, text streamed (end to end)', value: g.mean, std: g.std, unit: 'tok/s' });
+
+  // The HTTP server: streaming completions of 64 tokens on loopback.
+  const srv = await benchServer(model, [1, 4, 16], (c) => (quick ? 4 : 8) * c);
+  for (const r of srv) {
+    add({ case: `server, concurrency ${r.concurrency}: generated tokens/s (${r.requests} requests, ${r.rps.toFixed(1)} req/s)`, value: r.tokensPerSecond, unit: 'tok/s',
+      ratio: r.tokensPerSecond / srv[0]!.tokensPerSecond, ratioOf: 'concurrency 1' });
+    add({ case: `server, concurrency ${r.concurrency}: time to first token (mean; p90 ${r.ttftP90Ms.toFixed(1)} ms)`, value: r.ttftMs, unit: 'ms' });
+  }
   await model.dispose();
 
   const q = await loadModel(undefined, { expertsInt8: true });

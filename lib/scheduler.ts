@@ -28,7 +28,8 @@ export interface SchedulerStats {
 export class BatchScheduler {
   private queue: StepRequest[] = [];
   private running = false;
-  private scheduled = false;
+  private scheduled = false;      // a pump is pending (microtask or immediate)
+  private expected = 1;           // requests the last pass served: who will likely ask again
   private passes = 0;
   private rows = 0;
   private drained: Array<() => void> = [];
@@ -75,15 +76,28 @@ export class BatchScheduler {
     return { passes: this.passes, rows: this.rows, queued: this.queue.length };
   }
 
+  /**
+   * Starts the next pass as soon as everyone served by the previous one has asked again (a
+   * microtask: no event-loop turn lost in single-sequence decode); otherwise after one turn of
+   * the event loop (setImmediate), so late callers still join.
+   */
   private schedule(): void {
-    if (this.running || this.scheduled) return;
-    this.scheduled = true;
-    // setImmediate lets every caller woken by the previous pass queue its next step first.
-    setImmediate(() => {
-      this.scheduled = false;
-      if (this.queue.length) void this.pump();
-      else for (const r of this.drained.splice(0)) r();
-    });
+    if (this.running) return;
+    if (this.queue.length >= this.expected) {
+      if (this.scheduled) return;
+      this.scheduled = true;
+      queueMicrotask(() => this.fire());
+    } else if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.fire());
+    }
+  }
+
+  private fire(): void {
+    if (!this.scheduled) return;
+    this.scheduled = false;
+    if (this.queue.length) void this.pump();
+    else for (const r of this.drained.splice(0)) r();
   }
 
   private async pump(): Promise<void> {
@@ -99,6 +113,7 @@ export class BatchScheduler {
       tokens += r.tokens.length;
     }
     this.queue = this.queue.filter((r) => !batch.includes(r));
+    this.expected = batch.length;
     this.running = true;
     const mode: LogitsMode = batch.some((r) => r.logits === 'all') ? 'all' : batch.some((r) => r.logits === 'last') ? 'last' : 'none';
     try {
