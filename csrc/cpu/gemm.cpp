@@ -66,11 +66,22 @@ TileFn<W, NP> tile_for_rows(int rows) {
   return tiles[size_t(rows - 1)];
 }
 
-template <typename W, int MR, int NP>
+// Widens a k-slice of NP panels to float32 once per pass over the row tiles (exact: bf16 and
+// int8 values are floats), so the inner loop is the float kernel's and the widening cost is
+// shared by every row tile of the chunk.
+template <typename W, int NP>
+void widen_panels(const W* panel0, int64_t panel_stride, int64_t k0, int64_t len, float* dst) {
+  for (int p = 0; p < NP; ++p) {
+    const W* src = panel0 + p * panel_stride + k0 * kPanel;
+    float* d = dst + p * len * kPanel;
+    for (int64_t i = 0; i < len; ++i) store16(d + i * kPanel, load16(src + i * kPanel));
+  }
+}
+
+template <typename W, int MR, int NP, bool Widen>
 void gemm_typed(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, float* out, int64_t ldo) {
   const W* panels = w.panels.data<W>();
-  const int64_t np = w.num_panels();
-  const int64_t groups = (np + NP - 1) / NP;
+  const int64_t groups = (w.n + NP * kPanel - 1) / (NP * kPanel);  // whole groups exist: panels are padded
   const int64_t row_tiles = (m + MR - 1) / MR;
   const int threads = ThreadPool::instance().size();
   // Split over panel groups first (a thread keeps its weights hot across decode steps), and over
@@ -79,47 +90,57 @@ void gemm_typed(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, f
   row_chunks = std::max<int64_t>(row_chunks, 1);
   const float* scale = w.dtype == DType::I8 ? w.scale.data<float>() : nullptr;
   const float* bias = w.bias.numel() ? w.bias.data<float>() : nullptr;
-  const int64_t k = w.k;
+  const int64_t k = w.k, panel_stride = k * kPanel;
+  constexpr int64_t kTile = MR * NP * kPanel;
 
   auto body = [&](int64_t t0, int64_t t1) {
-    alignas(64) float tile[MR * NP * kPanel];
+    // Per-thread scratch, kept between calls (decode calls this thousands of times a second);
+    // 64-byte aligned so a vector load never straddles cache lines.
+    thread_local Tensor acc_buf, wide_buf;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t g = t / row_chunks, chunk = t % row_chunks;
-      const int64_t p0 = g * NP, pn = std::min<int64_t>(NP, np - p0);
+      const int64_t p0 = g * NP;
       const int64_t rt0 = row_tiles * chunk / row_chunks, rt1 = row_tiles * (chunk + 1) / row_chunks;
-      const int64_t c0 = p0 * kPanel, c1 = std::min<int64_t>(w.n, (p0 + pn) * kPanel);
+      const int64_t c0 = p0 * kPanel, c1 = std::min<int64_t>(w.n, (p0 + NP) * kPanel);
+      constexpr bool widen = Widen && !std::is_same_v<W, float>;
+      if (int64_t(acc_buf.numel()) < (rt1 - rt0) * kTile) acc_buf = Tensor::empty(DType::F32, {(rt1 - rt0) * kTile});
+      float* acc = acc_buf.data<float>();
+      // k-blocks outermost: a k-slice of the group's panels stays in cache across the row tiles.
+      // Every output is still one multiply-add chain over k in order (the accumulators carry over).
+      for (int64_t kb = 0; kb < std::max<int64_t>(k, 1); kb += kKBlock) {
+        const int64_t len = std::min(k, kb + kKBlock) - kb;
+        if constexpr (widen) {
+          if (int64_t(wide_buf.numel()) < NP * len * kPanel) wide_buf = Tensor::empty(DType::F32, {NP * len * kPanel});
+          widen_panels<W, NP>(panels + p0 * panel_stride, panel_stride, kb, len, wide_buf.data<float>());
+        }
+        for (int64_t rt = rt0; rt < rt1; ++rt) {
+          const int64_t r0 = rt * MR;
+          const int rows = int(std::min<int64_t>(MR, m - r0));
+          float* tile = acc + (rt - rt0) * kTile;
+          if constexpr (widen)
+            tile_for_rows<float, MR, NP>(rows)(x + r0 * ldx + kb, ldx, wide_buf.data<float>(), len * kPanel, 0, len, tile, kb == 0);
+          else
+            tile_for_rows<W, MR, NP>(rows)(x + r0 * ldx, ldx, panels + p0 * panel_stride, panel_stride, kb, kb + len, tile, kb == 0);
+        }
+      }
+      // Epilogue: per-row int8 scale after the float accumulation, then the bias.
       for (int64_t rt = rt0; rt < rt1; ++rt) {
         const int64_t r0 = rt * MR;
         const int rows = int(std::min<int64_t>(MR, m - r0));
-        // Tiles are computed in a scratch buffer, so a partial last panel needs no special case;
-        // a tile never mixes k-blocks of different row tiles.
-        for (int64_t kb = 0; kb < std::max<int64_t>(k, 1); kb += kKBlock) {
-          const int64_t kend = std::min(k, kb + kKBlock);
-          if (pn == NP) {
-            tile_for_rows<W, MR, NP>(rows)(x + r0 * ldx, ldx, panels + p0 * k * kPanel, k * kPanel, kb, kend, tile, kb == 0);
-          } else {
-            // Fewer than NP panels left: run them one at a time (same per-output chain).
-            for (int64_t p = 0; p < pn; ++p) {
-              alignas(64) float one[MR * kPanel] = {};
-              for (int r = 0; r < rows && kb > 0; ++r) std::memcpy(one + r * kPanel, tile + (r * NP + p) * kPanel, sizeof(float) * kPanel);
-              tile_for_rows<W, MR, 1>(rows)(x + r0 * ldx, ldx, panels + (p0 + p) * k * kPanel, k * kPanel, kb, kend, one, kb == 0);
-              for (int r = 0; r < rows; ++r) std::memcpy(tile + (r * NP + p) * kPanel, one + r * kPanel, sizeof(float) * kPanel);
-            }
-          }
-        }
-        // Epilogue: per-row int8 scale after the float accumulation, then the bias.
+        const float* tile = acc + (rt - rt0) * kTile;
         for (int r = 0; r < rows; ++r) {
           float* o = out + (r0 + r) * ldo;
-          for (int64_t p = 0; p < pn; ++p) {
+          for (int64_t p = 0; p < NP; ++p) {
             const int64_t c = c0 + p * kPanel, nc = std::min<int64_t>(kPanel, c1 - c);
-            const float* t = tile + (r * NP + p) * kPanel;
+            if (nc <= 0) break;
+            const float* v16 = tile + (r * NP + p) * kPanel;
             if (nc == kPanel) {
-              v16f v = load16(t);
+              v16f v = load16(v16);
               if (scale) v *= load16(scale + c);
               if (bias) v += load16(bias + c);
               store16(o + c, v);
             } else {
-              for (int64_t l = 0; l < nc; ++l) o[c + l] = (scale ? t[l] * scale[c + l] : t[l]) + (bias ? bias[c + l] : 0.f);
+              for (int64_t l = 0; l < nc; ++l) o[c + l] = (scale ? v16[l] * scale[c + l] : v16[l]) + (bias ? bias[c + l] : 0.f);
             }
           }
         }
@@ -133,14 +154,17 @@ void gemm_typed(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, f
 
 template <typename W>
 void gemm_dispatch(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, float* out, int64_t ldo) {
-  // One row (decode): eight independent panels keep both FMA pipes busy. Otherwise 4×4 tiles of
-  // 4 rows × 64 columns for f32; widened weights (bf16, int8) use 8 × 32 so each widening of a
-  // weight vector feeds eight FMAs instead of four.
-  constexpr bool widened = !std::is_same_v<W, float>;
+  // Every path computes each output as the same multiply-add chain over k (widening bf16 and int8
+  // to float is exact), so which one a row takes never changes its result.
   if (m < 4) {
-    for (int64_t r = 0; r < m; ++r) gemm_typed<W, 1, 8>(x + r * ldx, ldx, 1, w, out + r * ldo, ldo);
+    // Decode: one row, eight independent panels keep both FMA pipes busy.
+    for (int64_t r = 0; r < m; ++r) gemm_typed<W, 1, 8, false>(x + r * ldx, ldx, 1, w, out + r * ldo, ldo);
+  } else if (m < 16 && !std::is_same_v<W, float>) {
+    // A few rows: widen in registers, 8 rows × 32 columns so each widening feeds eight FMAs.
+    gemm_typed<W, 8, 2, false>(x, ldx, m, w, out, ldo);
   } else {
-    gemm_typed<W, widened ? 8 : 4, widened ? 2 : 4>(x, ldx, m, w, out, ldo);
+    // Many rows: 4 × 64 float tiles; bf16 and int8 panels are widened once per k-slice.
+    gemm_typed<W, 4, 4, true>(x, ldx, m, w, out, ldo);
   }
 }
 
@@ -164,14 +188,13 @@ PackedWeight pack_weight(const void* src, DType src_dtype, int64_t n, int64_t k)
   PackedWeight w;
   w.n = n;
   w.k = k;
-  const int64_t np = (n + kPanel - 1) / kPanel;
   if (src_dtype == DType::BF16) {
     w.dtype = DType::BF16;
-    w.panels = Tensor::empty(DType::BF16, {np, k, kPanel});
+    w.panels = Tensor::empty(DType::BF16, {PackedWeight::panels_for(n), k, kPanel});
     pack_panels(static_cast<const uint16_t*>(src), n, k, w.panels.data<uint16_t>());
   } else if (src_dtype == DType::F32) {
     w.dtype = DType::F32;
-    w.panels = Tensor::empty(DType::F32, {np, k, kPanel});
+    w.panels = Tensor::empty(DType::F32, {PackedWeight::panels_for(n), k, kPanel});
     pack_panels(static_cast<const float*>(src), n, k, w.panels.data<float>());
   } else if (src_dtype == DType::F16) {
     std::vector<float> tmp(size_t(n * k));
@@ -208,7 +231,7 @@ PackedWeight pack_weight_int8(const void* src, DType src_dtype, int64_t n, int64
   w.k = k;
   w.scale = Tensor::empty(DType::F32, {n});
   quantize_int8_rows(f.data(), n, k, q.data(), w.scale.data<float>());
-  w.panels = Tensor::empty(DType::I8, {(n + kPanel - 1) / kPanel, k, kPanel});
+  w.panels = Tensor::empty(DType::I8, {PackedWeight::panels_for(n), k, kPanel});
   pack_panels(q.data(), n, k, w.panels.data<int8_t>());
   return w;
 }
@@ -223,9 +246,8 @@ PackedWeight concat_rows(const std::vector<const PackedWeight*>& parts) {
     out.n += p->n;
     any_bias = any_bias || p->bias.numel() > 0;
   }
-  const int64_t np = (out.n + kPanel - 1) / kPanel;
   const size_t es = dtype_size(out.dtype);
-  out.panels = Tensor::empty(out.dtype, {np, out.k, kPanel});
+  out.panels = Tensor::empty(out.dtype, {PackedWeight::panels_for(out.n), out.k, kPanel});
   if (out.dtype == DType::I8) out.scale = Tensor::empty(DType::F32, {out.n});
   if (any_bias) out.bias = Tensor::empty(DType::F32, {out.n});
   int64_t row0 = 0;

@@ -11,11 +11,14 @@ namespace jamba::cpu {
 struct PackedWeight {
   DType dtype = DType::F32;  // F32, BF16 or I8 (ExpertsInt8: one float scale per output row)
   int64_t n = 0, k = 0;
-  Tensor panels;             // [ceil(n/16)][k][16] of dtype, zero padded
+  Tensor panels;             // [num_panels()][k][16] of dtype, zero padded
   Tensor scale;              // I8 only: [n] f32
   Tensor bias;               // optional [n] f32
 
-  int64_t num_panels() const { return (n + 15) / 16; }
+  // Panels of 16 rows, rounded up to whole groups of 8 so the kernels never special-case a
+  // partial group (the padding is zeros and its outputs are never stored).
+  static int64_t panels_for(int64_t n) { return ((n + 15) / 16 + 7) / 8 * 8; }
+  int64_t num_panels() const { return panels_for(n); }
   size_t bytes() const { return panels.nbytes() + scale.nbytes() + bias.nbytes(); }
   // Row r of W as float32 (for embedding lookups out of a tied or untied table).
   void read_row(int64_t r, float* out) const;
