@@ -23,5 +23,6 @@ export { evaluateNll, windowedNll } from './evaluate';
 export type { NllResult, WindowOptions } from './evaluate';
 export { defaultModelDir } from './paths';
 export * from './errors';
+export { InsufficientMemoryError, estimateLoadBytes, availableMemoryBytes } from './memory';
 export { createServer, jambaPlugin, ApiError } from './server';
 export type { ServerOptions, JambaPluginOptions } from './server';

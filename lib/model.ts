@@ -12,7 +12,8 @@ import { buildPlan, parameterCounts } from './graph';
 import { ForwardOptions, ForwardResult, NativeModel, NativeSequence, native } from './native';
 import { defaultModelDir } from './paths';
 import { PrefixCache } from './prefix-cache';
-import { TensorInfo, readCheckpointTensors } from './safetensors';
+import { InsufficientMemoryError, availableMemoryBytes, estimateLoadBytes } from './memory';
+import { TensorInfo, assertInside, readCheckpointTensors } from './safetensors';
 import { BatchScheduler, SchedulerStats } from './scheduler';
 import { EvaluateOptions, Sequence, checkLogitsMode, toTokenArray } from './sequence';
 import { Snapshot } from './snapshot';
@@ -30,6 +31,11 @@ export interface LoadOptions {
   maxPassTokens?: number;
   /** Called as weights are read: bytes read so far and in all. */
   onProgress?: (bytesRead: number, bytesTotal: number) => void;
+  /**
+   * Memory the model may take (default: what the machine has available now). Loading a model
+   * estimated larger throws InsufficientMemoryError before allocating anything.
+   */
+  memoryLimitBytes?: number;
 }
 
 export interface LayerInfo {
@@ -103,13 +109,23 @@ export class JambaModel {
     }
     const abs = path.resolve(dir);
     if (!fs.existsSync(abs) || !fs.statSync(abs).isDirectory()) throw new InvalidArgumentError(`${abs} is not a folder`);
+    // Every file read must really be inside the folder (no symbolic link out of it).
+    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'chat_template.jinja'])
+      if (fs.existsSync(path.join(abs, f))) assertInside(abs, path.join(abs, f));
     const config = readConfig(abs);
+    const limit = options.memoryLimitBytes ?? availableMemoryBytes();
+    if (options.memoryLimitBytes !== undefined && (!Number.isFinite(limit) || limit < 0)) throw new InvalidArgumentError('memoryLimitBytes must be a non-negative number');
+    // A config whose weights alone (at 2 bytes each) cannot fit is refused before reading more.
+    const implied = parameterCounts(config).total * 2;
+    if (implied > limit) throw new InsufficientMemoryError(implied, limit, `the model of ${path.join(abs, 'config.json')}`);
     const tokenizer = JambaTokenizer.fromDir(abs);
     if (tokenizer.vocabSize > config.vocabSize)
       throw new InvalidArgumentError(`${abs}: tokenizer has ${tokenizer.vocabSize} tokens but config.json vocab_size is ${config.vocabSize}`);
     const tensors = readCheckpointTensors(abs);
     const expertsInt8 = options.expertsInt8 ?? false;
     const plan = buildPlan(config, tensors, { expertsInt8 });
+    const needed = estimateLoadBytes(tensors.values(), expertsInt8);
+    if (needed > limit) throw new InsufficientMemoryError(needed, limit, `loading ${abs}`);
     let total = 0;
     for (const t of tensors.values()) total += t.nbytes;
     const onProgress = options.onProgress;

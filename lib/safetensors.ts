@@ -15,6 +15,41 @@ const DTYPE_SIZE: Record<StDtype, number> = {
 
 /** The largest header accepted: real ones are a few hundred KB; more means a corrupt or hostile file. */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+/** Deepest JSON nesting accepted in a header (a valid one nests 3 deep). */
+export const MAX_HEADER_DEPTH = 16;
+
+/**
+ * Checks what JSON.parse cannot: nesting depth (deep nesting is a stack-exhaustion attack) and
+ * duplicate top-level keys (JSON.parse silently keeps the last, so a tensor could be declared
+ * twice with different ranges). Returns the top-level keys in order.
+ */
+export function scanHeaderJson(text: string, file: string): string[] {
+  const keys: string[] = [];
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      const start = i;
+      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++;
+      if (depth === 1) {
+        // A string at depth 1 followed by ':' is a key.
+        let j = i + 1;
+        while (j < text.length && /\s/.test(text[j]!)) j++;
+        if (text[j] === ':') keys.push(JSON.parse(text.slice(start, i + 1)) as string);
+      }
+    } else if (c === '{' || c === '[') {
+      if (++depth > MAX_HEADER_DEPTH) throw new CheckpointError(`header JSON nests deeper than ${MAX_HEADER_DEPTH} levels`, { file });
+    } else if (c === '}' || c === ']') {
+      depth--;
+    }
+  }
+  const seen = new Set<string>();
+  for (const k of keys) {
+    if (seen.has(k)) throw new CheckpointError('is declared twice in the header', { file, tensor: k });
+    seen.add(k);
+  }
+  return keys;
+}
 
 export interface TensorInfo {
   name: string;
@@ -58,11 +93,13 @@ export function readSafetensorsHeader(file: string): SafetensorsFile {
     if (headerLen > size - 8) throw new CheckpointError(`header length ${headerLen} runs past the end of the file (${size} bytes)`, { file });
     if (headerLen > MAX_HEADER_BYTES) throw new CheckpointError(`header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`, { file });
     let header: unknown;
+    const text = readExactly(fd, headerLen, 8, file).toString('utf8');
     try {
-      header = JSON.parse(readExactly(fd, headerLen, 8, file).toString('utf8'));
+      header = JSON.parse(text);
     } catch (e) {
       throw new CheckpointError(`header is not valid JSON: ${(e as Error).message}`, { file });
     }
+    scanHeaderJson(text, file);
     if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new CheckpointError('header is not a JSON object', { file });
     const dataStart = 8 + headerLen;
     const dataLen = size - dataStart;
@@ -84,6 +121,7 @@ export function readSafetensorsHeader(file: string): SafetensorsFile {
         throw new CheckpointError(`invalid data_offsets ${JSON.stringify(offsets)}`, where);
       let numel = 1n;
       for (const d of shape as number[]) numel *= BigInt(d);
+      if (numel >= 1n << 63n) throw new CheckpointError(`shape ${JSON.stringify(shape)} has more than 2^63 elements`, where);
       const expected = numel * BigInt(DTYPE_SIZE[dtype as StDtype]);
       const [begin, end] = offsets as [number, number];
       if (end < begin) throw new CheckpointError(`data_offsets [${begin}, ${end}] are reversed`, where);
@@ -94,11 +132,16 @@ export function readSafetensorsHeader(file: string): SafetensorsFile {
       ranges.push([begin, end, name]);
       tensors.set(name, { name, file, dtype: dtype as StDtype, shape: shape as number[], offset: dataStart + begin, nbytes: end - begin });
     }
+    // As the safetensors format requires: the tensors tile the data region exactly, with no
+    // overlap, no gap and nothing after the last one.
     ranges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-    for (let i = 1; i < ranges.length; i++) {
-      const prev = ranges[i - 1]!, cur = ranges[i]!;
-      if (cur[0] < prev[1]) throw new CheckpointError(`overlaps tensor ${prev[2]}`, { file, tensor: cur[2] });
+    let end = 0;
+    for (const [begin, stop, name] of ranges) {
+      if (begin < end) throw new CheckpointError(`overlaps another tensor (bytes ${begin}-${stop}, previous one ends at ${end})`, { file, tensor: name });
+      if (begin > end) throw new CheckpointError(`leaves a gap of ${begin - end} bytes before it`, { file, tensor: name });
+      end = stop;
     }
+    if (end !== dataLen) throw new CheckpointError(`has ${dataLen - end} bytes after the last tensor's data`, { file });
     return { file, tensors, metadata };
   } finally {
     fs.closeSync(fd);
@@ -111,22 +154,41 @@ export function readSafetensorsHeader(file: string): SafetensorsFile {
  */
 export function readCheckpointTensors(dir: string): Map<string, TensorInfo> {
   const indexFile = path.join(dir, 'model.safetensors.index.json');
-  if (fs.existsSync(indexFile)) return readSharded(dir, indexFile);
+  if (fs.existsSync(indexFile)) return readSharded(dir, assertInside(dir, indexFile));
   const single = path.join(dir, 'model.safetensors');
-  if (fs.existsSync(single)) return readSafetensorsHeader(single).tensors;
+  if (fs.existsSync(single)) return readSafetensorsHeader(assertInside(dir, single)).tensors;
   throw new CheckpointError(`no model.safetensors or model.safetensors.index.json in ${dir}`, { file: dir });
+}
+
+/**
+ * Resolves `file` (inside `dir` by name) through symbolic links and refuses it when the real file
+ * lies outside the real model folder: a downloaded checkpoint must not make the package read
+ * arbitrary files.
+ */
+export function assertInside(dir: string, file: string): string {
+  let real: string;
+  try {
+    real = fs.realpathSync(file);
+  } catch (e) {
+    throw new CheckpointError(`cannot resolve: ${(e as Error).message}`, { file });
+  }
+  const rel = path.relative(fs.realpathSync(dir), real);
+  if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) throw new CheckpointError('resolves outside the model folder', { file });
+  return file;
 }
 
 function readSharded(dir: string, indexFile: string): Map<string, TensorInfo> {
   let index: unknown;
   try {
-    index = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
+    if (fs.statSync(indexFile).size > MAX_HEADER_BYTES) throw new Error(`larger than ${MAX_HEADER_BYTES} bytes`);
+    const text = fs.readFileSync(indexFile, 'utf8');
+    scanHeaderJson(text, indexFile);
+    index = JSON.parse(text);
   } catch (e) {
     throw new CheckpointError(`cannot parse: ${(e as Error).message}`, { file: indexFile });
   }
   const weightMap = (index as { weight_map?: unknown }).weight_map;
   if (typeof weightMap !== 'object' || weightMap === null) throw new CheckpointError('has no weight_map object', { file: indexFile });
-  const realDir = fs.realpathSync(dir);
   const shards = new Map<string, SafetensorsFile>();
   const out = new Map<string, TensorInfo>();
   for (const [name, shardName] of Object.entries(weightMap as Record<string, unknown>)) {
@@ -136,9 +198,7 @@ function readSharded(dir: string, indexFile: string): Map<string, TensorInfo> {
     if (!shard) {
       const shardPath = path.join(dir, shardName);
       if (!fs.existsSync(shardPath)) throw new CheckpointError(`names shard ${shardName}, which does not exist`, { file: indexFile, tensor: name });
-      const real = fs.realpathSync(shardPath);
-      if (path.relative(realDir, real).startsWith('..')) throw new CheckpointError(`shard ${shardName} resolves outside the model folder`, { file: indexFile });
-      shard = readSafetensorsHeader(shardPath);
+      shard = readSafetensorsHeader(assertInside(dir, shardPath));
       shards.set(shardName, shard);
     }
     const info = shard.tensors.get(name);

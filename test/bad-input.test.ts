@@ -143,7 +143,7 @@ describe('checkpoints', () => {
       if (a.shape[0] === b.shape[0]) b.data_offsets = [...a.data_offsets];
       else throw new Error('test setup: pick two equal vectors');
     });
-    expect((await loadError(dir)).message).toMatch(/overlaps tensor/);
+    expect((await loadError(dir)).message).toMatch(/overlaps another tensor/);
   });
 
   test('missing tensor, and a tensor that does not belong', async () => {

@@ -4,7 +4,9 @@
 #include <functional>
 #include <string>
 #include <vector>
+#include <map>
 #include "../core/dtype.h"
+#include "safetensors_header.h"
 
 namespace jamba {
 
@@ -20,6 +22,8 @@ struct TensorSource {
 
 // Reads tensors' bytes straight from their files. Files are read once, tensor by tensor, so a
 // checkpoint is never held twice; `progress` (if set) hears the running byte count after each.
+// Before reading, each source is checked against its file's own header (parsed natively): the
+// name must exist there with the same dtype, shape and byte range.
 class TensorReader {
  public:
   explicit TensorReader(std::function<void(uint64_t)> progress = {}) : progress_(std::move(progress)) {}
@@ -27,8 +31,13 @@ class TensorReader {
   std::vector<float> read_f32(const TensorSource& src);      // converted to float32
 
  private:
+  struct FileHeader { uint64_t data_start; std::map<std::string, HeaderEntry> tensors; };
+  const FileHeader& header_of(const std::string& file);
+  void verify(const TensorSource& src);
+
   std::function<void(uint64_t)> progress_;
   uint64_t done_ = 0;
+  std::map<std::string, FileHeader> headers_;
 };
 
 }  // namespace jamba
