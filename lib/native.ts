@@ -90,6 +90,7 @@ export interface NativeOps {
   attention(q: Float32Array, k: Float32Array, v: Float32Array, t: number, past: number, heads: number, kvHeads: number, headDim: number): Float32Array;
   routerTopk(logits: Float32Array, t: number, e: number, k: number): { idx: Int32Array; weight: Float32Array };
   threads(): number;
+  parseSafetensorsHeader(bytes: Uint8Array): string[];
   gemmRate(x: Float32Array, m: number, w: Float32Array | Uint16Array, n: number, k: number, mode: 'f32' | 'bf16' | 'int8', seconds: number): number;
   fmaPeak(seconds: number): number;
   readBandwidth(seconds: number): number;
@@ -103,8 +104,12 @@ export interface NativeAddon {
 
 let addon: NativeAddon | undefined;
 
-/** Loads the addon built by `npm install` (build/Release/jamba.node), once per process. */
+/**
+ * Loads the addon built by `npm install` (build/Release/jamba.node), once per process.
+ * JAMBA_ADDON names another build to load instead (the sanitizer build of `npm run test:asan`).
+ */
 export function native(): NativeAddon {
-  addon ??= nodeGypBuild(packageRoot()) as NativeAddon;
+  const override = process.env.JAMBA_ADDON;
+  addon ??= (override ? require(override) : nodeGypBuild(packageRoot())) as NativeAddon;
   return addon;
 }

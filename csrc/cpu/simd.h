@@ -4,11 +4,15 @@
 #include <cstdint>
 #include <cstring>
 #if defined(__AVX512F__)
+#if defined(__GNUC__) && !defined(__clang__)
 // GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_* as "maybe uninitialized").
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
+#else
+#include <immintrin.h>
+#endif
 #endif
 
 namespace jamba::cpu {

@@ -12,6 +12,7 @@
 #include "../cpu/norm.h"
 #include "../cpu/peak.h"
 #include "../cpu/ssm_scan.h"
+#include "../model/safetensors_header.h"
 #include "js_convert.h"
 
 namespace jamba::napi {
@@ -204,6 +205,19 @@ Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), cpu::measure_read_bandwidth(info[0].As<Napi::Number>().DoubleValue()));
 }
 
+// parseSafetensorsHeader(bytes: Uint8Array holding a whole file) -> tensor names (or throws):
+// the native parser the loader uses, for the fuzz regression tests.
+Napi::Value ParseSafetensorsHeader(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    throw make_error(env, "invalid_argument", "bytes must be a Uint8Array");
+  auto b = info[0].As<Napi::Uint8Array>();
+  ParsedHeader h = parse_safetensors_header(b.Data(), b.ElementLength(), b.ElementLength());
+  Napi::Array names = Napi::Array::New(env, h.tensors.size());
+  for (size_t i = 0; i < h.tensors.size(); ++i) names.Set(uint32_t(i), Napi::String::New(env, h.tensors[i].name));
+  return names;
+}
+
 Napi::Value Threads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), ThreadPool::instance().size());
 }
@@ -229,6 +243,7 @@ Napi::Object ops_exports(Napi::Env env) {
   o.Set("attention", Napi::Function::New<guarded<Attention>>(env, "attention"));
   o.Set("routerTopk", Napi::Function::New<guarded<RouterTopk>>(env, "routerTopk"));
   o.Set("threads", Napi::Function::New<guarded<Threads>>(env, "threads"));
+  o.Set("parseSafetensorsHeader", Napi::Function::New<guarded<ParseSafetensorsHeader>>(env, "parseSafetensorsHeader"));
   o.Set("gemmRate", Napi::Function::New<guarded<GemmRate>>(env, "gemmRate"));
   o.Set("fmaPeak", Napi::Function::New<guarded<FmaPeak>>(env, "fmaPeak"));
   o.Set("readBandwidth", Napi::Function::New<guarded<ReadBandwidth>>(env, "readBandwidth"));

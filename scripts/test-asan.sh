@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite against the ASan + UBSan build of the addon. Node itself is not
+# instrumented, so libasan is preloaded; leak checking is left to the dispose loop test
+# (Node's own allocations at exit are not ours to report).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build-asan.sh
+export JAMBA_ADDON="$PWD/build-asan/Release/jamba.node"
+export LD_PRELOAD="$(g++ -print-file-name=libasan.so):$(g++ -print-file-name=libubsan.so)"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_odr_violation=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+npx tsc -p tsconfig.json
+npx jest --runInBand "$@"
