@@ -2,7 +2,10 @@
 // Tensor is what holds weights, caches and workspaces and answers questions about memory.
 #pragma once
 #include <cstdint>
+#include <sys/mman.h>
+
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -17,20 +20,31 @@ class Tensor {
   Tensor() = default;
 
   // Allocates zeroed, 64-byte aligned storage (a whole cache line for every vector load).
+  // Large blocks (weights, load buffers) are mapped straight from the OS and unmapped when freed,
+  // so disposing a model returns its memory at once instead of leaving it in a malloc arena.
   static Tensor empty(DType dtype, std::vector<int64_t> shape) {
     Tensor t;
     t.dtype_ = dtype;
     t.shape_ = std::move(shape);
     t.strides_ = contiguous_strides(t.shape_);
-    size_t bytes = t.numel() * dtype_size(dtype);
-    size_t padded = (bytes + 63) / 64 * 64;
-    void* p = padded ? std::aligned_alloc(64, padded) : nullptr;
-    if (padded && !p) fail("out_of_memory", "cannot allocate " + std::to_string(bytes) + " bytes");
-    if (p) std::memset(p, 0, padded);
-    t.storage_ = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+    const size_t bytes = t.numel() * dtype_size(dtype);
+    const size_t padded = (bytes + 63) / 64 * 64;
+    void* p = nullptr;
+    if (padded >= kMapThreshold) {
+      p = ::mmap(nullptr, padded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) fail("out_of_memory", "cannot allocate " + std::to_string(bytes) + " bytes");
+      t.storage_ = std::shared_ptr<void>(p, [padded](void* q) { ::munmap(q, padded); });  // zero-filled by the OS
+    } else if (padded) {
+      p = std::aligned_alloc(64, padded);
+      if (!p) fail("out_of_memory", "cannot allocate " + std::to_string(bytes) + " bytes");
+      std::memset(p, 0, padded);
+      t.storage_ = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+    }
     t.data_ = p;
     return t;
   }
+
+  static constexpr size_t kMapThreshold = size_t(1) << 20;
 
   // Views memory someone else owns; the caller keeps it alive.
   static Tensor borrow(DType dtype, std::vector<int64_t> shape, void* data) {

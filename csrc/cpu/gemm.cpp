@@ -197,9 +197,9 @@ PackedWeight pack_weight(const void* src, DType src_dtype, int64_t n, int64_t k)
     w.panels = Tensor::empty(DType::F32, {PackedWeight::panels_for(n), k, kPanel});
     pack_panels(static_cast<const float*>(src), n, k, w.panels.data<float>());
   } else if (src_dtype == DType::F16) {
-    std::vector<float> tmp(size_t(n * k));
-    to_f32(DType::F16, src, tmp.data(), tmp.size());
-    return pack_weight(tmp.data(), DType::F32, n, k);
+    Tensor tmp = Tensor::empty(DType::F32, {n, k});
+    to_f32(DType::F16, src, tmp.data<float>(), tmp.numel());
+    return pack_weight(tmp.data<float>(), DType::F32, n, k);
   } else {
     fail("invalid_argument", std::string("cannot use ") + dtype_name(src_dtype) + " as a weight");
   }
@@ -222,17 +222,17 @@ void quantize_int8_rows(const float* w, int64_t n, int64_t k, int8_t* q, float* 
 }
 
 PackedWeight pack_weight_int8(const void* src, DType src_dtype, int64_t n, int64_t k) {
-  std::vector<float> f(size_t(n * k));
-  to_f32(src_dtype, src, f.data(), f.size());
-  std::vector<int8_t> q(f.size());
+  Tensor f = Tensor::empty(DType::F32, {n, k});
+  to_f32(src_dtype, src, f.data<float>(), f.numel());
+  Tensor q = Tensor::empty(DType::I8, {n, k});
   PackedWeight w;
   w.dtype = DType::I8;
   w.n = n;
   w.k = k;
   w.scale = Tensor::empty(DType::F32, {n});
-  quantize_int8_rows(f.data(), n, k, q.data(), w.scale.data<float>());
+  quantize_int8_rows(f.data<float>(), n, k, q.data<int8_t>(), w.scale.data<float>());
   w.panels = Tensor::empty(DType::I8, {PackedWeight::panels_for(n), k, kPanel});
-  pack_panels(q.data(), n, k, w.panels.data<int8_t>());
+  pack_panels(q.data<int8_t>(), n, k, w.panels.data<int8_t>());
   return w;
 }
 

@@ -30,18 +30,20 @@ cpu::PackedWeight pack_rows(TensorReader& rd, const std::vector<const TensorSour
     if (p->dtype != dt) dt = DType::F32;
     n += rows_of(*p);
   }
-  std::vector<char> buf(size_t(n * k) * dtype_size(dt));
+  // The raw rows, in a buffer that goes back to the OS when freed (see Tensor::empty).
+  Tensor buf = Tensor::empty(dt, {n, k});
+  auto* dst = static_cast<char*>(buf.raw());
   size_t off = 0;
   for (auto* p : parts) {
     if (p->dtype == dt) {
-      rd.read(*p, buf.data() + off);
+      rd.read(*p, dst + off);
     } else {
       std::vector<float> f = rd.read_f32(*p);
-      std::memcpy(buf.data() + off, f.data(), f.size() * sizeof(float));
+      std::memcpy(dst + off, f.data(), f.size() * sizeof(float));
     }
     off += size_t(rows_of(*p) * k) * dtype_size(dt);
   }
-  return int8 ? cpu::pack_weight_int8(buf.data(), dt, n, k) : cpu::pack_weight(buf.data(), dt, n, k);
+  return int8 ? cpu::pack_weight_int8(dst, dt, n, k) : cpu::pack_weight(dst, dt, n, k);
 }
 
 cpu::PackedWeight pack_one(TensorReader& rd, const TensorSource& s, const TensorSource* bias = nullptr) {
