@@ -167,7 +167,7 @@ test('a full queue answers 429 instead of growing', async () => {
     const slow = { prompt: 'ROMEO:\n', max_tokens: 3000, temperature: 0.8, stream: true };
     const a = await post(`${s.base}/v1/completions`, slow, { signal: ac.signal });  // running
     const b = post(`${s.base}/v1/completions`, slow, { signal: ac.signal });        // queued
-    await new Promise((res) => setTimeout(res, 50));
+    while ((await metric(s.base, 'jamba_queue_depth')) < 1) await new Promise((res) => setTimeout(res, 5));
     const c = await post(`${s.base}/v1/completions`, slow);
     expect(c.status).toBe(429);
     expect((await c.json() as { error: { type: string; code: string } }).error).toMatchObject({ type: 'rate_limit_error', code: 'queue_full' });
