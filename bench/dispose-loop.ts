@@ -3,7 +3,7 @@
  * check that resident memory stays flat, that no handles are left behind and that the thread count
  * does not grow. Prints the RSS curve; exits 1 when memory grows or something is left behind.
  *
- *   node --expose-gc dist/bench/dispose-loop.js [--iterations 1000] [--max-growth-mib 8]
+ *   node --expose-gc dist/bench/dispose-loop.js [--iterations 1000] [--max-growth-mib 16]
  */
 import fs from 'node:fs';
 import { loadModel } from '../lib';
@@ -22,7 +22,9 @@ const handles = () => (process as unknown as { _getActiveHandles(): unknown[] })
 
 async function main(): Promise<void> {
   const iterations = arg('--iterations', 1000);
-  const maxGrowth = arg('--max-growth-mib', 8) * 2 ** 20;
+  // 16 MiB over 500 iterations: the allocator's noise stays within about ±8 MiB, and a leak of 32 KiB
+  // per iteration (a fifth of one sequence's state, a few of the model's smallest tensors) fails.
+  const maxGrowth = arg('--max-growth-mib', 16) * 2 ** 20;
   const rss: number[] = [];
   const heap: number[] = [];
   let startHandles = 0, startThreads = 0;
