@@ -35,32 +35,20 @@ export class Metrics {
   }
 
   render(gauges: { active: number; queued: number; passes: number; prefixHits: number }): string {
-    const mem = process.memoryUsage();
+    const series: Array<[name: string, type: 'counter' | 'gauge', help: string, value: number]> = [
+      ['jamba_prompt_tokens_total', 'counter', 'Prompt tokens processed.', this.promptTokens],
+      ['jamba_completion_tokens_total', 'counter', 'Tokens generated.', this.completionTokens],
+      ['jamba_requests_active', 'gauge', 'Generations running.', gauges.active],
+      ['jamba_queue_depth', 'gauge', 'Generations waiting for a slot.', gauges.queued],
+      ['jamba_forward_passes_total', 'counter', 'Batched forward passes run.', gauges.passes],
+      ['jamba_prefix_cache_hits_total', 'counter', 'Prompts that reused a cached prefix state.', gauges.prefixHits],
+      ['process_resident_memory_bytes', 'gauge', 'Resident memory.', process.memoryUsage().rss],
+    ];
     const out = [
       '# HELP jamba_requests_total Requests by endpoint and HTTP status.',
       '# TYPE jamba_requests_total counter',
       ...[...this.requests].map(([k, v]) => `jamba_requests_total{${k}} ${v}`),
-      '# HELP jamba_prompt_tokens_total Prompt tokens processed.',
-      '# TYPE jamba_prompt_tokens_total counter',
-      `jamba_prompt_tokens_total ${this.promptTokens}`,
-      '# HELP jamba_completion_tokens_total Tokens generated.',
-      '# TYPE jamba_completion_tokens_total counter',
-      `jamba_completion_tokens_total ${this.completionTokens}`,
-      '# HELP jamba_requests_active Generations running.',
-      '# TYPE jamba_requests_active gauge',
-      `jamba_requests_active ${gauges.active}`,
-      '# HELP jamba_queue_depth Generations waiting for a slot.',
-      '# TYPE jamba_queue_depth gauge',
-      `jamba_queue_depth ${gauges.queued}`,
-      '# HELP jamba_forward_passes_total Batched forward passes run.',
-      '# TYPE jamba_forward_passes_total counter',
-      `jamba_forward_passes_total ${gauges.passes}`,
-      '# HELP jamba_prefix_cache_hits_total Prompts that reused a cached prefix state.',
-      '# TYPE jamba_prefix_cache_hits_total counter',
-      `jamba_prefix_cache_hits_total ${gauges.prefixHits}`,
-      '# HELP process_resident_memory_bytes Resident memory.',
-      '# TYPE process_resident_memory_bytes gauge',
-      `process_resident_memory_bytes ${mem.rss}`,
+      ...series.flatMap(([name, type, help, value]) => [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${value}`]),
       this.latency.render(),
       this.ttft.render(),
     ];
