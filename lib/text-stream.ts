@@ -12,6 +12,8 @@ export class TextStream {
   private readonly promptText: string;
   private prefixOffset: number;
   private readOffset: number;
+  /** decode(ids[prefixOffset, readOffset)), kept until the window moves. */
+  private prefixText: string;
   /** Text decoded so far that is stable (no partial character at its end). */
   private text = '';
   /** How much of `text` has been handed out. */
@@ -26,18 +28,21 @@ export class TextStream {
     // (whether "▁x" starts a word) without re-decoding the whole prompt at every step.
     this.prefixOffset = Math.max(0, prompt.length - 4);
     this.readOffset = prompt.length;
+    this.prefixText = tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset));
   }
 
   /** Adds a token; returns the text that can be shown now ('' if none). */
   push(id: number): string {
     this.ids.push(id);
     if (this.stopped !== null) return '';
-    const prefix = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const prefix = this.prefixText;
     const full = this.tokenizer.decode(this.ids.slice(this.prefixOffset));
     if (full.length > prefix.length && !full.endsWith(REPLACEMENT) && full.startsWith(prefix)) {
       this.text += full.slice(prefix.length);
+      // The window moves to the tokens just emitted (decoded alone: the decoder strips a leading space).
       this.prefixOffset = this.readOffset;
       this.readOffset = this.ids.length;
+      this.prefixText = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset));
     }
     return this.release(false);
   }

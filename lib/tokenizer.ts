@@ -26,6 +26,7 @@ export class JambaTokenizer {
   private readonly tok: Tokenizer;
   private readonly special: Set<number>;
   private readonly idToToken: string[];
+  private readonly decoder: ReturnType<Tokenizer['getDecoder']>;
   readonly vocabSize: number;
   readonly bosTokenId: number | null;
   readonly eosTokenId: number | null;
@@ -36,6 +37,7 @@ export class JambaTokenizer {
     this.special = new Set((json.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
     this.vocabSize = tok.getVocabSize(true);
     this.idToToken = Array.from({ length: this.vocabSize }, (_, i) => tok.idToToken(i) ?? '');
+    this.decoder = tok.getDecoder();  // fetched once: decode runs for every generated token
     const idOf = (key: string): number | null => {
       const v = config[key];
       const content = typeof v === 'string' ? v : (v as { content?: string } | undefined)?.content;
@@ -87,8 +89,7 @@ export class JambaTokenizer {
       if (skip && this.special.has(id)) continue;
       tokens.push(this.idToToken[id]!);
     }
-    const decoder = this.tok.getDecoder();
-    return decoder ? decoder.decode(tokens) : tokens.join('');
+    return this.decoder ? this.decoder.decode(tokens) : tokens.join('');
   }
 
   isSpecial(id: number): boolean {

@@ -236,36 +236,6 @@ PackedWeight pack_weight_int8(const void* src, DType src_dtype, int64_t n, int64
   return w;
 }
 
-PackedWeight concat_rows(const std::vector<const PackedWeight*>& parts) {
-  PackedWeight out;
-  out.dtype = parts.at(0)->dtype;
-  out.k = parts[0]->k;
-  bool any_bias = false;
-  for (auto* p : parts) {
-    if (p->dtype != out.dtype || p->k != out.k) fail("invalid_argument", "concat_rows: parts differ in dtype or k");
-    out.n += p->n;
-    any_bias = any_bias || p->bias.numel() > 0;
-  }
-  const size_t es = dtype_size(out.dtype);
-  out.panels = Tensor::empty(out.dtype, {PackedWeight::panels_for(out.n), out.k, kPanel});
-  if (out.dtype == DType::I8) out.scale = Tensor::empty(DType::F32, {out.n});
-  if (any_bias) out.bias = Tensor::empty(DType::F32, {out.n});
-  int64_t row0 = 0;
-  auto* dst = static_cast<uint8_t*>(out.panels.raw());
-  for (auto* p : parts) {
-    const auto* src = static_cast<const uint8_t*>(const_cast<Tensor&>(p->panels).raw());
-    for (int64_t r = 0; r < p->n; ++r) {
-      const int64_t sp = r / kPanel, sl = r % kPanel, dr = row0 + r, dp = dr / kPanel, dl = dr % kPanel;
-      for (int64_t j = 0; j < out.k; ++j)
-        std::memcpy(dst + ((dp * out.k + j) * kPanel + dl) * es, src + ((sp * out.k + j) * kPanel + sl) * es, es);
-      if (out.dtype == DType::I8) out.scale.data<float>()[dr] = p->scale.data<float>()[r];
-      if (p->bias.numel()) out.bias.data<float>()[dr] = p->bias.data<float>()[r];
-    }
-    row0 += p->n;
-  }
-  return out;
-}
-
 void gemm(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, float* out, int64_t ldo) {
   if (m <= 0 || w.n <= 0) return;
   switch (w.dtype) {

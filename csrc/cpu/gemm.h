@@ -33,9 +33,6 @@ PackedWeight pack_weight(const void* src, DType src_dtype, int64_t n, int64_t k)
 void quantize_int8_rows(const float* w, int64_t n, int64_t k, int8_t* q, float* scale);
 PackedWeight pack_weight_int8(const void* src, DType src_dtype, int64_t n, int64_t k);
 
-// Packs rows of several matrices one after the other (gate|up, q|k|v) into a single product.
-PackedWeight concat_rows(const std::vector<const PackedWeight*>& parts);
-
 // out[m, :] = x[m, :] · Wᵀ + bias. Each output is one fused multiply-add chain over k in order,
 // whatever M or the thread count, so a row's result never depends on the rows batched with it.
 void gemm(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, float* out, int64_t ldo);
