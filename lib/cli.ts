@@ -12,6 +12,9 @@ import { GenerateOptions } from './generation';
 import { JambaModel, loadModel } from './model';
 import { defaultModelDir } from './paths';
 import { createServer } from './server';
+import { UsageError, loadTemplate, log, num, open, print, progressBar, readStdin } from './cli-common';
+import { evaluateRalm, index, openCorpus, ralm } from './cli-ralm';
+import type { Bm25Retriever } from './retrieval/bm25';
 
 const HELP: Record<string, string> = {
   main: `Usage: jamba <command> [options]
@@ -19,6 +22,9 @@ const HELP: Record<string, string> = {
 Commands:
   generate [PROMPT]   continue a prompt (default model: the embedded Shakespeare model)
   eval FILE           mean next-token NLL and perplexity of a text file, in windows
+                      (with --ralm --corpus PATH: with and without In-Context RALM)
+  ralm PROMPT         generate with passages retrieved from a corpus (In-Context RALM)
+  index               build a BM25 index of a corpus and save it, for ralm, eval and serve
   inspect             config, layer schedule, parameter counts and memory of a model
   chat                talk with a chat model, keeping the conversation's history
   serve               an OpenAI-compatible HTTP server (completions, chat, models, health, metrics)
@@ -47,13 +53,56 @@ Options:
 Tokenizes FILE (no special tokens), optionally keeps the part from --from-fraction on, and scores
 it in independent windows of BOS + --window tokens.
 
+With --ralm, scores it instead under the In-Context RALM protocol (windows of --window tokens
+sliding by --stride, each scoring the tokens no earlier one did), once with a passage retrieved
+from --corpus before each window and once without, on the same tokens, and reports both.
+The tiny-Shakespeare setup (corpus: the training 90%, text: the validation 10%):
+  jamba eval --ralm --corpus data/tinyshakespeare.txt --corpus-to-fraction 0.9 \
+             --from-fraction 0.9 data/tinyshakespeare.txt
+
 Options:
-  --model DIR          checkpoint folder (default: the embedded model)
-  --window N           tokens per window after the BOS (default 512)
-  --max-tokens N       score at most N tokens (whole windows)
-  --from-fraction F    start at token floor(F × n) (0.9 gives the tiny-Shakespeare validation split)
-  --experts-int8       quantize MoE experts to int8 at load
-  --json               print one JSON object
+  --model DIR                checkpoint folder (default: the embedded model)
+  --window N                 tokens per window after the BOS (default 512; 1024 with --ralm)
+  --max-tokens N             score at most N tokens
+  --from-fraction F          start at token floor(F × n) (0.9 gives the tiny-Shakespeare validation split)
+  --ralm                     evaluate with and without retrieval
+  --corpus PATH              (with --ralm) a file, a folder or a saved index (.json from 'jamba index')
+  --corpus-to-fraction F     (with --ralm) index only each corpus file's tokens before floor(F × n)
+  --stride N                 tokens between retrievals (default 4)
+  --query-tokens N           query length in tokens (default 32)
+  --max-passage-tokens N     (default 256)
+  --rerank K                 rerank the top K passages with the model (default: off)
+  --experts-int8             quantize MoE experts to int8 at load
+  --json                     print one JSON object
+  -h, --help`,
+  ralm: `Usage: jamba ralm --corpus PATH [PROMPT] [options]
+
+Generates the continuation of PROMPT with In-Context RALM: every --stride tokens the last
+--query-tokens tokens query a BM25 index of the corpus, and the best passage goes in front of
+the text. The passages used are listed on stderr (or in the JSON with --json).
+
+Options:
+  --corpus PATH              a file, a folder or a saved index (.json from 'jamba index')
+  --model DIR                checkpoint folder (default: the embedded model)
+  --stride N                 generated tokens between retrievals (default 4)
+  --query-tokens N           (default 32)
+  --max-passage-tokens N     (default 256)
+  --rerank K                 rerank the top K passages with the model (default: off)
+  --max-tokens N             most new tokens (default 256)
+  --temperature T            0 is greedy (default 0.8)
+  --top-p P, --top-k K, --seed S, --stop STR (repeatable)
+  --experts-int8             quantize MoE experts to int8 at load
+  --json                     print one JSON object with text, tokens and the retrievals
+  -h, --help`,
+  index: `Usage: jamba index --corpus PATH --out FILE [options]
+
+Cuts the corpus (a file or a folder, UTF-8 text) into passages and writes a BM25 index that
+'jamba ralm', 'jamba eval --ralm' and 'jamba serve --corpus' load instead of indexing again.
+
+Options:
+  --corpus PATH       a file or a folder (repeatable)
+  --out FILE          where to write the index
+  --words N           words per passage (default 100)
   -h, --help`,
   chat: `Usage: jamba chat [options]
 
@@ -84,6 +133,8 @@ Options:
   --max-body BYTES         largest request body (default 1048576)
   --name ID                the model id clients send (default: the folder's name)
   --chat-template FILE     a Jinja chat template to use instead of the model's
+  --corpus PATH            a corpus (file, folder or saved index) requests may retrieve from,
+                           with "retrieval": { "corpus": "default" } (repeatable as NAME=PATH)
   --experts-int8           quantize MoE experts to int8 at load
   -h, --help`,
   inspect: `Usage: jamba inspect [options]
@@ -94,54 +145,6 @@ Options:
   --json           print one JSON object
   -h, --help`,
 };
-
-class UsageError extends Error {}
-
-function num(v: string | undefined, name: string, int = false): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || (int && !Number.isInteger(n))) throw new UsageError(`--${name} must be ${int ? 'an integer' : 'a number'}, got ${JSON.stringify(v)}`);
-  return n;
-}
-
-const log = (msg: string) => process.stderr.write(`${msg}\n`);
-
-/** A progress bar on stderr while a checkpoint loads (only when stderr is a terminal). */
-function progressBar(quiet: boolean): ((done: number, total: number) => void) | undefined {
-  if (quiet || !process.stderr.isTTY) return undefined;
-  let last = -1;
-  return (done, total) => {
-    const pct = Math.floor((100 * done) / total);
-    if (pct === last) return;
-    last = pct;
-    const width = 30, fill = Math.round((width * done) / total);
-    process.stderr.write(`\rjamba: loading [${'#'.repeat(fill)}${' '.repeat(width - fill)}] ${pct}% of ${(total / 2 ** 20).toFixed(0)} MiB`);
-    if (done >= total) process.stderr.write('\n');
-  };
-}
-
-function loadTemplate(file: string | undefined): string | undefined {
-  if (file === undefined) return undefined;
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new UsageError(`cannot read ${file}: ${(e as Error).message}`);
-  }
-}
-
-async function open(modelDir: string | undefined, int8: boolean | undefined, quiet: boolean): Promise<JambaModel> {
-  const dir = modelDir ?? defaultModelDir();
-  const t0 = performance.now();
-  const model = await loadModel(dir, { expertsInt8: int8 ?? false, onProgress: progressBar(quiet) });
-  if (!quiet) log(`jamba: loaded ${dir} in ${(performance.now() - t0).toFixed(0)} ms (${model.inspect().threads} threads, cpu)`);
-  return model;
-}
-
-async function readStdin(): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
-}
 
 async function generate(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -203,6 +206,8 @@ async function evaluate(argv: string[]): Promise<number> {
     options: {
       model: { type: 'string' }, window: { type: 'string' }, 'max-tokens': { type: 'string' }, 'from-fraction': { type: 'string' },
       'experts-int8': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      ralm: { type: 'boolean' }, corpus: { type: 'string', multiple: true }, 'corpus-to-fraction': { type: 'string' }, stride: { type: 'string' },
+      'query-tokens': { type: 'string' }, 'max-passage-tokens': { type: 'string' }, rerank: { type: 'string' },
     },
   });
   if (values.help) return print(HELP.eval!);
@@ -214,6 +219,9 @@ async function evaluate(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError(`cannot read ${file}: ${(e as Error).message}`);
   }
+  if (values.ralm) return evaluateRalm(values, text, file);
+  for (const k of ['corpus', 'corpus-to-fraction', 'stride', 'query-tokens', 'max-passage-tokens', 'rerank'] as const)
+    if (values[k] !== undefined) throw new UsageError(`--${k} goes with --ralm`);
   const frac = num(values['from-fraction'], 'from-fraction') ?? 0;
   if (frac < 0 || frac >= 1) throw new UsageError('--from-fraction must be in [0, 1)');
   const model = await open(values.model, values['experts-int8'], !!values.json);
@@ -343,7 +351,7 @@ async function serve(argv: string[]): Promise<number> {
     options: {
       model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, parallel: { type: 'string' }, queue: { type: 'string' },
       'max-body': { type: 'string' }, name: { type: 'string' }, 'chat-template': { type: 'string' }, 'experts-int8': { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
+      corpus: { type: 'string', multiple: true }, help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) return print(HELP.serve!);
@@ -357,8 +365,17 @@ async function serve(argv: string[]): Promise<number> {
   const host = values.host ?? '127.0.0.1';
   const dir = values.model ?? defaultModelDir();
   const model = loadModel(dir, { expertsInt8: values['experts-int8'] ?? false, onProgress: progressBar(false) });
+  // Corpora index in the background too; requests naming one answer 503 until it is ready.
+  const corpora: Record<string, Promise<Bm25Retriever>> = {};
+  for (const spec of values.corpus ?? []) {
+    const eq = spec.indexOf('=');
+    const name = eq > 0 ? spec.slice(0, eq) : 'default';
+    if (corpora[name]) throw new UsageError(`two corpora are named '${name}': give them as NAME=PATH`);
+    corpora[name] = openCorpus([eq > 0 ? spec.slice(eq + 1) : spec], false);
+    corpora[name].catch((e: Error) => log(`jamba: corpus '${name}' failed to load: ${e.message}`));
+  }
   const app = await createServer({
-    model, modelName: values.name, parallel: positive(values.parallel, 'parallel'), queueSize: positive(values.queue, 'queue'),
+    corpora, model, modelName: values.name, parallel: positive(values.parallel, 'parallel'), queueSize: positive(values.queue, 'queue'),
     bodyLimit: positive(values['max-body'], 'max-body'), chatTemplate: loadTemplate(values['chat-template']),
   });
   const address = await app.listen({ port, host });
@@ -375,11 +392,6 @@ async function serve(argv: string[]): Promise<number> {
   return 0;
 }
 
-function print(text: string): number {
-  process.stdout.write(`${text}\n`);
-  return 0;
-}
-
 /** Runs the CLI; resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -393,6 +405,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'inspect': return await inspect(rest);
       case 'chat': return await chat(rest);
       case 'serve': return await serve(rest);
+      case 'ralm': return await ralm(rest, HELP.ralm!);
+      case 'index': return await index(rest, HELP.index!);
       case undefined: case '-h': case '--help': case 'help': return print(HELP.main!);
       default: throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${HELP.main}`);
     }

@@ -48,6 +48,15 @@ export class TokenizerError extends JambaError {
   }
 }
 
+/** A retrieval corpus or a saved index is missing, empty, binary or malformed. */
+export class CorpusError extends JambaError {
+  readonly file: string | undefined;
+  constructor(message: string, file?: string) {
+    super('corpus', file ? `${file}: ${message}` : message);
+    this.file = file;
+  }
+}
+
 /** The operation was cancelled through its AbortSignal. */
 export class AbortError extends JambaError {
   constructor(message = 'The operation was aborted') {

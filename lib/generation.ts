@@ -5,9 +5,12 @@
  * passes; a row never depends on the rows beside it, so a result is the same batched or alone.
  */
 import { AbortError, InvalidArgumentError } from './errors';
+import type { Retrieval } from './ralm/types';
 import type { PrefixCache } from './prefix-cache';
 import { ResolvedSampling, Rng, SamplingOptions, resolveSampling, sampleToken } from './sampling';
-import type { Sequence } from './sequence';
+import type { LogitsMode } from './native';
+import type { RetrievalOptions } from './ralm/types';
+import type { RunResult, Sequence, SequenceInput } from './sequence';
 import { TextStream } from './text-stream';
 import type { JambaTokenizer } from './tokenizer';
 
@@ -22,6 +25,10 @@ export interface GenerateOptions extends SamplingOptions {
   logprobs?: number;
   /** Cancels generation, including a prefill in progress. */
   signal?: AbortSignal;
+  /** A soft prompt: n × hiddenSize floats fed before the prompt's tokens in place of embeddings. */
+  inputsEmbeds?: Float32Array;
+  /** In-Context RALM: retrieve a passage every `stride` tokens and put it before the prefix. */
+  retrieval?: RetrievalOptions;
 }
 
 export type FinishReason = 'eos' | 'length' | 'stop';
@@ -45,13 +52,57 @@ export interface GenerationResult {
   cachedPromptTokens: number;
   /** With `logprobs`: one entry per generated token (and for an ending EOS). */
   logprobs?: TokenLogprob[];
+  /** With `retrieval`: each retrieval, where it happened and the passage it put in front. */
+  retrievals?: Retrieval[];
 }
 
 /** Tokens of prompt per sequence per forward call while prefilling. */
 export const PREFILL_CHUNK = 512;
 
+/**
+ * Feeds embedding rows then tokens to `seq` in chunks of PREFILL_CHUNK rows (so an abort lands
+ * quickly) and returns what `mode` asks for over all of them: every row, the last row (the
+ * sequence's last logits when there is nothing to feed), or nothing.
+ */
+export async function feed(seq: Sequence, embeds: Float32Array, tokens: Int32Array, mode: LogitsMode, hidden: boolean,
+                           signal?: AbortSignal): Promise<RunResult> {
+  const rowsOfEmbeds = embeds.length === 0 ? 0 : embeds.length / (seq.hiddenSize);
+  const total = rowsOfEmbeds + tokens.length;
+  if (total === 0) return { logits: mode === 'last' ? seq.lastLogits : new Float32Array(0) };
+  const logits: Float32Array[] = [], states: Float32Array[] = [];
+  let out: RunResult = { logits: new Float32Array(0) };
+  for (let r = 0; r < total; r += PREFILL_CHUNK) {
+    const end = Math.min(total, r + PREFILL_CHUNK);
+    const input: SequenceInput = {};
+    if (r < rowsOfEmbeds) input.inputsEmbeds = embeds.subarray(r * seq.hiddenSize, Math.min(end, rowsOfEmbeds) * seq.hiddenSize);
+    if (end > rowsOfEmbeds) input.tokens = tokens.subarray(Math.max(0, r - rowsOfEmbeds), end - rowsOfEmbeds);
+    const chunkMode: LogitsMode = mode === 'all' ? 'all' : mode === 'last' && end === total ? 'last' : 'none';
+    out = await seq.run(input, { logits: chunkMode, hidden: hidden && chunkMode !== 'none', signal });
+    if (mode === 'all') {
+      logits.push(out.logits);
+      if (hidden) states.push(out.hidden!);
+    }
+  }
+  if (mode !== 'all') return out;
+  const res: RunResult = { logits: concat(logits) };
+  if (hidden) res.hidden = concat(states);
+  return res;
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
 export interface EngineContext {
   newSequence(): Sequence;
+  hiddenSize: number;
   tokenizer: JambaTokenizer;
   vocab: number;
   eosIds: number[];
@@ -64,6 +115,7 @@ export interface ResolvedGenerate {
   stopIds: number[];
   logprobs: number | undefined;
   sampling: ResolvedSampling;
+  embeds: Float32Array | undefined;
 }
 
 export function resolveGenerateOptions(o: GenerateOptions, vocab: number): ResolvedGenerate {
@@ -78,7 +130,7 @@ export function resolveGenerateOptions(o: GenerateOptions, vocab: number): Resol
     throw new InvalidArgumentError(`stopTokenIds must be token ids below ${vocab}`);
   const lp = o.logprobs;
   if (lp !== undefined && (!Number.isInteger(lp) || lp < 0 || lp > 20)) throw new InvalidArgumentError(`logprobs must be an integer in [0, 20], got ${String(lp)}`);
-  return { maxTokens, stops, stopIds, logprobs: lp, sampling: resolveSampling(o) };
+  return { maxTokens, stops, stopIds, logprobs: lp, sampling: resolveSampling(o), embeds: undefined };
 }
 
 /** log-softmax of one row in float64: the chosen token's log-probability and the top n. */
@@ -97,13 +149,22 @@ function logprobsOf(row: Float32Array, token: number, n: number, tokenizer: Jamb
 }
 
 /**
- * Generates the continuation of `prompt`, yielding text pieces as they become safe to show, and
- * returns the result. The sequence is created here and disposed at the end, whatever happens.
+ * Where a generation's logits come from: `start` prefills and returns the logits for the first new
+ * token; `next` takes the token just chosen and returns the logits for the one after it.
  */
-export async function* generateOne(ctx: EngineContext, prompt: number[], opts: ResolvedGenerate, signal?: AbortSignal):
-    AsyncGenerator<string, GenerationResult, void> {
-  if (prompt.length === 0) throw new InvalidArgumentError('the prompt is empty: at least one token (BOS) is needed');
-  if (signal?.aborted) throw new AbortError();
+export interface LogitsSource {
+  start(signal?: AbortSignal): Promise<Float32Array>;
+  next(id: number, signal?: AbortSignal): Promise<Float32Array>;
+  /** Called once generation ended normally (not on error or abort). */
+  finish?(): void;
+}
+
+/**
+ * The decode loop shared by plain and retrieval-augmented generation: sampling, EOS and stop
+ * ids, stop strings, logprobs and UTF-8-safe text, yielding text pieces as they become safe to show.
+ */
+export async function* decodeLoop(ctx: EngineContext, prompt: number[], opts: ResolvedGenerate, source: LogitsSource,
+                                  signal?: AbortSignal): AsyncGenerator<string, GenerationResult, void> {
   const rng = new Rng(opts.sampling.seed);
   const stopIds = new Set([...ctx.eosIds, ...opts.stopIds]);
   const stream = new TextStream(ctx.tokenizer, prompt, opts.stops);
@@ -111,43 +172,66 @@ export async function* generateOne(ctx: EngineContext, prompt: number[], opts: R
   const context = [...prompt];
   const logprobs: TokenLogprob[] | undefined = opts.logprobs === undefined ? undefined : [];
   let finish: FinishReason | null = opts.maxTokens === 0 ? 'length' : null;
+  if (finish === null) {
+    let last = await source.start(signal);
+    for (;;) {
+      if (signal?.aborted) throw new AbortError();
+      const id = sampleToken(last, opts.sampling, rng, context);
+      if (logprobs) logprobs.push(logprobsOf(last, id, opts.logprobs!, ctx.tokenizer));
+      if (stopIds.has(id)) {
+        finish = 'eos';
+        break;
+      }
+      generated.push(id);
+      context.push(id);
+      const piece = stream.push(id);
+      if (stream.stopped !== null) finish = 'stop';
+      else if (generated.length >= opts.maxTokens) finish = 'length';
+      if (piece) yield piece;
+      if (finish !== null) break;
+      last = await source.next(id, signal);
+    }
+    source.finish?.();
+  }
+  const tail = stream.finish();
+  if (tail) yield tail;
+  const result: GenerationResult = { text: stream.fullText, tokens: generated, finishReason: finish ?? 'length', promptTokens: prompt.length, cachedPromptTokens: 0 };
+  if (logprobs) result.logprobs = logprobs;
+  return result;
+}
+
+/**
+ * Generates the continuation of `prompt` (after the soft prompt, if any), reusing a cached
+ * prefix state when there is one. The sequence is created here and disposed at the end.
+ */
+export async function* generateOne(ctx: EngineContext, prompt: number[], opts: ResolvedGenerate, signal?: AbortSignal):
+    AsyncGenerator<string, GenerationResult, void> {
+  if (prompt.length === 0 && !opts.embeds) throw new InvalidArgumentError('the prompt is empty: at least one token (BOS) is needed');
+  if (signal?.aborted) throw new AbortError();
+  // A soft prompt is not part of the token key the prefix cache matches on.
+  const cache = opts.embeds ? null : ctx.prefixCache;
   let cached = 0;
   const seq = ctx.newSequence();
   try {
-    if (finish === null) {
-      const hit = ctx.prefixCache?.lookup(prompt);
-      if (hit) {
-        seq.restore(hit);
-        cached = hit.tokens.length;
-      }
-      let last = seq.lastLogits;
-      for (let fed = cached; fed < prompt.length; fed += PREFILL_CHUNK)
-        last = await seq.evaluate(prompt.slice(fed, fed + PREFILL_CHUNK), { logits: 'last', signal });
-      if (cached < prompt.length) ctx.prefixCache?.store(seq.snapshot());
-      for (;;) {
-        if (signal?.aborted) throw new AbortError();
-        const id = sampleToken(last, opts.sampling, rng, context);
-        if (logprobs) logprobs.push(logprobsOf(last, id, opts.logprobs!, ctx.tokenizer));
-        if (stopIds.has(id)) {
-          finish = 'eos';
-          break;
+    const source: LogitsSource = {
+      async start(sig) {
+        const hit = cache?.lookup(prompt);
+        if (hit) {
+          seq.restore(hit);
+          cached = hit.tokens.length;
         }
-        generated.push(id);
-        context.push(id);
-        const piece = stream.push(id);
-        if (stream.stopped !== null) finish = 'stop';
-        else if (generated.length >= opts.maxTokens) finish = 'length';
-        if (piece) yield piece;
-        if (finish !== null) break;
-        last = await seq.evaluate([id], { logits: 'last', signal });
-      }
+        const last = (await feed(seq, opts.embeds ?? new Float32Array(0), Int32Array.from(prompt.slice(cached)), 'last', false, sig)).logits;
+        if (cached < prompt.length) cache?.store(seq.snapshot());
+        return last;
+      },
+      next: (id, sig) => seq.evaluate([id], { logits: 'last', signal: sig }),
       // The state after everything evaluated (prompt and all but the last token), for the next turn.
-      if (seq.position > prompt.length) ctx.prefixCache?.store(seq.snapshot());
-    }
-    const tail = stream.finish();
-    if (tail) yield tail;
-    const result: GenerationResult = { text: stream.fullText, tokens: generated, finishReason: finish ?? 'length', promptTokens: prompt.length, cachedPromptTokens: cached };
-    if (logprobs) result.logprobs = logprobs;
+      finish() {
+        if (seq.position > prompt.length) cache?.store(seq.snapshot());
+      },
+    };
+    const result = yield* decodeLoop(ctx, prompt, opts, source, signal);
+    result.cachedPromptTokens = cached;
     return result;
   } finally {
     seq.dispose();

@@ -3,13 +3,22 @@
  * Node.js, on a native C++ backend.
  */
 export { loadModel, JambaModel } from './model';
-export type { LoadOptions, ModelInfo, LayerInfo, ModelStats } from './model';
+export type { LoadOptions, ModelInfo, LayerInfo, ModelStats, InputOptions, MultiPassOptions, MultiPassResult, RerankCallOptions } from './model';
 export { Snapshot } from './snapshot';
 export { ChatTemplateError } from './chat';
 export type { ChatMessage, ChatOptions } from './chat';
-export { Sequence } from './sequence';
-export type { EvaluateOptions, LogitsMode } from './sequence';
+export { Sequence, EMBEDDING_POSITION } from './sequence';
+export type { EvaluateOptions, LogitsMode, RunOptions, RunResult, SequenceInput } from './sequence';
 export type { GenerateOptions, GenerationResult, FinishReason, TokenLogprob } from './generation';
+export type { ScoreOptions, ScoreResult } from './score';
+export type { Passage, Retriever, RetrieveOptions } from './retrieval/types';
+export { Bm25Retriever } from './retrieval/bm25';
+export type { Bm25Options } from './retrieval/bm25';
+export { chunkText } from './retrieval/chunk';
+export type { ChunkOptions } from './retrieval/chunk';
+export type { RetrievalOptions, RerankOptions, Retrieval, RankedPassage } from './ralm/types';
+export { ralmPerplexity, ralmWindows } from './ralm/eval';
+export type { RalmEvalOptions, RalmEvalResult } from './ralm/eval';
 export type { SamplingOptions } from './sampling';
 export { JambaTokenizer } from './tokenizer';
 export type { EncodeOptions, DecodeOptions } from './tokenizer';

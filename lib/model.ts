@@ -7,7 +7,14 @@ import path from 'node:path';
 import { JambaConfig, readConfig } from './config';
 import { DisposedError, InvalidArgumentError, JambaError, fromNative } from './errors';
 import { ChatMessage, ChatOptions, renderChat } from './chat';
-import { EngineContext, GenerateOptions, GenerationResult, PREFILL_CHUNK, generateOne, resolveGenerateOptions, runToEnd } from './generation';
+import { EngineContext, GenerateOptions, GenerationResult, ResolvedGenerate, feed, generateOne, resolveGenerateOptions, runToEnd } from './generation';
+import { generateWithRetrieval } from './ralm/generate';
+import { resolveRetrieval } from './ralm/options';
+import { PassageStates } from './ralm/passages';
+import { rerankPassages } from './ralm/rerank';
+import type { RankedPassage } from './ralm/types';
+import type { Passage } from './retrieval/types';
+import { ScoreOptions, ScoreResult, scoreTokens } from './score';
 import { buildPlan, parameterCounts } from './graph';
 import { ForwardOptions, ForwardResult, NativeModel, NativeSequence, native } from './native';
 import { defaultModelDir } from './paths';
@@ -15,7 +22,7 @@ import { PrefixCache } from './prefix-cache';
 import { InsufficientMemoryError, availableMemoryBytes, estimateLoadBytes } from './memory';
 import { TensorInfo, assertInside, readCheckpointTensors } from './safetensors';
 import { BatchScheduler, SchedulerStats } from './scheduler';
-import { EvaluateOptions, Sequence, checkLogitsMode, toTokenArray } from './sequence';
+import { EvaluateOptions, RunResult, Sequence, SequenceHost, checkEmbeds, checkLogitsMode, toTokenArray } from './sequence';
 import { Snapshot } from './snapshot';
 import { JambaTokenizer } from './tokenizer';
 import { modelFingerprint } from './fingerprint';
@@ -27,6 +34,8 @@ export interface LoadOptions {
   expertsInt8?: boolean;
   /** Bytes of prompt-prefix states kept for reuse (default 256 MiB; 0 turns the cache off). */
   prefixCacheBytes?: number;
+  /** Bytes of retrieved-passage states kept for reuse by retrieval (default 128 MiB; 0: off). */
+  passageCacheBytes?: number;
   /** Most tokens in one forward pass when concurrent calls are batched (default 4096). */
   maxPassTokens?: number;
   /** Called as weights are read: bytes read so far and in all. */
@@ -36,6 +45,38 @@ export interface LoadOptions {
    * estimated larger throws InsufficientMemoryError before allocating anything.
    */
   memoryLimitBytes?: number;
+}
+
+/** A soft prompt for the calls that take one. */
+export interface InputOptions {
+  /** n × hiddenSize floats fed before the tokens in place of token embeddings (a soft prompt). */
+  inputsEmbeds?: Float32Array;
+  signal?: AbortSignal;
+}
+
+export interface MultiPassOptions extends Omit<GenerateOptions, 'retrieval' | 'inputsEmbeds'> {
+  /** Builds the next pass's prompt from this pass's prompt and candidates. */
+  compose: (prompt: string, candidates: GenerationResult[], pass: number) => string | Promise<string>;
+  /** Passes in all (default 2). */
+  passes?: number;
+  /** Candidates per pass, sampled with seeds seed, seed + 1, … (default 1). */
+  samples?: number;
+}
+
+export interface MultiPassResult {
+  /** The prompt of each pass. */
+  prompts: string[];
+  /** The candidates of each pass. */
+  passes: GenerationResult[][];
+}
+
+export interface RerankCallOptions {
+  /** Prefix tokens to predict (default 16). */
+  tokens?: number;
+  maxPassageTokens?: number;
+  separator?: string;
+  maxContextTokens?: number;
+  signal?: AbortSignal;
 }
 
 export interface LayerInfo {
@@ -75,6 +116,8 @@ export class JambaModel {
   private readonly eosIds: number[];
   private readonly scheduler: BatchScheduler;
   private readonly prefixCache: PrefixCache | null;
+  /** States after [BOS; passage] for retrieval-augmented generation and scoring. @internal */
+  readonly passageCache: PrefixCache | null;
   private fingerprintValue: string | undefined;
   private traces = 0;  // trace() passes run outside the scheduler
   private traceDone: Array<() => void> = [];
@@ -91,9 +134,11 @@ export class JambaModel {
     this.handle = handle;
     const gen = readGenerationEos(dir);
     this.eosIds = [...new Set([...config.eosTokenIds, ...gen, ...(tokenizer.eosTokenId !== null ? [tokenizer.eosTokenId] : [])])];
-    this.scheduler = new BatchScheduler((s, t, o) => this.forward(s, t, o), config.vocabSize, options.maxPassTokens ?? 4096);
+    this.scheduler = new BatchScheduler((s, t, o) => this.forward(s, t, o), config.vocabSize, config.hiddenSize, options.maxPassTokens ?? 4096);
     const cacheBytes = options.prefixCacheBytes ?? 256 * 2 ** 20;
     this.prefixCache = cacheBytes > 0 ? new PrefixCache(cacheBytes) : null;
+    const passageBytes = options.passageCacheBytes ?? 128 * 2 ** 20;
+    this.passageCache = passageBytes > 0 ? new PrefixCache(passageBytes) : null;
   }
 
   /** Loads a released Jamba checkpoint folder (config.json, safetensors, tokenizer.json). */
@@ -103,7 +148,7 @@ export class JambaModel {
     const device = options.device ?? 'cpu';
     if (device === 'cuda') throw new JambaError('unsupported_device', "device 'cuda' needs the CUDA build of jamba-node, which this installation does not have");
     if (device !== 'cpu' && device !== 'auto') throw new InvalidArgumentError(`device must be 'cpu', 'auto' or 'cuda', got ${String(device)}`);
-    for (const k of ['prefixCacheBytes', 'maxPassTokens'] as const) {
+    for (const k of ['prefixCacheBytes', 'passageCacheBytes', 'maxPassTokens'] as const) {
       const v = options[k];
       if (v !== undefined && (!Number.isSafeInteger(v) || v < (k === 'maxPassTokens' ? 1 : 0))) throw new InvalidArgumentError(`${k} must be a non-negative integer`);
     }
@@ -151,11 +196,12 @@ export class JambaModel {
 
   /** A fresh sequence with its own state. Dispose it when done. */
   createSequence(): Sequence {
-    const host = {
+    const host: SequenceHost = {
       vocab: this.config.vocabSize,
-      step: (seq: NativeSequence, tokens: Int32Array, mode: 'all' | 'last' | 'none', signal?: AbortSignal) => {
+      hiddenSize: this.config.hiddenSize,
+      step: (seq, input, mode, hidden, signal) => {
         this.native();
-        return this.scheduler.step(seq, tokens, mode, signal);
+        return this.scheduler.step(seq, input, mode, hidden, signal);
       },
       fingerprint: () => this.fingerprint,
     };
@@ -182,22 +228,71 @@ export class JambaModel {
   }
 
   /**
-   * Logits at every position of `ids` (row-major, ids.length × vocab), from a fresh sequence;
-   * evaluated in chunks so that `signal` can interrupt a long input.
+   * Logits at every position (row-major, rows × vocab) from a fresh sequence: one row per vector
+   * of `inputsEmbeds` (a soft prompt, fed first) and per token of `ids`. Evaluated in chunks so
+   * that `signal` can interrupt a long input.
    */
-  async logits(ids: ArrayLike<number>, options: { signal?: AbortSignal } = {}): Promise<Float32Array> {
+  async logits(ids: ArrayLike<number>, options: InputOptions = {}): Promise<Float32Array> {
+    return (await this.runAll(ids, options, false)).logits;
+  }
+
+  /**
+   * The final hidden states (after the last RMSNorm, before the LM head) at every position, rows ×
+   * hiddenSize, laid out like `logits`: the features readers and rerankers consume.
+   */
+  async hiddenStates(ids: ArrayLike<number>, options: InputOptions = {}): Promise<Float32Array> {
+    return (await this.runAll(ids, options, true)).hidden!;
+  }
+
+  /**
+   * The input embedding rows of `ids` (ids.length × hiddenSize), exactly the vectors the model
+   * feeds for those tokens: passed as `inputsEmbeds` they reproduce the tokens' logits bit for bit.
+   */
+  embeddings(ids: ArrayLike<number>): Float32Array {
     const tokens = toTokenArray(ids, this.config.vocabSize, 'ids');
-    if (tokens.length === 0) throw new InvalidArgumentError('ids is empty');
-    const V = this.config.vocabSize;
-    const out = new Float32Array(tokens.length * V);
+    try {
+      return this.native().embed(tokens);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /**
+   * Teacher-forced log-probabilities of each token of `input` given what precedes it: an optional
+   * `context` (and soft prompt), then the input itself. Text gets a BOS unless a context is given.
+   * Pass an array of inputs to score them together (they share forward passes).
+   */
+  score(input: string | ArrayLike<number>, options?: ScoreOptions): Promise<ScoreResult>;
+  score(inputs: Array<string | ArrayLike<number>>, options?: ScoreOptions): Promise<ScoreResult[]>;
+  async score(input: string | ArrayLike<number> | Array<string | ArrayLike<number>>, options: ScoreOptions = {}): Promise<ScoreResult | ScoreResult[]> {
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object');
+    this.native();
+    const embeds = options.inputsEmbeds === undefined ? undefined : checkEmbeds(options.inputsEmbeds, this.config.hiddenSize, 'inputsEmbeds');
+    const context = options.context === undefined ? [] : await this.promptIds(options.context, 'context', true);
+    const hasContext = context.length > 0 || embeds !== undefined;
+    const one = (x: string | ArrayLike<number>, name: string) =>
+      typeof x === 'string' ? this.tokenizer.encode(x, { addSpecialTokens: !hasContext }) : Promise.resolve(Array.from(toTokenArray(x, this.config.vocabSize, name)));
+    if (Array.isArray(input) && input.some((x) => typeof x !== 'number')) {
+      if (input.length === 0) throw new InvalidArgumentError('score: inputs is empty');
+      const all = await Promise.all((input as Array<string | ArrayLike<number>>).map((x, i) => one(x, `inputs[${i}]`)));
+      return Promise.all(all.map((ids) => scoreTokens(this.createSequence(), context, ids, embeds, this.config.vocabSize, options.signal)));
+    }
+    const ids = await one(input as string | ArrayLike<number>, 'input');
+    return scoreTokens(this.createSequence(), context, ids, embeds, this.config.vocabSize, options.signal);
+  }
+
+  /** A fresh sequence fed with `inputsEmbeds` then `ids`, returning every row (and hidden states). */
+  private async runAll(ids: ArrayLike<number>, options: InputOptions, hidden: boolean): Promise<RunResult> {
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object');
+    const tokens = toTokenArray(ids, this.config.vocabSize, 'ids');
+    const embeds = options.inputsEmbeds === undefined ? new Float32Array(0) : checkEmbeds(options.inputsEmbeds, this.config.hiddenSize, 'inputsEmbeds');
+    if (tokens.length === 0 && embeds.length === 0) throw new InvalidArgumentError('ids is empty');
     const seq = this.createSequence();
     try {
-      for (let i = 0; i < tokens.length; i += PREFILL_CHUNK)
-        out.set(await seq.evaluate(tokens.subarray(i, i + PREFILL_CHUNK), { logits: 'all', signal: options.signal }), i * V);
+      return await feed(seq, embeds, tokens, 'all', hidden, options.signal);
     } finally {
       seq.dispose();
     }
-    return out;
   }
 
   /**
@@ -220,11 +315,24 @@ export class JambaModel {
     }
   }
 
-  /** Streams the continuation of `prompt` (text gets a BOS; ids are used as given) as UTF-8-safe text pieces. */
+  /**
+   * Streams the continuation of `prompt` (text gets a BOS; ids are used as given) as UTF-8-safe
+   * text pieces. With `inputsEmbeds`, a soft prompt goes before the prompt's tokens; with
+   * `retrieval`, In-Context RALM puts retrieved passages in front (see docs/ralm.md).
+   */
   async *generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<string, GenerationResult, void> {
-    const opts = resolveGenerateOptions(options, this.config.vocabSize);
+    const opts = this.resolve(options);
     const ids = await this.promptIds(prompt, 'prompt');
-    return yield* generateOne(this.engine(), ids, opts, options.signal);
+    return yield* this.run(ids, opts, options);
+  }
+
+  /** Plain or retrieval-augmented generation of the continuation of `ids`. */
+  private run(ids: number[], opts: ResolvedGenerate, options: GenerateOptions): AsyncGenerator<string, GenerationResult, void> {
+    if (options.retrieval !== undefined) {
+      if (opts.embeds) throw new InvalidArgumentError('inputsEmbeds and retrieval cannot be combined: the passage goes first');
+      return generateWithRetrieval(this, this.engine(), ids, opts, resolveRetrieval(options.retrieval, this), options.signal);
+    }
+    return generateOne(this.engine(), ids, opts, options.signal);
   }
 
   /** Generates and returns the whole result. */
@@ -235,15 +343,65 @@ export class JambaModel {
   /** Generates for several prompts at once (they share forward passes); each result equals running it alone. */
   async completeBatch(prompts: Array<string | ArrayLike<number>>, options: GenerateOptions = {}): Promise<GenerationResult[]> {
     if (!Array.isArray(prompts) || prompts.length === 0) throw new InvalidArgumentError('prompts must be a non-empty array');
-    const opts = resolveGenerateOptions(options, this.config.vocabSize);
-    const ids = await Promise.all(prompts.map((p, i) => this.promptIds(p, `prompts[${i}]`)));
-    return Promise.all(ids.map((p) => runToEnd(generateOne(this.engine(), p, opts, options.signal))));
+    this.resolve(options);
+    return Promise.all(prompts.map((p) => this.complete(p, options)));
   }
 
   /** The new token ids only (an ending EOS excluded). */
   async generateIds(promptIds: ArrayLike<number>, options: GenerateOptions = {}): Promise<number[]> {
     const ids = Array.from(toTokenArray(promptIds, this.config.vocabSize, 'promptIds'));
     return (await this.complete(ids, options)).tokens;
+  }
+
+  /**
+   * Textual recursion (the frozen-LM paper's multi-pass generation): generates `samples`
+   * candidates for `prompt`, builds the next prompt with `compose(prompt, candidates, pass)`, and
+   * repeats for `passes` passes. Returns every pass's candidates; the answer is the last pass's.
+   * Candidates of one pass share forward passes and the prompt's cached prefix state.
+   */
+  async multiPass(prompt: string, options: MultiPassOptions): Promise<MultiPassResult> {
+    if (options === null || typeof options !== 'object' || typeof options.compose !== 'function')
+      throw new InvalidArgumentError('multiPass needs options.compose(prompt, candidates, pass) → next prompt');
+    if (typeof prompt !== 'string') throw new InvalidArgumentError('prompt must be a string');
+    const passes = options.passes ?? 2, samples = options.samples ?? 1;
+    if (!Number.isInteger(passes) || passes < 1) throw new InvalidArgumentError(`passes must be a positive integer, got ${String(options.passes)}`);
+    if (!Number.isInteger(samples) || samples < 1) throw new InvalidArgumentError(`samples must be a positive integer, got ${String(options.samples)}`);
+    const { compose, passes: _p, samples: _s, ...gen } = options;
+    void _p; void _s;
+    this.resolve(gen);
+    const out: MultiPassResult = { prompts: [], passes: [] };
+    let current = prompt;
+    for (let pass = 0; pass < passes; pass++) {
+      out.prompts.push(current);
+      const seed = gen.seed ?? 0;
+      const results = await Promise.all(Array.from({ length: samples }, (_, i) => this.complete(current, { ...gen, seed: seed + i })));
+      out.passes.push(results);
+      if (pass + 1 < passes) {
+        current = await compose(current, results, pass);
+        if (typeof current !== 'string') throw new InvalidArgumentError('compose() must return the next prompt as a string');
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Zero-shot reranking of passages for a prefix (Ram et al., 2023): each passage is scored by the
+   * log-probability this model gives the prefix's last `tokens` tokens after [passage; the rest of
+   * the prefix]. Returns the passages with their scores, best first.
+   */
+  async rerank(passages: Passage[], prefix: string | ArrayLike<number>, options: RerankCallOptions = {}): Promise<RankedPassage[]> {
+    if (!Array.isArray(passages) || passages.some((p) => !p || typeof p.id !== 'string' || typeof p.text !== 'string'))
+      throw new InvalidArgumentError('passages must be an array of { id, text } passages');
+    const ids = await this.promptIds(prefix, 'prefix', false);
+    const r = resolveRetrieval({ retriever: { retrieve: async () => [] }, ...options, rerank: { tokens: options.tokens } }, this);
+    const layout = { tokens: r.rerank!.tokens, maxPassageTokens: r.maxPassageTokens, separator: r.separator, maxContextTokens: r.maxContextTokens };
+    return rerankPassages(this, new PassageStates(this, layout), passages, ids, layout, options.signal);
+  }
+
+  private resolve(options: GenerateOptions): ResolvedGenerate {
+    const opts = resolveGenerateOptions(options, this.config.vocabSize);
+    if (options.inputsEmbeds !== undefined) opts.embeds = checkEmbeds(options.inputsEmbeds, this.config.hiddenSize, 'inputsEmbeds');
+    return opts;
   }
 
   /** Renders chat messages with the model's chat template (tokenizer_config.json). */
@@ -253,11 +411,11 @@ export class JambaModel {
 
   /** Streams the assistant's reply to `messages`, rendered with the model's chat template. */
   async *chat(messages: ChatMessage[], options: ChatOptions & GenerateOptions = {}): AsyncGenerator<string, GenerationResult, void> {
-    const opts = resolveGenerateOptions(options, this.config.vocabSize);
+    const opts = this.resolve(options);
     const text = this.renderChat(messages, options);
     // The template writes the BOS itself.
     const ids = await this.tokenizer.encode(text, { addSpecialTokens: false });
-    return yield* generateOne(this.engine(), ids, opts, options.signal);
+    return yield* this.run(ids, opts, options);
   }
 
   /** Config, layer schedule, parameter counts and memory by dtype. */
@@ -330,6 +488,7 @@ export class JambaModel {
     this.native();
     return {
       newSequence: () => this.createSequence(),
+      hiddenSize: this.config.hiddenSize,
       tokenizer: this.tokenizer,
       vocab: this.config.vocabSize,
       eosIds: this.eosIds,
@@ -337,9 +496,9 @@ export class JambaModel {
     };
   }
 
-  private async promptIds(prompt: string | ArrayLike<number>, name: string): Promise<number[]> {
+  private async promptIds(prompt: string | ArrayLike<number>, name: string, addSpecialTokens = true): Promise<number[]> {
     this.native();
-    if (typeof prompt === 'string') return this.tokenizer.encode(prompt);
+    if (typeof prompt === 'string') return this.tokenizer.encode(prompt, { addSpecialTokens });
     return Array.from(toTokenArray(prompt, this.config.vocabSize, name));
   }
 }

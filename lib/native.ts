@@ -64,18 +64,25 @@ export type LogitsMode = 'all' | 'last' | 'none';
 export interface ForwardOptions {
   logits: LogitsMode;
   capture?: boolean;
+  /** Also return the final-norm hidden states of the rows whose logits are returned. */
+  hidden?: boolean;
+  /** Per sequence: rows of hidden-size floats fed before its tokens in place of token embeddings. */
+  embeds?: Array<Float32Array | undefined>;
   /** One flag per sequence; the pass stops between layers once every flag is nonzero. */
   abort?: Array<Int32Array | undefined>;
 }
 
 export interface ForwardResult {
   logits: Float32Array;
+  hidden?: Float32Array;
   captured?: Record<string, Float32Array>;
 }
 
 export interface NativeModel {
   newSequence(): NativeSequence;
   forward(sequences: NativeSequence[], tokens: Int32Array[], options: ForwardOptions): Promise<ForwardResult>;
+  /** The input embedding rows of `ids`, exactly as forward() uses them. */
+  embed(ids: Int32Array): Float32Array;
   bytesByDtype(): Record<string, number>;
   dispose(): void;
 }

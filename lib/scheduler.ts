@@ -7,13 +7,28 @@
 import { AbortError, fromNative } from './errors';
 import type { ForwardOptions, ForwardResult, LogitsMode, NativeSequence } from './native';
 
+/** What one sequence feeds in a pass: embedding rows first (soft prompts), then tokens. */
+export interface StepInput {
+  tokens: Int32Array;
+  embeds?: Float32Array | undefined;
+  /** Rows this input adds: embedding rows plus tokens. */
+  rows: number;
+}
+
+/** A step's result: logits (and final hidden states when asked) of the rows it asked for. */
+export interface StepOutput {
+  logits: Float32Array;
+  hidden?: Float32Array;
+}
+
 interface StepRequest {
   seq: NativeSequence;
-  tokens: Int32Array;
+  input: StepInput;
   logits: LogitsMode;
+  hidden: boolean;
   signal: AbortSignal | undefined;
   flag: Int32Array | undefined;
-  resolve: (logits: Float32Array) => void;
+  resolve: (out: StepOutput) => void;
   reject: (e: unknown) => void;
 }
 
@@ -35,17 +50,23 @@ export class BatchScheduler {
   private drained: Array<() => void> = [];
 
   /** `maxPassTokens` bounds one pass (at least one request always runs). */
-  constructor(private readonly run: PassRunner, private readonly vocab: number, private readonly maxPassTokens = 4096) {}
+  constructor(
+    private readonly run: PassRunner,
+    private readonly vocab: number,
+    private readonly hiddenSize: number,
+    private readonly maxPassTokens = 4096,
+  ) {}
 
   /**
-   * Evaluates `tokens` on `seq` in the next pass and returns its logits (all rows, the last row,
-   * or none). Requests for one sequence run in the order they were made.
+   * Evaluates `input` on `seq` in the next pass and returns its logits (all rows, the last row,
+   * or none), with the final hidden states of those rows when `hidden` is set. Requests for one
+   * sequence run in the order they were made.
    */
-  step(seq: NativeSequence, tokens: Int32Array, logits: LogitsMode, signal?: AbortSignal): Promise<Float32Array> {
+  step(seq: NativeSequence, input: StepInput, logits: LogitsMode, hidden: boolean, signal?: AbortSignal): Promise<StepOutput> {
     if (signal?.aborted) return Promise.reject(new AbortError());
-    if (tokens.length === 0) return Promise.resolve(new Float32Array(0));
-    return new Promise<Float32Array>((resolve, reject) => {
-      const req: StepRequest = { seq, tokens, logits, signal, flag: undefined, resolve, reject };
+    if (input.rows === 0) return Promise.resolve(hidden ? { logits: new Float32Array(0), hidden: new Float32Array(0) } : { logits: new Float32Array(0) });
+    return new Promise<StepOutput>((resolve, reject) => {
+      const req: StepRequest = { seq, input, logits, hidden, signal, flag: undefined, resolve, reject };
       if (signal) {
         // The native pass polls this flag between layers; it stops once every request in it is aborted.
         req.flag = new Int32Array(new SharedArrayBuffer(4));
@@ -107,20 +128,23 @@ export class BatchScheduler {
     let tokens = 0;
     for (const r of this.queue) {
       if (seen.has(r.seq)) continue;  // one request per sequence per pass, in order
-      if (batch.length > 0 && tokens + r.tokens.length > this.maxPassTokens) continue;
+      if (batch.length > 0 && tokens + r.input.rows > this.maxPassTokens) continue;
       batch.push(r);
       seen.add(r.seq);
-      tokens += r.tokens.length;
+      tokens += r.input.rows;
     }
     this.queue = this.queue.filter((r) => !batch.includes(r));
     this.expected = batch.length;
     this.running = true;
     const mode: LogitsMode = batch.some((r) => r.logits === 'all') ? 'all' : batch.some((r) => r.logits === 'last') ? 'last' : 'none';
+    const options: ForwardOptions = { logits: mode, abort: batch.map((r) => r.flag) };
+    if (batch.some((r) => r.hidden)) options.hidden = true;
+    if (batch.some((r) => r.input.embeds)) options.embeds = batch.map((r) => r.input.embeds);
     try {
-      const res = await this.run(batch.map((r) => r.seq), batch.map((r) => r.tokens), { logits: mode, abort: batch.map((r) => r.flag) });
+      const res = await this.run(batch.map((r) => r.seq), batch.map((r) => r.input.tokens), options);
       this.passes++;
       this.rows += tokens;
-      this.deliver(batch, mode, res.logits);
+      this.deliver(batch, mode, res);
     } catch (e) {
       const err = fromNative(e);
       for (const r of batch) r.reject(r.signal?.aborted ? new AbortError() : err);
@@ -131,16 +155,21 @@ export class BatchScheduler {
     }
   }
 
-  /** Splits the pass's logits back to its requests; a request that was aborted meanwhile fails. */
-  private deliver(batch: StepRequest[], mode: LogitsMode, logits: Float32Array): void {
-    const V = this.vocab;
+  /** Splits the pass's outputs back to its requests; a request that was aborted meanwhile fails. */
+  private deliver(batch: StepRequest[], mode: LogitsMode, res: ForwardResult): void {
+    const V = this.vocab, H = this.hiddenSize;
     let row = 0;
     for (const r of batch) {
-      const rows = mode === 'all' ? r.tokens.length : mode === 'last' ? 1 : 0;  // what the pass returned for r
+      const rows = mode === 'all' ? r.input.rows : mode === 'last' ? 1 : 0;  // what the pass returned for r
       const first = r.logits === 'last' ? row + rows - 1 : row;
       const n = r.logits === 'all' ? rows : r.logits === 'last' ? 1 : 0;
-      if (r.signal?.aborted) r.reject(new AbortError());
-      else r.resolve(logits.slice(first * V, (first + n) * V));
+      if (r.signal?.aborted) {
+        r.reject(new AbortError());
+      } else {
+        const out: StepOutput = { logits: res.logits.slice(first * V, (first + n) * V) };
+        if (r.hidden) out.hidden = res.hidden!.slice(first * H, (first + n) * H);
+        r.resolve(out);
+      }
       row += rows;
     }
   }

@@ -4,8 +4,10 @@
  * carries over, so prefill in chunks and single-token decode are the same operation. Calls on
  * different sequences made at the same time share forward passes (see scheduler.ts).
  */
+import { types } from 'node:util';
 import { DisposedError, InvalidArgumentError, JambaError } from './errors';
 import type { LogitsMode, NativeSequence } from './native';
+import type { StepInput, StepOutput } from './scheduler';
 import { Snapshot } from './snapshot';
 
 export type { LogitsMode } from './native';
@@ -16,11 +18,45 @@ export interface EvaluateOptions {
   signal?: AbortSignal;
 }
 
+export interface RunOptions extends EvaluateOptions {
+  /** Also return the final hidden states (after the last norm) of the rows whose logits are returned. */
+  hidden?: boolean;
+}
+
+/** What `Sequence.run` feeds: soft-prompt vectors first, then tokens. At least one of them. */
+export interface SequenceInput {
+  /** n × hiddenSize floats that enter the first layer in place of token embeddings (soft prompts). */
+  inputsEmbeds?: Float32Array;
+  tokens?: ArrayLike<number>;
+}
+
+export interface RunResult {
+  /** (rows × vocab) for 'all' — one row per embedding vector and token —, vocab for 'last', empty for 'none'. */
+  logits: Float32Array;
+  /** With `hidden`: the same rows' final hidden states (rows × hiddenSize). */
+  hidden?: Float32Array;
+}
+
+/** The id recorded in `Sequence.tokens` for a position fed by an embedding vector. */
+export const EMBEDDING_POSITION = -1;
+
 /** What a sequence needs from its model. @internal */
 export interface SequenceHost {
   readonly vocab: number;
-  step(seq: NativeSequence, tokens: Int32Array, logits: LogitsMode, signal?: AbortSignal): Promise<Float32Array>;
+  readonly hiddenSize: number;
+  step(seq: NativeSequence, input: StepInput, logits: LogitsMode, hidden: boolean, signal?: AbortSignal): Promise<StepOutput>;
   fingerprint(): string;
+}
+
+/** Validates soft-prompt vectors: a Float32Array of whole rows of finite values. */
+export function checkEmbeds(embeds: unknown, hiddenSize: number, name: string): Float32Array {
+  // util.types works across realms (a Float32Array from another context, e.g. a vm or a test runner).
+  if (!types.isFloat32Array(embeds)) throw new InvalidArgumentError(`${name} must be a Float32Array of n × ${hiddenSize} values`);
+  if (embeds.length % hiddenSize !== 0)
+    throw new InvalidArgumentError(`${name} has ${embeds.length} values, not a whole number of rows of the hidden size ${hiddenSize}`);
+  for (let i = 0; i < embeds.length; i++)
+    if (!Number.isFinite(embeds[i]!)) throw new InvalidArgumentError(`${name}[${i}] = ${embeds[i]} is not finite`);
+  return embeds;
 }
 
 /** Validates token ids and copies them into an Int32Array. */
@@ -53,12 +89,17 @@ export class Sequence {
     this.handle = handle;
   }
 
+  /** Width of the vectors `run` takes as `inputsEmbeds`. */
+  get hiddenSize(): number {
+    return this.host.hiddenSize;
+  }
+
   /** Tokens evaluated so far. */
   get position(): number {
     return this.native().position();
   }
 
-  /** The tokens evaluated so far, in order. */
+  /** The tokens evaluated so far, in order (EMBEDDING_POSITION for a position fed by a vector). */
   get tokens(): readonly number[] {
     this.native();
     return this.history;
@@ -80,19 +121,35 @@ export class Sequence {
    * fails the sequence keeps whatever state it reached (empty after an abort of the whole pass).
    */
   async evaluate(ids: ArrayLike<number>, options: EvaluateOptions = {}): Promise<Float32Array> {
-    const tokens = toTokenArray(ids, this.host.vocab, 'ids');
+    return (await this.run({ tokens: ids }, options)).logits;
+  }
+
+  /**
+   * Appends soft-prompt vectors and/or tokens (vectors first) and returns their logits, and their
+   * final hidden states with `hidden`. `evaluate` is this with tokens only.
+   */
+  async run(input: SequenceInput, options: RunOptions = {}): Promise<RunResult> {
+    if (input === null || typeof input !== 'object') throw new InvalidArgumentError('run() takes { tokens?, inputsEmbeds? }');
+    const H = this.host.hiddenSize;
+    const tokens = input.tokens === undefined ? new Int32Array(0) : toTokenArray(input.tokens, this.host.vocab, 'ids');
+    const embeds = input.inputsEmbeds === undefined ? undefined : checkEmbeds(input.inputsEmbeds, H, 'inputsEmbeds');
     const mode = checkLogitsMode(options.logits ?? 'last');
-    if (tokens.length === 0 && mode === 'last') throw new InvalidArgumentError('ids is empty: there is no last position');
+    const hidden = options.hidden ?? false;
+    if (typeof hidden !== 'boolean') throw new InvalidArgumentError('hidden must be a boolean');
+    const embedRows = embeds ? embeds.length / H : 0;
+    const rows = embedRows + tokens.length;
+    if (rows === 0 && mode === 'last') throw new InvalidArgumentError('ids is empty: there is no last position');
     const seq = this.native();
+    const fed = [...new Array<number>(embedRows).fill(EMBEDDING_POSITION), ...tokens];
     this.pending++;
     try {
-      const logits = await this.host.step(seq, tokens, mode, options.signal);
-      this.history.push(...tokens);
+      const out = await this.host.step(seq, { tokens, embeds: embedRows ? embeds : undefined, rows }, mode, hidden, options.signal);
+      this.history.push(...fed);
       const V = this.host.vocab;
-      this.last = mode === 'none' ? new Float32Array(0) : logits.slice(logits.length - V);
-      return logits;
+      this.last = mode === 'none' ? new Float32Array(0) : out.logits.slice(out.logits.length - V);
+      return out;
     } catch (e) {
-      this.resync(tokens);
+      this.resync(fed);
       throw e;
     } finally {
       this.pending--;
@@ -137,7 +194,7 @@ export class Sequence {
   }
 
   /** After a failed pass: the native state either advanced by these tokens or was reset. */
-  private resync(tokens: Int32Array): void {
+  private resync(tokens: number[]): void {
     if (!this.handle) return;
     const pos = this.handle.position();
     if (pos === this.history.length + tokens.length) this.history.push(...tokens);

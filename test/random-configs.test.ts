@@ -85,4 +85,26 @@ describe.each(CASES)('%s', (_label, raw, dtype, shards) => {
     const sb = await model.completeBatch(prompts, sampled);
     for (let i = 0; i < prompts.length; i++) expect(sb[i]!.tokens).toEqual((await model.complete(prompts[i]!, sampled)).tokens);
   });
+
+  test('a soft prompt of arbitrary vectors, and the final hidden states, match the float64 reference', async () => {
+    const { cfg, w } = loadWeights(dir);
+    const H = cfg.hiddenSize;
+    const r = rng(11);
+    const soft = Float32Array.from({ length: 6 * H }, () => (r() * 2 - 1) * 1.5);
+    const tail = ids.slice(1, 30);
+    const ref = referenceForward(cfg, w, tail, soft);
+    const logits = await model.logits(tail, { inputsEmbeds: soft });
+    expect(logits.length).toBe((6 + tail.length) * cfg.vocabSize);
+    expect(maxAbsDiff(logits, ref.logits)).toBeLessThanOrEqual(1e-4);
+    expect(maxAbsDiff(await model.hiddenStates(tail, { inputsEmbeds: soft }), ref.finalNorm)).toBeLessThanOrEqual(1e-4);
+    // Without the soft prompt the logits are different: the vectors really went in.
+    const plain = referenceForward(cfg, w, tail);
+    expect(maxAbsDiff(plain.logits, ref.logits.subarray(6 * cfg.vocabSize))).toBeGreaterThan(1e-2);
+  });
+
+  test('the embedding rows of tokens, fed as inputsEmbeds, reproduce those tokens\' logits exactly', async () => {
+    const head = ids.slice(0, 9), tail = ids.slice(9, 40);
+    const want = await model.logits([...head, ...tail]);
+    expect(await model.logits(tail, { inputsEmbeds: model.embeddings(head) })).toEqual(want);
+  });
 });

@@ -233,24 +233,44 @@ void JambaModel::attention_mixer(const Layer& layer, const ForwardRequest& req, 
   cpu::gemm(o.data(), qw, T, layer.attn.o, out, H);
 }
 
+std::vector<float> JambaModel::embed(const std::vector<int32_t>& ids) const {
+  const int64_t H = dims_.hidden;
+  std::vector<float> out(ids.size() * size_t(H));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= dims_.vocab)
+      fail("invalid_argument", "token id " + std::to_string(ids[i]) + " is outside [0, " + std::to_string(dims_.vocab) + ")");
+    embed_.read_row(ids[i], out.data() + int64_t(i) * H);
+  }
+  return out;
+}
+
 ForwardResult JambaModel::forward(const ForwardRequest& req) const {
   const int64_t H = dims_.hidden, V = dims_.vocab;
+  if (!req.embeds.empty() && req.embeds.size() != req.states.size()) fail("invalid_argument", "embeds: one entry per sequence");
+  auto embed_rows = [&](size_t s) -> int64_t { return req.embeds.empty() ? 0 : int64_t(req.embeds[s].size()) / H; };
   std::vector<int64_t> offsets{0};
-  for (auto& t : req.tokens) {
+  for (size_t s = 0; s < req.tokens.size(); ++s) {
+    const auto& t = req.tokens[s];
     for (int32_t id : t)
       if (id < 0 || id >= V) fail("invalid_argument", "token id " + std::to_string(id) + " is outside [0, " + std::to_string(V) + ")");
-    if (t.empty() && req.logits == ForwardRequest::Logits::Last)
-      fail("invalid_argument", "sequence " + std::to_string(offsets.size() - 1) + " has no tokens");
-    offsets.push_back(offsets.back() + int64_t(t.size()));
+    if (!req.embeds.empty() && req.embeds[s].size() % size_t(H) != 0)
+      fail("invalid_argument", "embeds[" + std::to_string(s) + "] is not a whole number of rows of " + std::to_string(H));
+    const int64_t n = embed_rows(s) + int64_t(t.size());
+    if (n == 0 && req.logits == ForwardRequest::Logits::Last)
+      fail("invalid_argument", "sequence " + std::to_string(s) + " has no tokens");
+    offsets.push_back(offsets.back() + n);
   }
   const int64_t T = offsets.back();
   ForwardResult res;
   if (T == 0) return res;
 
   std::vector<float> h(size_t(T * H)), x(size_t(T * H)), delta(size_t(T * H));
-  for (size_t s = 0; s < req.tokens.size(); ++s)
+  for (size_t s = 0; s < req.tokens.size(); ++s) {
+    const int64_t e = embed_rows(s);
+    if (e) std::memcpy(h.data() + offsets[s] * H, req.embeds[s].data(), sizeof(float) * size_t(e * H));
     for (size_t t = 0; t < req.tokens[s].size(); ++t)
-      embed_.read_row(req.tokens[s][t], h.data() + (offsets[s] + int64_t(t)) * H);
+      embed_.read_row(req.tokens[s][t], h.data() + (offsets[s] + e + int64_t(t)) * H);
+  }
   if (req.capture) res.captured["embed"] = h;
 
   try {
@@ -292,6 +312,7 @@ ForwardResult JambaModel::forward(const ForwardRequest& req) const {
   if (req.logits == ForwardRequest::Logits::All) {
     res.logits.resize(size_t(T * V));
     cpu::gemm(x.data(), H, T, head, res.logits.data(), V);
+    if (req.hidden) res.hidden = std::move(x);
   } else if (req.logits == ForwardRequest::Logits::Last) {
     const int64_t S = int64_t(req.states.size());
     std::vector<float> last(size_t(S * H));
@@ -300,6 +321,7 @@ ForwardResult JambaModel::forward(const ForwardRequest& req) const {
     }
     res.logits.resize(size_t(S * V));
     cpu::gemm(last.data(), H, S, head, res.logits.data(), V);
+    if (req.hidden) res.hidden = std::move(last);
   }
   return res;
 }

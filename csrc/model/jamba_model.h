@@ -46,8 +46,12 @@ struct ModelPlan {
 struct ForwardRequest {
   std::vector<SequenceState*> states;
   std::vector<std::vector<int32_t>> tokens;  // per sequence, appended after its state
+  // Per sequence (or empty): rows of `hidden` floats that enter the first layer in place of token
+  // embeddings, placed before that sequence's tokens (soft prompts, inputs_embeds).
+  std::vector<std::vector<float>> embeds;
   enum class Logits { None, Last, All } logits = Logits::All;
   bool capture = false;                      // also return embeddings, layer outputs, router logits
+  bool hidden = false;                       // also return the final-norm hidden states of the logits rows
   // One flag per sequence (null: none). The pass stops between layers once every sequence's
   // flag is nonzero (read atomically): a batch keeps running while one of its callers still waits.
   std::vector<const int32_t*> abort;
@@ -55,6 +59,7 @@ struct ForwardRequest {
 
 struct ForwardResult {
   std::vector<float> logits;                        // rows × vocab, rows in request order
+  std::vector<float> hidden;                        // rows × hidden when asked (same rows as logits)
   std::map<std::string, std::vector<float>> captured;
 };
 
@@ -64,6 +69,8 @@ class JambaModel {
   explicit JambaModel(const ModelPlan& plan, std::function<void(uint64_t)> progress = {});
   ForwardResult forward(const ForwardRequest& req) const;
   std::unique_ptr<SequenceState> new_state() const;
+  // The input embedding rows of `ids` (float32, ids.size() × hidden), exactly as forward() uses them.
+  std::vector<float> embed(const std::vector<int32_t>& ids) const;
   const ModelDims& dims() const { return dims_; }
   std::map<std::string, size_t> bytes_by_dtype() const;
 

@@ -215,6 +215,7 @@ class ForwardWorker : public PromiseWorker {
       return a;
     };
     out.Set("logits", to_js(result_.logits));
+    if (req.hidden) out.Set("hidden", to_js(result_.hidden));
     if (req.capture) {
       Napi::Object cap = Napi::Object::New(env);
       for (auto& [k, v] : result_.captured) cap.Set(k, to_js(v));
@@ -238,6 +239,7 @@ Napi::Function NativeModel::Init(Napi::Env env) {
   return DefineClass(env, "NativeModel",
                      {StaticMethod<&NativeModel::Load>("load"), InstanceMethod<&NativeModel::NewSequence>("newSequence"),
                       InstanceMethod<&NativeModel::Forward>("forward"),
+                      InstanceMethod<&NativeModel::Embed>("embed"),
                       InstanceMethod<&NativeModel::BytesByDtype>("bytesByDtype"),
                       InstanceMethod<&NativeModel::Dispose>("dispose")});
 }
@@ -279,7 +281,26 @@ Napi::Value NativeModel::NewSequence(const Napi::CallbackInfo& info) {
   return data->sequence_ctor.New({Napi::External<decltype(src)>::New(env, &src)});
 }
 
-// forward(sequences, tokens: Int32Array[], { logits: 'all'|'last'|'none', capture?: boolean, abort?: (Int32Array|undefined)[] })
+// embed(ids: Int32Array) → Float32Array of ids.length × hidden: the rows forward() would use.
+Napi::Value NativeModel::Embed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = get(env);
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw make_error(env, "invalid_argument", "embed(ids) takes an Int32Array");
+  Napi::Int32Array ids = info[0].As<Napi::Int32Array>();
+  std::vector<float> rows;
+  try {
+    rows = model->embed(std::vector<int32_t>(ids.Data(), ids.Data() + ids.ElementLength()));
+  } catch (const Error& e) {
+    throw make_error(env, e.kind, e.what());
+  }
+  Napi::Float32Array out = Napi::Float32Array::New(env, rows.size());
+  std::memcpy(out.Data(), rows.data(), rows.size() * sizeof(float));
+  return out;
+}
+
+// forward(sequences, tokens: Int32Array[], { logits: 'all'|'last'|'none', capture?: boolean, hidden?: boolean,
+//         embeds?: (Float32Array|undefined)[], abort?: (Int32Array|undefined)[] })
 Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!model_) return reject_with(env, "disposed", "the model has been disposed");
@@ -321,6 +342,28 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   else if (mode == "none") w->req.logits = ForwardRequest::Logits::None;
   else return fail_js("invalid_argument", "forward: options.logits must be 'all', 'last' or 'none'");
   w->req.capture = opts.Has("capture") && opts.Get("capture").ToBoolean();
+  w->req.hidden = opts.Has("hidden") && opts.Get("hidden").ToBoolean();
+  if (opts.Has("embeds") && !opts.Get("embeds").IsUndefined()) {
+    Napi::Value ev = opts.Get("embeds");
+    if (!ev.IsArray() || ev.As<Napi::Array>().Length() != seqs.Length())
+      return fail_js("invalid_argument", "forward: options.embeds must hold one Float32Array (or undefined) per sequence");
+    Napi::Array rows = ev.As<Napi::Array>();
+    const size_t H = size_t(model_->dims().hidden);
+    for (uint32_t i = 0; i < rows.Length(); ++i) {
+      Napi::Value r = rows.Get(i);
+      if (r.IsUndefined() || r.IsNull()) {
+        w->req.embeds.emplace_back();
+        continue;
+      }
+      if (!r.IsTypedArray() || r.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        return fail_js("invalid_argument", "forward: options.embeds[" + std::to_string(i) + "] must be a Float32Array");
+      Napi::Float32Array fa = r.As<Napi::Float32Array>();
+      if (fa.ElementLength() % H != 0)
+        return fail_js("invalid_argument", "forward: options.embeds[" + std::to_string(i) + "] has " + std::to_string(fa.ElementLength()) +
+                                               " floats, not a multiple of the hidden size " + std::to_string(H));
+      w->req.embeds.emplace_back(fa.Data(), fa.Data() + fa.ElementLength());
+    }
+  }
   if (opts.Has("abort") && !opts.Get("abort").IsUndefined()) {
     Napi::Value av = opts.Get("abort");
     if (!av.IsArray() || av.As<Napi::Array>().Length() != seqs.Length())

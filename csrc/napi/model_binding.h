@@ -45,6 +45,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   static Napi::Value Load(const Napi::CallbackInfo& info);
   Napi::Value NewSequence(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value Embed(const Napi::CallbackInfo& info);
   Napi::Value BytesByDtype(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
   std::shared_ptr<JambaModel> get(Napi::Env env);

@@ -7,12 +7,14 @@ import path from 'node:path';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { ChatTemplateError } from '../chat';
 import { AbortError, InvalidArgumentError, JambaError } from '../errors';
-import type { GenerationResult, TokenLogprob } from '../generation';
+import type { GenerateOptions, GenerationResult, TokenLogprob } from '../generation';
+import type { Retrieval } from '../ralm/types';
+import type { Retriever } from '../retrieval/types';
 import type { JambaModel } from '../model';
 import { Admission } from './admission';
 import { ApiError } from './errors';
 import { Metrics } from './metrics';
-import { ChatParams, CompletionParams, parseChat, parseCompletion } from './validate';
+import { ChatParams, CompletionParams, RetrievalParams, parseChat, parseCompletion } from './validate';
 
 export interface JambaPluginOptions {
   /** The model, or a promise of it: routes answer 503 until it resolves. */
@@ -27,6 +29,11 @@ export interface JambaPluginOptions {
   maxTokensLimit?: number;
   /** A chat template to use instead of the model's own. */
   chatTemplate?: string;
+  /**
+   * Corpora requests may retrieve from (In-Context RALM), by name: a request's
+   * `"retrieval": { "corpus": NAME }` uses one (the only one when it names none).
+   */
+  corpora?: Record<string, Retriever | Promise<Retriever>>;
 }
 
 type Kind = 'completion' | 'chat';
@@ -58,7 +65,34 @@ function chatLogprobs(lps: TokenLogprob[]) {
   };
 }
 
+/** What the response reports of each retrieval. */
+const retrievalsBody = (rs: Retrieval[] | undefined) =>
+  rs?.map((r) => ({ at_token: r.atToken, query: r.query, passage: r.passage && { id: r.passage.id, text: r.passage.text, score: r.passage.score ?? null } }));
+
 export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, opts) => {
+  // Retrievers resolve in the background; a request for one still loading gets 503.
+  const corpora = new Map<string, { retriever?: Retriever; error?: Error }>();
+  for (const [name, r] of Object.entries(opts.corpora ?? {})) {
+    const slot: { retriever?: Retriever; error?: Error } = {};
+    corpora.set(name, slot);
+    Promise.resolve(r).then((x) => { slot.retriever = x; }, (e: Error) => { slot.error = e; });
+  }
+  const retrieval = (p: RetrievalParams): GenerateOptions['retrieval'] => {
+    const name = p.corpus ?? (corpora.size === 1 ? [...corpora.keys()][0]! : undefined);
+    if (name === undefined)
+      throw new ApiError(400, corpora.size === 0 ? 'This server has no corpus to retrieve from.' : `Name a corpus in 'retrieval.corpus': ${[...corpora.keys()].join(', ')}.`, 'invalid_request_error', 'invalid_value', 'retrieval.corpus');
+    const slot = corpora.get(name);
+    if (!slot) throw new ApiError(400, `There is no corpus '${name}'; this server has: ${[...corpora.keys()].join(', ') || 'none'}.`, 'invalid_request_error', 'invalid_value', 'retrieval.corpus');
+    if (slot.error) throw new ApiError(503, `The corpus '${name}' failed to load: ${slot.error.message}`, 'server_error', 'corpus_load_failed');
+    if (!slot.retriever) throw new ApiError(503, `The corpus '${name}' is still loading.`, 'server_error', 'corpus_loading');
+    const o: NonNullable<GenerateOptions['retrieval']> = { retriever: slot.retriever };
+    if (p.stride !== undefined) o.stride = p.stride;
+    if (p.queryTokens !== undefined) o.queryTokens = p.queryTokens;
+    if (p.maxPassageTokens !== undefined) o.maxPassageTokens = p.maxPassageTokens;
+    if (p.rerank !== undefined) o.rerank = { k: p.rerank };
+    return o;
+  };
+
   const metrics = new Metrics();
   const admission = new Admission(opts.parallel ?? 16, opts.queueSize ?? 64);
   const maxTokensLimit = opts.maxTokensLimit ?? 4096;
@@ -133,12 +167,15 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
       promptIds = typeof p === 'string' ? await m.tokenizer.encode(p) : p;
     }
 
+    const genOptions: GenerateOptions = { ...params.options, signal: ac.signal };
+    if (params.retrieval) genOptions.retrieval = retrieval(params.retrieval);
+
     await admission.acquire(ac.signal);
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${crypto.randomUUID()}`;
     const object = kind === 'chat' ? 'chat.completion' : 'text_completion';
     const head = { id, created: Math.floor(Date.now() / 1000), model: modelName };
     try {
-      const gen = m.generate(promptIds, { ...params.options, signal: ac.signal });
+      const gen = m.generate(promptIds, genOptions);
       const usage = (r: GenerationResult) => ({ prompt_tokens: r.promptTokens, completion_tokens: r.tokens.length, total_tokens: r.promptTokens + r.tokens.length });
       const echo = kind === 'completion' && (params as CompletionParams).echo ? m.tokenizer.decode(promptIds) : '';
       let first = true;
@@ -159,7 +196,9 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
         const choice = kind === 'chat'
           ? { index: 0, message: { role: 'assistant', content: res.text }, logprobs: res.logprobs ? chatLogprobs(res.logprobs) : null, finish_reason: finishReason(res.finishReason) }
           : { index: 0, text: echo + res.text, logprobs: res.logprobs ? completionLogprobs(res.logprobs) : null, finish_reason: finishReason(res.finishReason) };
-        await send(reply, endpoint, 200, { ...head, object, choices: [choice], usage: usage(res) });
+        const body: Record<string, unknown> = { ...head, object, choices: [choice], usage: usage(res) };
+        if (res.retrievals) body.retrievals = retrievalsBody(res.retrievals);
+        await send(reply, endpoint, 200, body);
         metrics.latency.observe((performance.now() - t0) / 1000);
         return;
       }
@@ -188,7 +227,9 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
       const done = r.value;
       metrics.promptTokens += done.promptTokens;
       metrics.completionTokens += done.tokens.length;
-      event(delta('', finishReason(done.finishReason)));
+      const last = delta('', finishReason(done.finishReason)) as Record<string, unknown>;
+      if (done.retrievals) last.retrievals = retrievalsBody(done.retrievals);
+      event(last);
       if (params.includeUsage) event({ ...head, object: chunkObject, choices: [], usage: usage(done) });
       res.end('data: [DONE]\n\n');
       metrics.request(endpoint, 200);

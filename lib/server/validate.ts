@@ -6,8 +6,18 @@ import type { ChatMessage } from '../chat';
 import type { GenerateOptions } from '../generation';
 import { ApiError, badParam } from './errors';
 
+/** A request's `retrieval` object: which corpus, and the RALM parameters. */
+export interface RetrievalParams {
+  corpus: string | undefined;
+  stride?: number;
+  queryTokens?: number;
+  maxPassageTokens?: number;
+  rerank?: number;
+}
+
 export interface CommonParams {
   model: string | undefined;
+  retrieval: RetrievalParams | undefined;
   stream: boolean;
   includeUsage: boolean;
   options: GenerateOptions;
@@ -82,7 +92,30 @@ function common(b: Body, maxTokensLimit: number): CommonParams {
   };
   if (options.topP === 0) throw badParam('top_p', "'top_p' must be greater than 0.");
   if (seed !== undefined) options.seed = seed;
-  return { model, stream: bool(b, 'stream'), includeUsage, options };
+  return { model, stream: bool(b, 'stream'), includeUsage, options, retrieval: parseRetrieval(b.retrieval) };
+}
+
+function parseRetrieval(v: unknown): RetrievalParams | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'object' || Array.isArray(v)) throw badParam('retrieval', "'retrieval' must be an object.");
+  // Keys as the client names them, so that errors point at 'retrieval.stride' and so on.
+  const r = Object.fromEntries(Object.entries(v as Body).map(([k, x]) => [`retrieval.${k}`, x])) as Body;
+  for (const k of Object.keys(r))
+    if (!['corpus', 'stride', 'query_tokens', 'max_passage_tokens', 'rerank'].includes(k.slice(10))) throw badParam(k, `'${k}' is not a retrieval option.`);
+  const corpus = r['retrieval.corpus'];
+  if (corpus !== undefined && typeof corpus !== 'string') throw badParam('retrieval.corpus', "'retrieval.corpus' must be a string.");
+  const out: RetrievalParams = { corpus };
+  const field = (key: string, name: keyof RetrievalParams, max: number) => {
+    const n = num(r, `retrieval.${key}`, 1, max, true);
+    if (n !== undefined) (out as unknown as Record<string, number>)[name] = n;
+  };
+  const rk = r['retrieval.rerank'];
+  if (rk === true) out.rerank = 16;
+  else if (rk !== false) field('rerank', 'rerank', 64);
+  field('stride', 'stride', 4096);
+  field('query_tokens', 'queryTokens', 4096);
+  field('max_passage_tokens', 'maxPassageTokens', 65536);
+  return out;
 }
 
 export function parseCompletion(body: unknown, maxTokensLimit: number, vocab: number): CompletionParams {

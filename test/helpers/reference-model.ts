@@ -130,11 +130,15 @@ export interface ReferenceOutputs {
   logits: Float64Array;
 }
 
-export function referenceForward(cfg: JambaConfig, w: Weights, ids: number[]): ReferenceOutputs {
-  const T = ids.length, H = cfg.hiddenSize, V = cfg.vocabSize;
+/** The forward pass over `ids`, after `prefixEmbeds` (rows of H values fed in place of token embeddings). */
+export function referenceForward(cfg: JambaConfig, w: Weights, ids: number[], prefixEmbeds: ArrayLike<number> = []): ReferenceOutputs {
+  const H = cfg.hiddenSize, V = cfg.vocabSize;
+  const E = prefixEmbeds.length / H;
+  const T = E + ids.length;
   const emb = w.get('model.embed_tokens.weight')!;
   const h = new Float64Array(T * H);
-  ids.forEach((id, t) => h.set(emb.subarray(id * H, (id + 1) * H), t * H));
+  h.set(Array.from(prefixEmbeds), 0);
+  ids.forEach((id, t) => h.set(emb.subarray(id * H, (id + 1) * H), (E + t) * H));
   const out: ReferenceOutputs = { embed: h.slice(), layers: [], router: new Map(), finalNorm: new Float64Array(), logits: new Float64Array() };
   for (let i = 0; i < cfg.numHiddenLayers; i++) {
     const p = `model.layers.${i}`;

@@ -1,0 +1,184 @@
+/** The retrieval commands: `jamba ralm`, `jamba index`, and `jamba eval --ralm`. */
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { UsageError, log, num, open, print } from './cli-common';
+import { CorpusError } from './errors';
+import type { GenerateOptions } from './generation';
+import type { JambaModel } from './model';
+import { ralmPerplexity } from './ralm/eval';
+import type { RetrievalOptions } from './ralm/types';
+import { Bm25Retriever } from './retrieval/bm25';
+import { readCorpus } from './retrieval/corpus';
+
+const isTty = () => process.stderr.isTTY;
+
+function indexProgress(quiet: boolean): ((done: number, total: number) => void) | undefined {
+  if (quiet || !isTty()) return undefined;
+  return (done, total) => process.stderr.write(`\rjamba: indexing passages ${done}/${total}${done >= total ? '\n' : ''}`);
+}
+
+/** Is `file` an index written by `jamba index` (a JSON object naming its format)? */
+function looksLikeIndex(file: string): boolean {
+  if (!file.endsWith('.json') || !fs.existsSync(file) || !fs.statSync(file).isFile()) return false;
+  const fd = fs.openSync(file, 'r');
+  try {
+    const head = Buffer.alloc(64);
+    const n = fs.readSync(fd, head, 0, 64, 0);
+    return head.subarray(0, n).toString('utf8').includes('"format":"jamba-bm25"');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * A retriever over a corpus path: a saved index is loaded, anything else is indexed. With
+ * `toFraction` (and a model), each corpus file is cut to its tokens before floor(F × n).
+ */
+export async function openCorpus(paths: string[], quiet: boolean, cut?: { model: JambaModel; fraction: number }): Promise<Bm25Retriever> {
+  const t0 = performance.now();
+  let r: Bm25Retriever;
+  if (paths.length === 1 && looksLikeIndex(paths[0]!)) {
+    if (cut) throw new UsageError('--corpus-to-fraction needs the corpus text, not a saved index');
+    r = Bm25Retriever.load(paths[0]!);
+  } else if (cut) {
+    const docs = readCorpus(paths, true);
+    const texts = [];
+    for (const d of docs) {
+      const ids = await cut.model.tokenizer.encode(d.text, { addSpecialTokens: false });
+      texts.push({ text: cut.model.tokenizer.decode(ids.slice(0, Math.floor(cut.fraction * ids.length))), source: d.source });
+    }
+    r = await Bm25Retriever.fromTexts(texts, { onProgress: indexProgress(quiet) });
+  } else {
+    r = await Bm25Retriever.fromPath(paths, { onProgress: indexProgress(quiet) });
+  }
+  if (!quiet) log(`jamba: ${r.size} passages ready in ${(performance.now() - t0).toFixed(0)} ms`);
+  return r;
+}
+
+const positive = (v: string | undefined, name: string) => {
+  const n = num(v, name, true);
+  if (n !== undefined && n < 1) throw new UsageError(`--${name} must be at least 1`);
+  return n;
+};
+
+const retrievalFlags = {
+  corpus: { type: 'string', multiple: true }, stride: { type: 'string' }, 'query-tokens': { type: 'string' },
+  'max-passage-tokens': { type: 'string' }, rerank: { type: 'string' },
+} as const;
+
+function retrievalOptions(values: Record<string, unknown>, retriever: Bm25Retriever): RetrievalOptions {
+  const o: RetrievalOptions = { retriever };
+  const stride = positive(values.stride as string | undefined, 'stride');
+  const q = positive(values['query-tokens'] as string | undefined, 'query-tokens');
+  const mp = positive(values['max-passage-tokens'] as string | undefined, 'max-passage-tokens');
+  const rk = positive(values.rerank as string | undefined, 'rerank');
+  if (stride !== undefined) o.stride = stride;
+  if (q !== undefined) o.queryTokens = q;
+  if (mp !== undefined) o.maxPassageTokens = mp;
+  if (rk !== undefined) o.rerank = { k: rk };
+  return o;
+}
+
+export async function ralm(argv: string[], help: string): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv, allowPositionals: true,
+    options: {
+      ...retrievalFlags, model: { type: 'string' }, 'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
+      'top-p': { type: 'string' }, seed: { type: 'string' }, stop: { type: 'string', multiple: true }, 'experts-int8': { type: 'boolean' },
+      json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return print(help);
+  if (!values.corpus?.length) throw new UsageError('--corpus PATH is required');
+  if (positionals.length !== 1) throw new UsageError('give the prompt as one argument (quote it)');
+  const quiet = !!values.json;
+  const retriever = await openCorpus(values.corpus, quiet);
+  const model = await open(values.model, values['experts-int8'], quiet);
+  const opts: GenerateOptions = {
+    maxTokens: num(values['max-tokens'], 'max-tokens', true), temperature: num(values.temperature, 'temperature'),
+    topK: num(values['top-k'], 'top-k', true), topP: num(values['top-p'], 'top-p'), seed: num(values.seed, 'seed', true), stop: values.stop,
+  };
+  for (const k of Object.keys(opts) as Array<keyof GenerateOptions>) if (opts[k] === undefined) delete opts[k];
+  const ac = new AbortController();
+  const onSigint = () => ac.abort();
+  process.once('SIGINT', onSigint);
+  try {
+    const t0 = performance.now();
+    const it = model.generate(positionals[0]!, { ...opts, retrieval: retrievalOptions(values, retriever), signal: ac.signal });
+    for (;;) {
+      const r = await it.next();
+      if (!r.done) {
+        if (!quiet) process.stdout.write(r.value);
+        continue;
+      }
+      const res = r.value;
+      const ms = performance.now() - t0;
+      const used = (res.retrievals ?? []).map((x) => ({ atToken: x.atToken, query: x.query, passage: x.passage?.id ?? null, score: x.passage?.score, kept: x.kept }));
+      if (quiet) {
+        process.stdout.write(`${JSON.stringify({ text: res.text, tokens: res.tokens, finishReason: res.finishReason, retrievals: used, ms: Math.round(ms) })}\n`);
+      } else {
+        if (!res.text.endsWith('\n')) process.stdout.write('\n');
+        const changed = used.filter((u) => !u.kept);
+        log(`jamba: ${res.tokens.length} tokens in ${ms.toFixed(0)} ms, ${used.length} retrievals, passages: ${[...new Set(changed.map((u) => u.passage))].join(', ') || 'none'}`);
+      }
+      return 0;
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+    await model.dispose();
+  }
+}
+
+export async function index(argv: string[], help: string): Promise<number> {
+  const { values } = parseArgs({
+    args: argv, options: { corpus: { type: 'string', multiple: true }, out: { type: 'string' }, words: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help) return print(help);
+  if (!values.corpus?.length || !values.out) throw new UsageError('--corpus PATH and --out FILE are required');
+  const words = positive(values.words, 'words');
+  const t0 = performance.now();
+  const r = await Bm25Retriever.fromPath(values.corpus, { chunk: words ? { words } : {}, onProgress: indexProgress(false) });
+  try {
+    r.save(values.out);
+  } catch (e) {
+    throw new CorpusError(`cannot write the index: ${(e as Error).message}`, values.out);
+  }
+  log(`jamba: indexed ${r.size} passages in ${(performance.now() - t0).toFixed(0)} ms → ${values.out}`);
+  return 0;
+}
+
+/** `jamba eval --ralm`: the same tokens scored with and without retrieval. */
+export async function evaluateRalm(values: Record<string, unknown>, text: string, file: string): Promise<number> {
+  const corpus = values.corpus as string[] | undefined;
+  if (!corpus?.length) throw new UsageError('--ralm needs --corpus PATH');
+  const quiet = !!values.json;
+  const frac = num(values['from-fraction'] as string | undefined, 'from-fraction') ?? 0;
+  const cutFrac = num(values['corpus-to-fraction'] as string | undefined, 'corpus-to-fraction');
+  if (frac < 0 || frac >= 1) throw new UsageError('--from-fraction must be in [0, 1)');
+  if (cutFrac !== undefined && (cutFrac <= 0 || cutFrac > 1)) throw new UsageError('--corpus-to-fraction must be in (0, 1]');
+  const model = await open(values.model as string | undefined, values['experts-int8'] as boolean | undefined, quiet);
+  try {
+    const retriever = await openCorpus(corpus, quiet, cutFrac === undefined ? undefined : { model, fraction: cutFrac });
+    const all = await model.tokenizer.encode(text, { addSpecialTokens: false });
+    const ids = all.slice(Math.floor(frac * all.length));
+    const { retriever: _r, ...ropts } = retrievalOptions(values, retriever);
+    void _r;
+    const common = { ...ropts, window: positive(values.window as string | undefined, 'window'), maxTokens: positive(values['max-tokens'] as string | undefined, 'max-tokens') };
+    const progress = (label: string) => (quiet || !isTty() ? undefined : (d: number, t: number) => process.stderr.write(`\rjamba: ${label} ${d}/${t} windows`));
+    const plain = await ralmPerplexity(model, ids, { ...common, onProgress: progress('without retrieval') });
+    if (!quiet && isTty()) process.stderr.write('\n');
+    const withR = await ralmPerplexity(model, ids, { ...common, retriever, onProgress: progress('with retrieval') });
+    if (!quiet && isTty()) process.stderr.write('\n');
+    if (quiet) {
+      process.stdout.write(`${JSON.stringify({ file, passages: retriever.size, withoutRetrieval: plain, withRetrieval: withR, overhead: withR.ms / plain.ms })}\n`);
+    } else {
+      const line = (name: string, r: typeof plain) => `${name}  nll ${r.nll.toFixed(6)}  perplexity ${r.perplexity.toFixed(4)}  tokens ${r.tokens}  windows ${r.windows}  ${(r.ms / 1000).toFixed(1)} s`;
+      process.stdout.write(`${line('without retrieval', plain)}\n${line('with retrieval   ', withR)}\n`);
+      log(`jamba: retrieval changed perplexity by ${(100 * (withR.perplexity / plain.perplexity - 1)).toFixed(2)}%; ` +
+          `time ×${(withR.ms / plain.ms).toFixed(2)} (${withR.cachedPassageStates}/${withR.retrievals} passage states from the cache)`);
+    }
+    return 0;
+  } finally {
+    await model.dispose();
+  }
+}

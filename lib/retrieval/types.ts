@@ -1,0 +1,32 @@
+/**
+ * The retriever contract In-Context RALM uses. It is framework-neutral and shaped so that
+ * LangChain.js and LlamaIndex.TS retrievers adapt in three lines (see docs/ralm.md):
+ *
+ * ```ts
+ * const fromLangChain = (r: BaseRetriever): Retriever => ({
+ *   retrieve: async (q, k) => (await r.invoke(q)).slice(0, k).map((d, i) => ({ id: d.id ?? String(i), text: d.pageContent, metadata: d.metadata })),
+ * });
+ * ```
+ */
+
+/** One retrieved passage. */
+export interface Passage {
+  /** Stable within its corpus: the key of cached passage states. */
+  id: string;
+  text: string;
+  /** Put before the text, on its own line, when the passage is fed to the model (DPR style). */
+  title?: string;
+  /** The retriever's relevance score (higher is better). */
+  score?: number;
+  /** Where it came from (a file name for the built-in retriever) and anything else. */
+  metadata?: Record<string, unknown>;
+}
+
+export interface RetrieveOptions {
+  signal?: AbortSignal;
+}
+
+/** Anything that returns the `k` passages most relevant to a text query, best first. */
+export interface Retriever {
+  retrieve(query: string, k: number, options?: RetrieveOptions): Promise<Passage[]>;
+}

@@ -1,0 +1,303 @@
+/**
+ * In-Context RALM on the embedded model: generation with retrieval against generation from the
+ * passage prepended by hand, re-retrieval every `stride` tokens, context truncation, passage-state
+ * reuse, zero-shot reranking, the evaluation protocol, the CLI and the server.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { Bm25Retriever, InvalidArgumentError, JambaModel, Passage, Retriever, createServer, loadModel, ralmPerplexity, ralmWindows } from '../lib';
+import { argmax } from '../lib/sampling';
+import { EMBEDDED } from './helpers/paths';
+
+let model: JambaModel;
+let tmp: string;
+beforeAll(async () => {
+  model = await loadModel(EMBEDDED);
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'jamba-ralm-'));
+});
+afterAll(async () => {
+  await model.dispose();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+const BOS = 1;
+const enc = (t: string) => model.tokenizer.encode(t, { addSpecialTokens: false });
+const P1: Passage = { id: 'p1', text: 'KING RICHARD III:\nNow is the winter of our discontent\nMade glorious summer by this sun of York;' };
+const P2: Passage = { id: 'p2', text: 'JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?\nDeny thy father and refuse thy name;' };
+
+/** A retriever that answers from a list, in turn, and records the queries. */
+function scripted(passages: Passage[][]): Retriever & { queries: string[] } {
+  const queries: string[] = [];
+  return {
+    queries,
+    async retrieve(q: string, k: number) {
+      queries.push(q);
+      return passages[(queries.length - 1) % passages.length]!.slice(0, k);
+    },
+  };
+}
+
+/** The greedy next token after `ids`, computed from scratch. */
+async function greedyAfter(ids: number[]): Promise<number> {
+  const V = model.config.vocabSize;
+  const logits = await model.logits(ids);
+  return argmax(logits.subarray((ids.length - 1) * V));
+}
+
+describe('generation with retrieval', () => {
+  test('with one passage it equals generating after the passage prepended by hand', async () => {
+    const prompt = await model.tokenizer.encode('GLOUCESTER:\nI');
+    const manual = [BOS, ...(await enc(P1.text)), ...(await enc('\n')), ...prompt.slice(1)];
+    for (const o of [{ temperature: 0 }, { temperature: 0.9, topK: 40, seed: 4 }]) {
+      const want = await model.complete(manual, { maxTokens: 30, ...o });
+      for (const stride of [4, 1000]) {
+        const got = await model.complete(prompt, { maxTokens: 30, ...o, retrieval: { retriever: scripted([[P1]]), stride } });
+        expect(got.tokens).toEqual(want.tokens);
+        // The text is the continuation of the prompt, not of the passage.
+        expect(got.text).toBe(model.tokenizer.decode([...prompt, ...got.tokens]).slice(model.tokenizer.decode(prompt).length));
+        expect(got.retrievals!.length).toBe(stride === 4 ? Math.ceil(30 / 4) : 1);
+        expect(got.retrievals!.slice(1).every((r) => r.kept)).toBe(true);
+      }
+    }
+  });
+
+  test('every stride tokens the query is the prefix\'s last tokens and a new passage replaces the old one', async () => {
+    const prompt = await model.tokenizer.encode('ROMEO:\nShall I');
+    const retriever = scripted([[P1], [P2]]);
+    const stride = 3, queryTokens = 5;
+    const r = await model.complete(prompt, { maxTokens: 13, temperature: 0, retrieval: { retriever, stride, queryTokens } });
+    expect(r.tokens).toHaveLength(13);
+    const prefix = [...prompt.slice(1), ...r.tokens];
+    expect(r.retrievals!.map((x) => x.atToken)).toEqual([0, 3, 6, 9, 12]);
+    expect(r.retrievals!.map((x) => x.passage!.id)).toEqual(['p1', 'p2', 'p1', 'p2', 'p1']);
+    // Returning to a passage restores the state left with it and evaluates only what came since.
+    expect(r.retrievals!.slice(2).every((x) => x.cachedState)).toBe(true);
+    r.retrievals!.forEach((x, j) => {
+      expect(x.query).toBe(model.tokenizer.decode(prefix.slice(0, prompt.length - 1 + x.atToken).slice(-queryTokens)));
+      expect(retriever.queries[j]).toBe(x.query);
+    });
+    // Each token is the greedy choice after [BOS; the passage in front; separator; the prefix so far].
+    const sep = await enc('\n');
+    for (let j = 0; j < r.tokens.length; j++) {
+      const p = r.retrievals![Math.floor(j / stride)]!.passage!;
+      const input = [BOS, ...(await enc(p.text)), ...sep, ...prefix.slice(0, prompt.length - 1 + j)];
+      expect(r.tokens[j]).toBe(await greedyAfter(input));
+    }
+  });
+
+  test('passage plus prefix are cut to maxContextTokens from the start of the prefix; passages to maxPassageTokens', async () => {
+    const prompt = await model.tokenizer.encode('MENENIUS:\nThere was a time when all the body\'s members\nRebell\'d against the belly');
+    const maxContextTokens = 30, maxPassageTokens = 12;
+    const r = await model.complete(prompt, { maxTokens: 10, temperature: 0, retrieval: { retriever: scripted([[P2]]), stride: 4, maxContextTokens, maxPassageTokens } });
+    const head = [BOS, ...(await enc(P2.text)).slice(0, maxPassageTokens), ...(await enc('\n'))];
+    const prefix = [...prompt.slice(1), ...r.tokens];
+    for (let j = 0; j < r.tokens.length; j++) {
+      // A kept passage lets the window grow until it is full; then the window is rebuilt.
+      const seen = prefix.slice(0, prompt.length - 1 + j);
+      const start = r.retrievals!.filter((x) => x.atToken <= j && !x.kept).at(-1)!.atToken;
+      const body = seen.slice(Math.max(0, prompt.length - 1 + start - (maxContextTokens - head.length)));
+      expect(r.tokens[j]).toBe(await greedyAfter([...head, ...body]));
+      expect(head.length + body.length).toBeLessThanOrEqual(maxContextTokens);
+    }
+  });
+
+  test('a passage retrieved again restores its cached state; the result is the same', async () => {
+    model.clearPrefixCache();
+    const P3: Passage = { id: 'p3', text: 'A passage seen for the first time in this test.' };
+    const a = await model.complete('KING:\nGo', { maxTokens: 6, temperature: 0, retrieval: { retriever: scripted([[P3]]) } });
+    const b = await model.complete('KING:\nGo', { maxTokens: 6, temperature: 0, retrieval: { retriever: scripted([[P3]]) } });
+    expect(a.retrievals![0]!.cachedState).toBe(false);
+    expect(b.retrievals![0]!.cachedState).toBe(true);
+    expect(b.tokens).toEqual(a.tokens);
+  });
+
+  test('no passage found: generation goes on from the prompt alone', async () => {
+    const plain = await model.complete('KING:\nGo', { maxTokens: 8, temperature: 0 });
+    const r = await model.complete('KING:\nGo', { maxTokens: 8, temperature: 0, retrieval: { retriever: scripted([[]]) } });
+    expect(r.tokens).toEqual(plain.tokens);
+    expect(r.retrievals!.every((x) => x.passage === null)).toBe(true);
+  });
+
+  test('bad retrieval options and misbehaving retrievers are refused by name', async () => {
+    const bad: Array<[unknown, RegExp]> = [
+      [{}, /retrieval.retriever must have a retrieve/],
+      [{ retriever: scripted([[P1]]), stride: 0 }, /retrieval.stride must be an integer ≥ 1/],
+      [{ retriever: scripted([[P1]]), queryTokens: 1.5 }, /retrieval.queryTokens/],
+      [{ retriever: scripted([[P1]]), maxPassageTokens: 300, maxContextTokens: 100 }, /leaves no room for the prefix/],
+      [{ retriever: scripted([[P1]]), rerank: 'yes' }, /retrieval.rerank must be a boolean or an object/],
+      [{ retriever: { retrieve: async () => [{ id: 3 }] } }, /must return an array of passages/],
+    ];
+    for (const [retrieval, msg] of bad)
+      await expect(model.complete('A', { maxTokens: 2, retrieval: retrieval as never })).rejects.toThrow(msg);
+    await expect(model.complete('A', { retrieval: { retriever: scripted([[P1]]) }, inputsEmbeds: model.embeddings([5]) })).rejects.toThrow(InvalidArgumentError);
+    const failing: Retriever = { retrieve: async () => { throw new Error('index offline'); } };
+    await expect(model.complete('A', { retrieval: { retriever: failing } })).rejects.toThrow('index offline');
+    expect((await model.complete('A', { maxTokens: 2, temperature: 0 })).tokens).toHaveLength(2);
+  });
+});
+
+describe('zero-shot reranking', () => {
+  test('the passage that predicts the prefix\'s last tokens best wins, with scores computed as defined', async () => {
+    const prefixText = 'KING RICHARD III:\nNow is the winter of our discontent\nMade glorious summer';
+    const prefix = await enc(prefixText);
+    const noise: Passage = { id: 'noise', text: 'zq xv kk pp qq zz xx vv' };
+    const ranked = await model.rerank([noise, P2, P1], prefix, { tokens: 8 });
+    expect(ranked[0]!.passage.id).toBe('p1');
+    const sep = await enc('\n');
+    const target = prefix.slice(-8), before = prefix.slice(0, -8);
+    for (const r of ranked) {
+      const s = await model.score(target, { context: [BOS, ...(await enc(r.passage.text)), ...sep, ...before] });
+      expect(r.score).toBeCloseTo(s.sum, 9);
+    }
+    expect(ranked[0]!.score).toBeGreaterThan(ranked[1]!.score);
+    expect(ranked[1]!.score).toBeGreaterThanOrEqual(ranked[2]!.score);
+  });
+
+  test('generation reranks the retriever\'s candidates, also with another model as the reranker', async () => {
+    const prompt = await model.tokenizer.encode('JULIET:\nO Romeo, Romeo! wherefore');
+    const noise: Passage = { id: 'noise', text: 'zq xv kk pp qq zz xx vv' };
+    const other = await loadModel(EMBEDDED);
+    try {
+      for (const rerank of [{ k: 2, tokens: 6 }, { k: 2, tokens: 6, model: other }]) {
+        const r = await model.complete(prompt, { maxTokens: 4, temperature: 0, retrieval: { retriever: scripted([[noise, P2]]), stride: 8, rerank } });
+        const first = r.retrievals![0]!;
+        expect(first.passage!.id).toBe('p2');
+        expect(first.candidates!.map((c) => c.passage.id)).toEqual(['p2', 'noise']);
+        const manual = [BOS, ...(await enc(P2.text)), ...(await enc('\n')), ...prompt.slice(1)];
+        expect(r.tokens).toEqual((await model.complete(manual, { maxTokens: 4, temperature: 0 })).tokens);
+      }
+    } finally {
+      await other.dispose();
+    }
+  });
+});
+
+describe('evaluation under the RALM protocol', () => {
+  let ids: number[];
+  beforeAll(async () => {
+    const text = fs.readFileSync(path.join(__dirname, '..', '..', 'shared', 'data', 'tinyshakespeare.txt'), 'utf8').slice(0, 3000);
+    ids = await enc(text);
+  });
+
+  test('windows slide by the stride and score every token exactly once', () => {
+    for (const [n, w, s] of [[100, 32, 4], [33, 32, 4], [10, 32, 4], [101, 20, 7]] as const) {
+      const ws = ralmWindows(n, w, s);
+      expect(ws[0]).toEqual({ begin: 0, targetStart: 0, end: Math.min(n, w) });
+      let covered = 0;
+      for (const x of ws) {
+        expect(x.targetStart).toBe(covered);
+        expect(x.end - x.begin).toBeLessThanOrEqual(w);
+        covered = x.end;
+      }
+      expect(covered).toBe(n);
+    }
+  });
+
+  test('without retrieval, the NLL is that of each window scored from scratch', async () => {
+    const opts = { window: 24, stride: 4, maxTokens: 60 };
+    const r = await ralmPerplexity(model, ids, opts);
+    let sum = 0, count = 0;
+    for (const w of ralmWindows(60, 24, 4)) {
+      const s = await model.score([BOS, ...ids.slice(w.begin, w.end)]);
+      const scored = s.logprobs.slice(w.targetStart - w.begin);
+      sum += scored.reduce((a, b) => a + b, 0);
+      count += scored.length;
+    }
+    expect(r.tokens).toBe(60);
+    expect(count).toBe(60);
+    expect(r.nll).toBeCloseTo(-sum / count, 9);
+    expect(r.retrievals).toBe(0);
+  });
+
+  test('with retrieval, later windows have the passage in place of their oldest tokens; the result is deterministic', async () => {
+    const retriever = scripted([[P1], [P2]]);
+    const opts = { window: 40, stride: 4, maxTokens: 56, maxPassageTokens: 10, queryTokens: 6, concurrency: 1 };
+    const r = await ralmPerplexity(model, ids, { ...opts, retriever });
+    const windows = ralmWindows(56, 40, 4);
+    expect(r.retrievals).toBe(windows.length - 1);
+    const sep = await enc('\n');
+    let sum = 0;
+    for (const [i, w] of windows.entries()) {
+      let head = [BOS];
+      if (i > 0) {
+        expect(retriever.queries[i - 1]).toBe(model.tokenizer.decode(ids.slice(w.begin, w.targetStart).slice(-6)));
+        head = [BOS, ...(await enc((i - 1) % 2 === 0 ? P1.text : P2.text)).slice(0, 10), ...sep];
+      }
+      const ctx = ids.slice(Math.min(w.targetStart, w.begin + head.length - 1), w.targetStart);
+      const s = await model.score(ids.slice(w.targetStart, w.end), { context: [...head, ...ctx] });
+      sum += s.sum;
+    }
+    expect(r.nll).toBeCloseTo(-sum / 56, 9);
+    const again = await ralmPerplexity(model, ids, { ...opts, retriever: scripted([[P1], [P2]]), concurrency: 4 });
+    expect(again.nll).toBe(r.nll);
+  });
+
+  test('bad evaluation options are refused by name', async () => {
+    await expect(ralmPerplexity(model, ids, { window: 1 })).rejects.toThrow(/window must be an integer ≥ 2/);
+    await expect(ralmPerplexity(model, ids, { window: 16, retriever: scripted([[P1]]), maxPassageTokens: 14 })).rejects.toThrow(/must exceed maxPassageTokens/);
+    await expect(ralmPerplexity(model, [5])).rejects.toThrow(/fewer than 2 tokens/);
+    await expect(ralmPerplexity(model, [5, 99999])).rejects.toThrow(/ids\[1\] = 99999 is not a token id/);
+  });
+});
+
+describe('CLI and server', () => {
+  const cli = (...args: string[]) => execFileSync(process.execPath, [path.join(__dirname, '..', 'bin', 'jamba.js'), ...args], { encoding: 'utf8', timeout: 120000, stdio: ['ignore', 'pipe', 'pipe'] });
+
+  test('jamba index, jamba ralm and jamba eval --ralm', async () => {
+    const corpus = path.join(tmp, 'corpus');
+    fs.mkdirSync(corpus);
+    fs.writeFileSync(path.join(corpus, 'a.txt'), P1.text);
+    fs.writeFileSync(path.join(corpus, 'b.txt'), P2.text);
+    const index = path.join(tmp, 'corpus.json');
+    cli('index', '--corpus', corpus, '--out', index, '--words', '20');
+    expect(Bm25Retriever.load(index).size).toBe(2);
+    const out = JSON.parse(cli('ralm', '--corpus', index, '--json', '--max-tokens', '8', '--temperature', '0', '--stride', '4', 'JULIET:\nO Romeo')) as {
+      tokens: number[]; retrievals: Array<{ passage: string; atToken: number }>;
+    };
+    expect(out.retrievals.map((r) => r.atToken)).toEqual([0, 4]);
+    expect(out.retrievals[0]!.passage).toBe(`${path.join(corpus, 'b.txt')}#0`);
+    const lib = await model.complete('JULIET:\nO Romeo', { maxTokens: 8, temperature: 0, retrieval: { retriever: Bm25Retriever.load(index), stride: 4 } });
+    expect(out.tokens).toEqual(lib.tokens);
+
+    const text = path.join(tmp, 'text.txt');
+    fs.writeFileSync(text, 'KING RICHARD III:\nNow is the winter of our discontent, made glorious summer by this sun of York.\n');
+    const ev = JSON.parse(cli('eval', '--ralm', '--corpus', corpus, '--window', '40', '--max-passage-tokens', '16', '--json', text)) as {
+      withoutRetrieval: { nll: number; tokens: number }; withRetrieval: { nll: number; tokens: number; retrievals: number };
+    };
+    const textIds = await enc(fs.readFileSync(text, 'utf8'));
+    const retriever = await Bm25Retriever.fromPath(corpus);
+    const want = await ralmPerplexity(model, textIds, { window: 40, maxPassageTokens: 16, retriever });
+    expect(ev.withRetrieval.nll).toBe(want.nll);
+    expect(ev.withoutRetrieval.nll).toBe((await ralmPerplexity(model, textIds, { window: 40, maxPassageTokens: 16 })).nll);
+    expect(ev.withRetrieval.tokens).toBe(textIds.length);
+    expect(() => cli('ralm', '--corpus', path.join(__dirname, '..', 'models', 'jamba-tiny-shakespeare', 'model.safetensors'), 'x'))
+      .toThrow(/model.safetensors: is a binary file/);
+  });
+
+  test('the server retrieves from a named corpus and reports the passages', async () => {
+    const app = await createServer({ model, corpora: { plays: Bm25Retriever.fromTexts([P1.text, P2.text]) } });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+    const post = (body: unknown) => fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    try {
+      const res = await post({ prompt: 'JULIET:\nO Romeo', max_tokens: 6, temperature: 0, retrieval: { corpus: 'plays', stride: 3 } });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { choices: Array<{ text: string }>; retrievals: Array<{ at_token: number; passage: { id: string } }> };
+      expect(body.retrievals.map((r) => [r.at_token, r.passage.id])).toEqual([[0, 'text[1]#0'], [3, 'text[1]#0']]);
+      const lib = await model.complete('JULIET:\nO Romeo', { maxTokens: 6, temperature: 0, retrieval: { retriever: await Bm25Retriever.fromTexts([P1.text, P2.text]), stride: 3 } });
+      expect(body.choices[0]!.text).toBe(lib.text);
+      const stream = await (await post({ prompt: 'JULIET:', max_tokens: 4, stream: true, retrieval: {} })).text();
+      expect(stream).toContain('"retrievals":[{"at_token":0');
+      for (const [retrieval, param] of [[{ corpus: 'nope' }, 'retrieval.corpus'], [{ stride: 0 }, 'retrieval.stride'], [{ k: 3 }, 'retrieval.k'], ['x', 'retrieval']] as const) {
+        const bad = await post({ prompt: 'A', retrieval });
+        expect(bad.status).toBe(400);
+        expect(((await bad.json()) as { error: { param: string } }).error.param).toBe(param);
+      }
+    } finally {
+      await app.close();
+    }
+  });
+});
