@@ -18,7 +18,7 @@ export { chunkText } from './retrieval/chunk';
 export type { ChunkOptions } from './retrieval/chunk';
 export type { RetrievalOptions, RerankOptions, Retrieval, RankedPassage } from './ralm/types';
 export { ralmPerplexity, ralmWindows } from './ralm/eval';
-export type { RalmEvalOptions, RalmEvalResult } from './ralm/eval';
+export type { RalmEvalOptions, RalmEvalResult, RalmWindow } from './ralm/eval';
 export type { SamplingOptions } from './sampling';
 export { JambaTokenizer } from './tokenizer';
 export type { EncodeOptions, DecodeOptions } from './tokenizer';

@@ -42,15 +42,16 @@ export interface RalmEvalResult {
   ms: number;
 }
 
-interface Window {
+/** One window of the protocol: it sees tokens [begin, end) and scores [targetStart, end). */
+export interface RalmWindow {
   begin: number;
   targetStart: number;
   end: number;
 }
 
 /** The protocol's windows over n tokens. */
-export function ralmWindows(n: number, window: number, stride: number): Window[] {
-  const out: Window[] = [];
+export function ralmWindows(n: number, window: number, stride: number): RalmWindow[] {
+  const out: RalmWindow[] = [];
   let prevEnd = 0;
   for (let begin = 0; ; begin += stride) {
     const end = Math.min(begin + window, n);
@@ -86,7 +87,7 @@ export async function ralmPerplexity(model: JambaModel, ids: ArrayLike<number>, 
   const sums = new Float64Array(windows.length);
   let scored = 0, retrievals = 0, cached = 0, done = 0, next = 0;
 
-  const run = async (w: Window, idx: number) => {
+  const run = async (w: RalmWindow, idx: number) => {
     let head = [states.bos!];
     if (options.retriever && idx > 0) {
       const choice = await choosePassage(model, states, r, tokens.slice(w.begin, w.targetStart), options.signal);
