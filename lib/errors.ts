@@ -57,6 +57,20 @@ export class CorpusError extends JambaError {
   }
 }
 
+/** No usable CUDA device or driver (the CUDA build runs, but this machine cannot). */
+export class NoDeviceError extends JambaError {
+  constructor(message: string) {
+    super('no_device', message);
+  }
+}
+
+/** A CUDA call or kernel failed (the message names the call and CUDA's error). */
+export class CudaError extends JambaError {
+  constructor(message: string) {
+    super('cuda', message);
+  }
+}
+
 /** The operation was cancelled through its AbortSignal. */
 export class AbortError extends JambaError {
   constructor(message = 'The operation was aborted') {
@@ -98,6 +112,8 @@ export function fromNative(e: unknown): Error {
     case 'disposed': return new DisposedError(message.replace(/ has been disposed$/, ''));
     case 'out_of_memory': return new OutOfMemoryError(message);
     case 'busy': return new BusyError(message);
+    case 'no_device': return new NoDeviceError(message);
+    case 'cuda': return new CudaError(message);
     default: return new JambaError(code ?? 'internal', message, { cause: e });
   }
 }

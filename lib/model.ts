@@ -146,8 +146,12 @@ export class JambaModel {
     if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('dir must be a path to a model folder');
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object');
     const device = options.device ?? 'cpu';
-    if (device === 'cuda') throw new JambaError('unsupported_device', "device 'cuda' needs the CUDA build of jamba-node, which this installation does not have");
-    if (device !== 'cpu' && device !== 'auto') throw new InvalidArgumentError(`device must be 'cpu', 'auto' or 'cuda', got ${String(device)}`);
+    if (device !== 'cpu' && device !== 'auto' && device !== 'cuda') throw new InvalidArgumentError(`device must be 'cpu', 'auto' or 'cuda', got ${String(device)}`);
+    if (device !== 'cpu') {
+      const why = cudaUnavailable();
+      if (device === 'cuda') throw new JambaError('unsupported_device', `device 'cuda': ${why}`);
+      process.stderr.write(`jamba: device 'auto': ${why}; using the CPU backend\n`);
+    }
     for (const k of ['prefixCacheBytes', 'passageCacheBytes', 'maxPassTokens'] as const) {
       const v = options[k];
       if (v !== undefined && (!Number.isSafeInteger(v) || v < (k === 'maxPassTokens' ? 1 : 0))) throw new InvalidArgumentError(`${k} must be a non-negative integer`);
@@ -501,6 +505,22 @@ export class JambaModel {
     if (typeof prompt === 'string') return this.tokenizer.encode(prompt, { addSpecialTokens });
     return Array.from(toTokenArray(prompt, this.config.vocabSize, name));
   }
+}
+
+/**
+ * Why the model cannot run on CUDA here. The kernels (csrc/cuda/) are built into CUDA builds and
+ * tested one by one against the CPU ones (test/gpu/); the executor that runs a whole model with
+ * them is not part of this version yet.
+ */
+function cudaUnavailable(): string {
+  const cuda = native().cuda;
+  if (!cuda) return 'this installation of jamba-node was built without CUDA (build it with `npm run build:cmake` where nvcc is installed)';
+  try {
+    cuda.info();
+  } catch (e) {
+    return `no usable CUDA device (${(e as Error).message})`;
+  }
+  return 'the CUDA kernels are built, but whole-model execution on CUDA is not in this version yet';
 }
 
 function readGenerationEos(dir: string): number[] {

@@ -1,8 +1,11 @@
 /**
  * GPU checks. `npm test` skips them with a visible notice; `npm run test:gpu` (JAMBA_TEST_GPU=1)
- * runs them and fails, never skips, where there is no CUDA build or no CUDA device.
+ * runs them and fails, never skips, where there is no CUDA build or no CUDA device. The checks
+ * themselves (each CUDA kernel against the CPU one) live in test/gpu/checks.ts, which the GPU
+ * host's script (bench/gpu.ts) runs too.
  */
 import { native } from '../lib/native';
+import { checks } from './gpu/checks';
 
 const required = process.env.JAMBA_TEST_GPU === '1';
 
@@ -10,8 +13,18 @@ if (!required) {
   test.skip('GPU tests are skipped here: run `npm run test:gpu` on a machine with an NVIDIA GPU', () => undefined);
 } else {
   test('a CUDA backend is built and a CUDA device is present', () => {
-    const backend = native().backend;
-    if (!backend.includes('cuda'))
-      throw new Error(`this build of jamba-node has no CUDA backend (backend: ${backend}); build it with CUDA on a GPU host`);
+    const addon = native();
+    if (!addon.cuda) throw new Error(`this build of jamba-node has no CUDA backend (backend: ${addon.backend}); build it with \`npm run build:cmake\` on a GPU host`);
+    const info = addon.cuda.info();  // throws NoDeviceError's code where there is no device
+    expect(info.totalBytes).toBeGreaterThan(0);
+  });
+  describe('each CUDA kernel against the CPU backend', () => {
+    for (const c of checks) {
+      test(c.name, () => {
+        const addon = native();
+        if (!addon.cuda) throw new Error('no CUDA backend in this build');
+        c.run(addon.cuda, addon.ops);
+      });
+    }
   });
 }

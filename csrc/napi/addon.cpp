@@ -4,6 +4,9 @@
 
 #include "model_binding.h"
 #include "ops_binding.h"
+#ifdef JAMBA_WITH_CUDA
+#include "cuda_binding.h"
+#endif
 
 namespace jamba::napi {
 
@@ -15,7 +18,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", data->model_ctor.Value());
   exports.Set("NativeSequence", data->sequence_ctor.Value());
   exports.Set("ops", ops_exports(env));
+#ifdef JAMBA_WITH_CUDA
+  exports.Set("cuda", CudaOps(env));
+  exports.Set("backend", Napi::String::New(env, "cpu+cuda"));
+#else
   exports.Set("backend", Napi::String::New(env, "cpu"));
+#endif
   return exports;
 }
 

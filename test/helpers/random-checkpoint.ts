@@ -11,17 +11,9 @@ import { expectedTensors } from '../../lib/graph';
 import { TINY_RANDOM } from './paths';
 import { TensorToWrite, writeSafetensors } from './st-io';
 
-/** Deterministic generator for test data (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from './rng';
+
+export { rng };
 
 /** Values near uniform(-amp, amp) on a grid of amp/128: exact in every float dtype. */
 export function exactValues(n: number, amp: number, rand: () => number, center = 0): Float32Array {

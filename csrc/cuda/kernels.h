@@ -1,0 +1,145 @@
+// The CUDA kernels' host entry points: plain C++ (no CUDA syntax), so the N-API glue and the
+// executor include it without nvcc. Every pointer is device memory; every call is asynchronous
+// on `stream` and checks its launch. `DType` picks the storage of activations and weights
+// (float32 or bf16); arithmetic is float32 everywhere, states are float32.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace jamba::cuda {
+
+enum class DType { F32, BF16 };
+
+// h[r] += delta[r] (if delta), then out[r] = h[r] / rms(h[r]) * weight: the residual add of the
+// previous sub-layer fused with the next norm. h is the float32 residual stream.
+void rmsnorm_residual(float* h, const void* delta, DType delta_type, int64_t rows, int64_t cols, const float* weight,
+                      float eps, void* out, DType out_type, cudaStream_t stream);
+
+// Causal depthwise conv over `t_len` new inputs of one sequence, then SiLU. x[t, c] at
+// x + t * ldx; w [channels, d_conv]; state [channels, d_conv - 1] holds the inputs before x and
+// holds the last d_conv - 1 inputs on return. out [t_len, channels] (row stride ldo).
+void causal_conv1d_silu(const void* x, int64_t ldx, DType x_type, int64_t t_len, int64_t channels, const float* w,
+                        int d_conv, const float* bias, float* state, void* out, int64_t ldo, DType out_type,
+                        cudaStream_t stream);
+
+// The decode step of the conv for `batch` sequences: x[s, c] one new input each, states from a
+// pool (state_pool + slot[s] * channels * (d_conv - 1)).
+void causal_conv1d_update_silu(const void* x, int64_t ldx, DType x_type, int64_t batch, int64_t channels, const float* w,
+                               int d_conv, const float* bias, float* state_pool, const int32_t* slot, void* out,
+                               int64_t ldo, DType out_type, cudaStream_t stream);
+
+struct ScanArgs {
+  const void* u; int64_t ldu;    // [T, d_inner] conv output
+  const void* dt; int64_t lddt;  // [T, d_inner] dt_proj output without bias
+  const void* b; int64_t ldb;    // [T, d_state]
+  const void* c; int64_t ldc;    // [T, d_state]
+  const void* z; int64_t ldz;    // [T, d_inner] gate
+  DType in_type;
+  const float* a;                // [d_inner, d_state], already -exp(A_log)
+  const float* d_skip;           // [d_inner]
+  const float* dt_bias;          // [d_inner]
+  void* y; int64_t ldy; DType out_type;
+  int64_t t_len, d_inner, d_state;
+};
+
+// Prefill of one sequence: the recurrence over t_len steps from `state` ([d_inner, d_state],
+// float32), which holds the final state on return; y gets (C·h + D·u) · silu(z).
+void selective_scan(const ScanArgs& args, float* state, cudaStream_t stream);
+
+// The decode step for `batch` sequences: row s of every matrix in args is sequence s, whose
+// state is state_pool + slot[s] * d_inner * d_state.
+void selective_state_update(const ScanArgs& args, float* state_pool, const int32_t* slot, int64_t batch,
+                            cudaStream_t stream);
+
+// MoE routing on the device, with no host synchronisation: softmax of each token's router
+// logits (float32), its top-k experts and their probabilities (in descending order, as the CPU
+// backend), then tokens grouped by expert: counts[e], offsets[e] (E + 1 entries, exclusive
+// scan) and, for each (token, slot), its row in the grouped order (row_of[t * k + j]), the
+// inverse (token_of_row) and the routing weight of each row (row_weight, for the second expert
+// GEMM's epilogue). Rows of one expert are contiguous; their order within the group is not
+// fixed, and never matters: each row is computed alone and combined per token in slot order.
+void moe_route(const float* logits, int64_t tokens, int experts, int k, int32_t* idx, float* weight,
+               int32_t* counts, int32_t* offsets, int32_t* row_of, int32_t* token_of_row, float* row_weight,
+               cudaStream_t stream);
+
+// Weights of a grouped GEMM: E matrices [n, k] row-major, bf16, or int8 with one float32 scale
+// per output row (ExpertsInt8: int8 values are widened inside the inner loop and the scale is
+// applied after the float32 accumulation).
+struct GroupedWeights {
+  const void* w;          // [E, n, k]
+  const float* scale;     // [E, n] for int8, else null
+  bool int8;
+  int64_t n, k;
+};
+
+// For each expert e, out[rows of e] = a[rows of e] · W_e^T (· row_scale[row] when given: the
+// routing weight, fused into the second expert GEMM). a [rows, k] bf16 (row stride lda) in the
+// grouped order of `offsets` (E + 1 entries, on the device); out [rows, n] bf16 or float32.
+// `max_rows` bounds the total rows (tokens × top-k) and sizes the grid without reading offsets.
+void grouped_gemm(const void* a, int64_t lda, const GroupedWeights& w, const int32_t* offsets, int experts,
+                  int64_t max_rows, const float* row_scale, void* out, int64_t ldo, DType out_type, cudaStream_t stream);
+
+// out[t] = Σ_j rows[row_of[t * k + j]] over the k slots in slot order (deterministic), added to
+// the float32 residual stream h when `accumulate`, else stored.
+void moe_combine(const void* rows, DType rows_type, int64_t n, const int32_t* row_of, int64_t tokens, int k, float* h,
+                 bool accumulate, cudaStream_t stream);
+
+// The rows of `src` in the grouped order: dst[r] = src[token_of_row[r]] (see moe_route).
+void gather_rows(const void* src, int64_t lds, DType type, const int32_t* token_of_row, int64_t rows, int64_t cols,
+                 void* dst, int64_t ldd, cudaStream_t stream);
+
+// out[r, j] = silu(gu[r, j]) · gu[r, inner + j]: the SiLU gate of a merged gate|up product.
+void silu_gate(const void* gu, int64_t ldg, DType type, int64_t rows, int64_t inner, void* out, int64_t ldo,
+               cudaStream_t stream);
+
+// Embedding rows: out[i] = table[ids[i]] (float32 residual stream).
+void embed_rows(const void* table, DType table_type, int64_t hidden, const int32_t* ids, int64_t n, float* out,
+                cudaStream_t stream);
+
+// Attention over KV caches laid out per sequence slot as [position, kv_heads, head_dim] bf16 at
+// k_pool / v_pool + slot[s] * kv_stride. Grouped-query heads: query head h reads KV head
+// h / (heads / kv_heads). Scale is 1/sqrt(head_dim) unless given.
+struct AttentionArgs {
+  const void* q; int64_t ldq; DType q_type;  // [tokens, heads * head_dim]
+  const void* k_pool; const void* v_pool; int64_t kv_stride;
+  const int32_t* slot;                       // per sequence
+  const int32_t* past;                       // per sequence: positions cached before this pass
+  void* out; int64_t ldo; DType out_type;    // [tokens, heads * head_dim]
+  int heads, kv_heads, head_dim;
+  float scale;
+};
+
+// Decode: one query token per sequence (token s of q belongs to sequence s), attending to
+// past[s] + 1 positions (its own key and value already appended). Split-KV: each sequence's keys
+// are cut into chunks handled by separate blocks, whose partial softmax results a second kernel
+// merges exactly (max-rescaled). `splits` is chosen by the caller from the longest sequence
+// (about one split per 256 keys fills the GPU); `partial` is workspace of
+// decode_attention_workspace() bytes.
+size_t decode_attention_workspace(int64_t batch, int heads, int head_dim, int splits);
+void decode_attention(const AttentionArgs& a, int64_t batch, int splits, void* partial, cudaStream_t stream);
+
+// Prefill of one sequence: `t_len` query tokens at positions past[0] .. past[0] + t_len - 1,
+// causal, keys and values already appended to the cache. Flash attention: key blocks streamed
+// through shared memory, float32 online softmax, bf16 tensor-core products (mma.sync m16n8k16).
+void prefill_attention(const AttentionArgs& a, int64_t t_len, cudaStream_t stream);
+
+// Appends t_len rows of keys and values (from the merged q|k|v projection output) to the cache.
+void append_kv(const void* qkv, int64_t ldqkv, DType type, int64_t k_col, int64_t v_col, int64_t t_len, int kv_width,
+               void* k_pool, void* v_pool, int64_t kv_stride, const int32_t* slot, const int32_t* past, int64_t batch,
+               const int32_t* token_offsets, cudaStream_t stream);
+
+// Sampling on the device: per row of logits [rows, vocab] float32, greedy (temperature 0) or
+// temperature / top-k / top-p from a counter-based generator (Philox, seeded per row and step),
+// so logits never cross to the host during generation. out[r] is the chosen id.
+struct SampleArgs {
+  float temperature; int top_k; float top_p;
+  uint64_t seed; uint64_t step;
+};
+void sample(const float* logits, int64_t rows, int64_t vocab, const SampleArgs& args, int32_t* out, cudaStream_t stream);
+
+// Quantizes E × n rows of k bf16 weights to int8 with one float32 scale per row, on the device
+// (the same rule as the CPU backend: scale = max|w| / 127, q = round-half-even(w / scale)).
+void quantize_int8_rows(const void* w, int64_t rows, int64_t k, int8_t* q, float* scale, cudaStream_t stream);
+
+}  // namespace jamba::cuda

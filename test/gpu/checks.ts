@@ -1,0 +1,319 @@
+/**
+ * Every CUDA kernel against the CPU backend's kernel on fresh random inputs of several shapes,
+ * odd sizes included (ggml's rule: each backend op is tested against the CPU one). Outputs start
+ * as NaN on the device, so an element a kernel fails to write shows as a mismatch. Tolerances
+ * are relative (‖gpu − cpu‖ / ‖cpu‖): 1e-5 for float32 paths, 1e-2 for bf16 ones; bf16 inputs
+ * are rounded to bf16 before the CPU sees them, so both compute on the same values.
+ *
+ * Plain functions, so that jest (test/gpu.test.ts) and the GPU host's script (bench/gpu.ts,
+ * which has no jest) run the same checks.
+ */
+import type { NativeCudaOps, NativeOps } from '../../lib/native';
+import { rng } from '../helpers/rng';
+
+export interface GpuCheck {
+  name: string;
+  run(cuda: NativeCudaOps, cpu: NativeOps): void;
+}
+
+
+const rand = (r: () => number, n: number, amp = 1, center = 0) => Float32Array.from({ length: n }, () => center + (r() * 2 - 1) * amp);
+
+const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+/** Round-to-nearest-even to bf16, as the device conversion does. */
+export function bf16(x: Float32Array): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    f32[0] = x[i]!;
+    const b = u32[0]!;
+    u32[0] = ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) << 16;
+    out[i] = f32[0];
+  }
+  return out;
+}
+
+/** ‖a − b‖ / ‖b‖; NaN anywhere (an unwritten element) gives Infinity. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i]! - b[i]!;
+    if (!Number.isFinite(d)) return Infinity;
+    num += d * d;
+    den += b[i]! * b[i]!;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
+
+function expectClose(what: string, got: ArrayLike<number>, want: ArrayLike<number>, tol: number): void {
+  const e = relErr(got, want);
+  if (!(e <= tol)) throw new Error(`${what}: relative error ${e.toExponential(2)} > ${tol}`);
+}
+
+const TOL = { f32: 1e-5, bf16: 1e-2 } as const;
+type Dt = keyof typeof TOL;
+const DTYPES: Dt[] = ['f32', 'bf16'];
+const inDt = (x: Float32Array, dt: Dt) => (dt === 'bf16' ? bf16(x) : x);
+
+export const checks: GpuCheck[] = [
+  {
+    name: 'rmsnorm with fused residual add',
+    run(cuda, cpu) {
+      for (const dt of DTYPES)
+        for (const [rows, cols] of [[1, 40], [7, 4096], [33, 4100]] as const) {
+          const r = rng(rows * cols);
+          const h = rand(r, rows * cols, 2), delta = inDt(rand(r, rows * cols), dt), w = rand(r, cols, 0.5, 1);
+          const got = cuda.rmsnormResidual({ h, delta, rows, cols, weight: w, eps: 1e-6, dtype: dt });
+          const sum = h.map((v, i) => v + delta[i]!);
+          expectClose(`${dt} ${rows}×${cols} residual`, got.h, sum, 1e-6);
+          expectClose(`${dt} ${rows}×${cols} norm`, got.out, cpu.rmsnorm(sum, rows, cols, w, 1e-6), TOL[dt]);
+        }
+    },
+  },
+  {
+    name: 'causal conv1d + SiLU (prefill) and its state',
+    run(cuda, cpu) {
+      for (const dt of DTYPES)
+        for (const [T, C, K] of [[1, 40, 4], [3, 257, 2], [70, 8192, 4], [130, 130, 3]] as const) {
+          const r = rng(T * C * K);
+          const x = inDt(rand(r, T * C), dt), w = rand(r, C * K, 0.5), b = rand(r, C, 0.1), state = rand(r, C * (K - 1));
+          const got = cuda.conv1d({ x, tLen: T, channels: C, w, dConv: K, bias: b, state, dtype: dt });
+          const st = state.slice();
+          expectClose(`${dt} T${T} C${C} K${K} out`, got.out, cpu.conv1d(x, T, C, w, K, b, st), TOL[dt]);
+          expectClose(`${dt} T${T} C${C} K${K} state`, got.state, st, 0);
+        }
+    },
+  },
+  {
+    name: 'causal conv1d decode step over a state pool',
+    run(cuda, cpu) {
+      const B = 5, C = 200, K = 4, P = 9;
+      const slots = Int32Array.from([7, 0, 3, 8, 5]);
+      for (const dt of DTYPES) {
+        const r = rng(99);
+        const x = inDt(rand(r, B * C), dt), w = rand(r, C * K, 0.5), pool = rand(r, P * C * (K - 1));
+        const got = cuda.conv1dUpdate({ x, batch: B, channels: C, w, dConv: K, pool, poolSlots: P, slots, dtype: dt });
+        const wantPool = pool.slice(), want = new Float32Array(B * C);
+        for (let s = 0; s < B; s++) {
+          const st = wantPool.subarray(slots[s]! * C * (K - 1), (slots[s]! + 1) * C * (K - 1));
+          want.set(cpu.conv1d(x.subarray(s * C, (s + 1) * C), 1, C, w, K, null, st), s * C);
+        }
+        expectClose(`${dt} out`, got.out, want, TOL[dt]);
+        expectClose(`${dt} pool`, got.pool, wantPool, 0);
+      }
+    },
+  },
+  {
+    name: 'selective scan (prefill) with the final state',
+    run(cuda, cpu) {
+      for (const dt of DTYPES)
+        for (const [T, Di, N] of [[1, 40, 16], [33, 130, 8], [100, 512, 16], [64, 96, 24], [17, 64, 4]] as const) {
+          const r = rng(T + Di + N);
+          const u = inDt(rand(r, T * Di), dt), dtv = inDt(rand(r, T * Di), dt), b = inDt(rand(r, T * N), dt), c = inDt(rand(r, T * N), dt);
+          const z = inDt(rand(r, T * Di), dt), a = rand(r, Di * N, 1, -1.5), d = rand(r, Di), bias = rand(r, Di, 1, -2);
+          const state = rand(r, Di * N, 0.5);
+          const got = cuda.selectiveScan({ u, dt: dtv, b, c, z, a, d, dtBias: bias, state, tLen: T, dInner: Di, dState: N, dtype: dt });
+          const st = state.slice();
+          const want = cpu.selectiveScan(u, dtv, b, c, z, a, d, bias, T, Di, N, st);
+          expectClose(`${dt} T${T} Di${Di} N${N} y`, got.y, want, TOL[dt]);
+          expectClose(`${dt} T${T} Di${Di} N${N} state`, got.state, st, TOL.f32 * 10);
+        }
+    },
+  },
+  {
+    name: 'selective state update (decode) over a state pool',
+    run(cuda, cpu) {
+      const B = 6, Di = 136, N = 16, P = 9;
+      const slots = Int32Array.from([4, 8, 0, 2, 7, 1]);
+      for (const dt of DTYPES) {
+        const r = rng(7);
+        const u = inDt(rand(r, B * Di), dt), dtv = inDt(rand(r, B * Di), dt), b = inDt(rand(r, B * N), dt), c = inDt(rand(r, B * N), dt);
+        const z = inDt(rand(r, B * Di), dt), a = rand(r, Di * N, 1, -1.5), d = rand(r, Di), bias = rand(r, Di, 1, -2);
+        const pool = rand(r, P * Di * N, 0.5);
+        const got = cuda.selectiveScan({ u, dt: dtv, b, c, z, a, d, dtBias: bias, state: pool, batch: B, poolSlots: P, slots, dInner: Di, dState: N, dtype: dt });
+        const states = new Float32Array(B * Di * N);
+        slots.forEach((s, i) => states.set(pool.subarray(s * Di * N, (s + 1) * Di * N), i * Di * N));
+        const want = cpu.selectiveScan(u, dtv, b, c, z, a, d, bias, B, Di, N, states, B);
+        const wantPool = pool.slice();
+        slots.forEach((s, i) => wantPool.set(states.subarray(i * Di * N, (i + 1) * Di * N), s * Di * N));
+        expectClose(`${dt} y`, got.y, want, TOL[dt]);
+        expectClose(`${dt} pool`, got.state, wantPool, TOL.f32 * 10);
+      }
+    },
+  },
+  {
+    name: 'MoE routing: softmax top-k and grouping by expert on the device',
+    run(cuda, cpu) {
+      for (const [T, E, k] of [[1, 4, 2], [37, 16, 2], [300, 16, 1], [65, 8, 3]] as const) {
+        const r = rng(T * E + k);
+        const logits = rand(r, T * E, 3);
+        const got = cuda.moeRoute({ logits, tokens: T, experts: E, k });
+        const want = cpu.routerTopk(logits, T, E, k);
+        if (got.idx.join() !== want.idx.join()) throw new Error(`T${T} E${E} k${k}: expert choices differ`);
+        expectClose(`T${T} E${E} k${k} weights`, got.weight, want.weight, 1e-6);
+        // Groups: offsets scan the counts; every (token, slot) has a row in its expert's group; rows are a permutation.
+        const counts = new Array<number>(E).fill(0);
+        for (const e of want.idx) counts[e]!++;
+        if (got.counts.join() !== counts.join()) throw new Error(`T${T} E${E} k${k}: counts differ`);
+        for (let e = 0; e <= E; e++) if (got.offsets[e] !== counts.slice(0, e).reduce((a, b) => a + b, 0)) throw new Error('offsets are not the scan of counts');
+        const seen = new Set<number>();
+        for (let i = 0; i < T * k; i++) {
+          const row = got.rowOf[i]!, e = want.idx[i]!;
+          if (row < got.offsets[e]! || row >= got.offsets[e + 1]! || seen.has(row) || got.tokenOfRow[row] !== Math.floor(i / k))
+            throw new Error(`T${T} E${E} k${k}: slot ${i} has row ${row} outside expert ${e}'s group or twice`);
+          if (got.rowWeight[row] !== got.weight[i]) throw new Error(`T${T} E${E} k${k}: row ${row} carries another slot's weight`);
+          seen.add(row);
+        }
+      }
+    },
+  },
+  {
+    name: 'int8 quantization on the device equals the CPU quantizer',
+    run(cuda, cpu) {
+      const r = rng(5);
+      const w = bf16(rand(r, 37 * 200, 0.3));
+      const got = cuda.quantizeInt8({ w, rows: 37, k: 200 });
+      const want = cpu.quantizeInt8(w, 37, 200);
+      if (Array.from(got.q).join() !== Array.from(want.q).join()) throw new Error('int8 values differ');
+      expectClose('scales', got.scale, want.scale, 0);
+    },
+  },
+  {
+    name: 'grouped expert GEMM, bf16 and ExpertsInt8 weights, routing weight fused',
+    run(cuda, cpu) {
+      for (const int8 of [false, true])
+        for (const [n, k, counts] of [[40, 40, [0, 3, 1, 0, 7]], [136, 64, [65, 1, 0, 130, 16]], [1024, 4096, [16, 16, 2, 9, 0]]] as Array<[number, number, number[]]>) {
+          const E = counts.length, M = counts.reduce((x, y) => x + y, 0);
+          const r = rng(n + k + M + (int8 ? 1 : 0));
+          const a = bf16(rand(r, M * k)), w = bf16(rand(r, E * n * k, 1 / Math.sqrt(k))), rs = rand(r, M, 0.5, 0.5);
+          const offsets = Int32Array.from([0, ...counts.map((_, i) => counts.slice(0, i + 1).reduce((x, y) => x + y, 0))]);
+          const got = cuda.groupedGemm({ a, rows: M, k, w, experts: E, n, int8, offsets, rowScale: rs });
+          const want = new Float32Array(M * n);
+          for (let e = 0; e < E; e++) {
+            const m = counts[e]!;
+            if (!m) continue;
+            const o = offsets[e]!;
+            const y = cpu.gemm(a.subarray(o * k, (o + m) * k), m, w.subarray(e * n * k, (e + 1) * n * k), n, k, int8 ? 'int8' : 'f32');
+            for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) want[(o + i) * n + j] = y[i * n + j]! * rs[o + i]!;
+          }
+          expectClose(`${int8 ? 'int8' : 'bf16'} n${n} k${k} rows ${M}`, got.out, want, 1e-4);
+        }
+    },
+  },
+  {
+    name: 'the MoE feed-forward chained on the device (route, gather, expert GEMMs, SiLU gate, weighted combine)',
+    run(cuda, cpu) {
+      for (const int8 of [false, true])
+        for (const [T, H, E, k, I] of [[1, 64, 4, 2, 40], [37, 128, 16, 2, 96], [20, 256, 8, 3, 256]] as const) {
+          const r = rng(T * H + E + (int8 ? 7 : 0));
+          const x = bf16(rand(r, T * H)), logits = rand(r, T * E, 2), h = rand(r, T * H);
+          const wgu = bf16(rand(r, E * 2 * I * H, 1 / Math.sqrt(H))), wd = bf16(rand(r, E * H * I, 1 / Math.sqrt(I)));
+          const got = cuda.moeBlock({ x, tokens: T, hidden: H, logits, experts: E, k, inner: I, wGateUp: wgu, wDown: wd, int8, h });
+          // The same block from the CPU kernels, token by token, slot by slot.
+          const route = cpu.routerTopk(logits, T, E, k);
+          const mode = int8 ? 'int8' : 'f32';
+          const want = h.slice();
+          for (let t = 0; t < T; t++)
+            for (let j = 0; j < k; j++) {
+              const e = route.idx[t * k + j]!, wt = route.weight[t * k + j]!;
+              const gu = cpu.gemm(x.subarray(t * H, (t + 1) * H), 1, wgu.subarray(e * 2 * I * H, (e + 1) * 2 * I * H), 2 * I, H, mode);
+              const act = new Float32Array(I).map((_, i) => (gu[i]! / (1 + Math.exp(-gu[i]!))) * gu[I + i]!);
+              const y = cpu.gemm(act, 1, wd.subarray(e * H * I, (e + 1) * H * I), H, I, mode);
+              for (let c = 0; c < H; c++) want[t * H + c]! += wt * y[c]!;
+            }
+          const delta = (a: Float32Array) => a.map((v, i) => v - h[i]!);
+          expectClose(`${int8 ? 'int8' : 'bf16'} T${T} H${H} E${E} k${k} I${I}`, delta(got.h), delta(want), TOL.bf16);
+        }
+    },
+  },
+  {
+    name: 'embedding gather and KV-cache append',
+    run(cuda) {
+      for (const dt of DTYPES) {
+        const r = rng(21);
+        const V = 300, H = 72, ids = Int32Array.from([5, 0, 299, 5, 17]);
+        const table = inDt(rand(r, V * H), dt);
+        const got = cuda.embed({ table, vocab: V, hidden: H, ids, count: ids.length, dtype: dt });
+        const want = new Float32Array(ids.length * H);
+        ids.forEach((id, i) => want.set(table.subarray(id * H, (id + 1) * H), i * H));
+        expectClose(`${dt} embed`, got.out, want, 0);
+        // Two sequences append 3 and 1 rows after 4 and 0 cached positions.
+        const width = 48, kCol = 16, vCol = 32, kvw = 16, P = 8, rows = 4;
+        const qkv = inDt(rand(r, rows * width), dt);
+        const kv = cuda.appendKv({ qkv, rows, width, kCol, vCol, kvWidth: kvw, positions: P, slots: 2, past: Int32Array.from([4, 0]),
+          tokenOffsets: Int32Array.from([0, 3, 4]), dtype: dt });
+        const wantK = new Float32Array(2 * P * kvw), wantV = new Float32Array(2 * P * kvw);
+        const place = (row: number, slot: number, pos: number) => {
+          wantK.set(bf16(qkv.subarray(row * width + kCol, row * width + kCol + kvw)), (slot * P + pos) * kvw);
+          wantV.set(bf16(qkv.subarray(row * width + vCol, row * width + vCol + kvw)), (slot * P + pos) * kvw);
+        };
+        place(0, 0, 4); place(1, 0, 5); place(2, 0, 6); place(3, 1, 0);
+        expectClose(`${dt} keys`, kv.k, wantK, 0);
+        expectClose(`${dt} values`, kv.v, wantV, 0);
+      }
+    },
+  },
+  {
+    name: 'flash attention prefill (causal, grouped-query heads) over the KV cache',
+    run(cuda, cpu) {
+      for (const [T, past, H, KV, D] of [[1, 0, 4, 2, 8], [17, 5, 8, 1, 64], [130, 70, 4, 4, 128], [64, 0, 5, 5, 40]] as const) {
+        const r = rng(T * 31 + past + D);
+        const q = bf16(rand(r, T * H * D)), k = bf16(rand(r, (past + T) * KV * D)), v = bf16(rand(r, (past + T) * KV * D));
+        const got = cuda.attention({ q, tokens: T, k, v, positions: past + T, heads: H, kvHeads: KV, headDim: D, past: Int32Array.of(past), dtype: 'bf16' });
+        expectClose(`T${T} past${past} H${H}/${KV} D${D}`, got.out, cpu.attention(q, k, v, T, past, H, KV, D), TOL.bf16);
+      }
+    },
+  },
+  {
+    name: 'split-KV decode attention, sequences of different lengths',
+    run(cuda, cpu) {
+      const B = 4, H = 8, KV = 2, D = 128, P = 700;
+      const past = Int32Array.from([0, 63, 256, 699]);
+      const r = rng(11);
+      const q = bf16(rand(r, B * H * D)), k = bf16(rand(r, B * P * KV * D)), v = bf16(rand(r, B * P * KV * D));
+      const want = new Float32Array(B * H * D);
+      for (let s = 0; s < B; s++) {
+        const len = past[s]! + 1, kv = KV * D;
+        want.set(cpu.attention(q.subarray(s * H * D, (s + 1) * H * D), k.subarray(s * P * kv, (s * P + len) * kv),
+          v.subarray(s * P * kv, (s * P + len) * kv), 1, past[s]!, H, KV, D), s * H * D);
+      }
+      for (const splits of [1, 3, 8]) {
+        for (const dt of DTYPES) {
+          const got = cuda.attention({ q, tokens: B, k, v, positions: P, heads: H, kvHeads: KV, headDim: D, past, decode: true, splits, dtype: dt });
+          expectClose(`${dt} ${splits} splits`, got.out, want, TOL[dt]);
+        }
+      }
+    },
+  },
+  {
+    name: 'sampling on the device: greedy, top-k, top-p, and the distribution',
+    run(cuda) {
+      const V = 1000, R = 3;
+      const r = rng(3);
+      const logits = rand(r, R * V, 4);
+      logits[5] = 50; logits[V + 999] = 50; logits[2 * V + 10] = 50; logits[2 * V + 20] = 50;  // ties go to the lower id
+      const argmax = Array.from({ length: R }, (_, i) => {
+        let best = 0;
+        for (let j = 1; j < V; j++) if (logits[i * V + j]! > logits[i * V + best]!) best = j;
+        return best;
+      });
+      for (const o of [{ temperature: 0 }, { temperature: 1, topK: 1 }, { temperature: 0.7, topP: 1e-6 }])
+        if (cuda.sample({ logits, rows: R, vocab: V, ...o }).join() !== argmax.join()) throw new Error(`${JSON.stringify(o)} is not the argmax`);
+      // A known distribution over 8 ids, 4000 independent rows: frequencies within 5 standard deviations.
+      const p = [0.3, 0.2, 0.15, 0.1, 0.1, 0.08, 0.05, 0.02], rows = 4000;
+      const lg = new Float32Array(rows * 8);
+      for (let i = 0; i < rows; i++) for (let j = 0; j < 8; j++) lg[i * 8 + j] = Math.log(p[j]!);
+      const draw = cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, seed: 42, step: 0 });
+      for (let j = 0; j < 8; j++) {
+        const f = draw.filter((x) => x === j).length, sd = Math.sqrt(rows * p[j]! * (1 - p[j]!));
+        if (Math.abs(f - rows * p[j]!) > 5 * sd) throw new Error(`id ${j}: ${f} draws, expected ${rows * p[j]!}`);
+      }
+      const topk = cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, topK: 3, seed: 42 });
+      if (topk.some((x) => x > 2)) throw new Error('top-k 3 drew outside the 3 most likely ids');
+      const topp = cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, topP: 0.6, seed: 42 });
+      if (topp.some((x) => x > 2)) throw new Error('top-p 0.6 drew outside the smallest set holding 60%');
+      if (cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, seed: 42, step: 0 }).join() !== draw.join()) throw new Error('same seed and step, different draws');
+      if (cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, seed: 42, step: 1 }).join() === draw.join()) throw new Error('another step drew the same');
+    },
+  },
+];
