@@ -10,6 +10,9 @@
 import fs from 'node:fs';
 import { native } from '../lib/native';
 import { checks } from '../test/gpu/checks';
+import { modelChecks } from '../test/gpu/model-checks';
+import { SHARED } from '../test/helpers/paths';
+import { endToEnd } from './gpu-e2e';
 
 interface Peer {
   matmul_ms?: Record<string, number>;  // "m,n,k" → ms of one bf16 torch.matmul
@@ -32,105 +35,121 @@ const cuda = addon.cuda;
 const dev = cuda.info();
 say(`# ${dev.name} (sm_${dev.computeCapability.replace('.', '')}, ${dev.multiprocessors} SMs, ${(dev.totalBytes / 2 ** 30).toFixed(0)} GiB)`);
 
-let failed = 0;
-for (const c of checks) {
-  try {
-    c.run(cuda, addon.ops);
-    say(`check ok   ${c.name}`);
-  } catch (e) {
-    failed++;
-    say(`check FAIL ${c.name}: ${(e as Error).message}`);
+async function main(): Promise<void> {
+  let failed = 0;
+  for (const c of [...checks.map((k) => ({ name: k.name, run: async () => k.run(cuda, addon.ops) })), ...modelChecks]) {
+    try {
+      await c.run();
+      say(`check ok   ${c.name}`);
+    } catch (e) {
+      failed++;
+      say(`check FAIL ${c.name}: ${(e as Error).message}`);
+    }
   }
-}
 
-interface Row { kernel: string; shape: string; value: string; ratio: string; target: string }
-const rows: Row[] = [];
-const fill = (n: number, v = 0.5) => {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = (((i * 2654435761) >>> 0) / 4294967296 - 0.5) * 2 * v;
-  return a;
-};
-const rep = 20;
+  interface Row { kernel: string; shape: string; value: string; ratio: string; target: string }
+  const rows: Row[] = [];
+  const fill = (n: number, v = 0.5) => {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) a[i] = (((i * 2654435761) >>> 0) / 4294967296 - 0.5) * 2 * v;
+    return a;
+  };
+  const rep = 20;
 
-const copy = cuda.copyBandwidth({ bytes: 1 << 30, repeat: rep });
-rows.push({ kernel: 'ceiling: device copy', shape: '1 GiB, read + write', value: `${(copy / 1000).toFixed(2)} TB/s`, ratio: '', target: '' });
+  const copy = cuda.copyBandwidth({ bytes: 1 << 30, repeat: rep });
+  rows.push({ kernel: 'ceiling: device copy', shape: '1 GiB, read + write', value: `${(copy / 1000).toFixed(2)} TB/s`, ratio: '', target: '' });
 
-function attempt(name: string, f: () => void): void {
-  try {
-    f();
-  } catch (e) {
-    rows.push({ kernel: name, shape: '', value: `failed: ${(e as Error).message}`, ratio: '', target: '' });
+  function attempt(name: string, f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      rows.push({ kernel: name, shape: '', value: `failed: ${(e as Error).message}`, ratio: '', target: '' });
+    }
   }
-}
 
-attempt('selective scan (prefill)', () => {
-  const T = 4096, Di = 8192, N = 16;
-  const r = cuda.selectiveScan({ u: fill(T * Di), dt: fill(T * Di), b: fill(T * N), c: fill(T * N), z: fill(T * Di), a: fill(Di * N, 1).map((v) => -1 - Math.abs(v)),
-    d: fill(Di), dtBias: fill(Di), state: new Float32Array(Di * N), tLen: T, dInner: Di, dState: N, dtype: 'bf16', repeat: rep });
-  const bytes = (4 * T * Di + 2 * T * N) * 2;  // u, dt, z in and y out; B and C
-  const tbs = bytes / (r.ms * 1e9);
-  rows.push({ kernel: 'selective scan (prefill)', shape: `T ${T}, d_inner ${Di}, d_state ${N}, bf16`, value: `${tbs.toFixed(2)} TB/s effective`, ratio: `${(tbs / 1.35).toFixed(2)}× target`, target: '≥ 1.35 TB/s' });
-});
-attempt('selective state update (decode)', () => {
-  const B = 16, Di = 8192, N = 16;
-  const r = cuda.selectiveScan({ u: fill(B * Di), dt: fill(B * Di), b: fill(B * N), c: fill(B * N), z: fill(B * Di), a: fill(Di * N, 1).map((v) => -1 - Math.abs(v)),
-    d: fill(Di), dtBias: fill(Di), state: new Float32Array(B * Di * N), batch: B, poolSlots: B, slots: Int32Array.from({ length: B }, (_, i) => i),
-    dInner: Di, dState: N, dtype: 'bf16', repeat: rep });
-  const bytes = B * Di * N * 4 * 2 + B * Di * 4 * 2;  // states read and written, u/dt/z/y
-  rows.push({ kernel: 'selective state update (decode)', shape: `batch ${B}, d_inner ${Di}`, value: `${(bytes / (r.ms * 1e9)).toFixed(2)} TB/s`, ratio: `${((bytes / (r.ms * 1e6)) / copy).toFixed(2)}× copy`, target: '' });
-});
-attempt('causal conv1d (prefill)', () => {
-  const T = 4096, C = 8192, K = 4;
-  const r = cuda.conv1d({ x: fill(T * C), tLen: T, channels: C, w: fill(C * K), dConv: K, bias: fill(C), state: new Float32Array(C * (K - 1)), dtype: 'bf16', repeat: rep });
-  const gbs = (2 * T * C * 2) / (r.ms * 1e6);
-  rows.push({ kernel: 'causal conv1d (prefill)', shape: `T ${T}, channels ${C}, bf16`, value: `${(gbs / 1000).toFixed(2)} TB/s`, ratio: `${((100 * gbs) / copy).toFixed(0)}% of copy`, target: '≥ 85% of copy' });
-});
-attempt('MoE routing', () => {
-  for (const T of [16, 4096]) {
-    const r = cuda.moeRoute({ logits: fill(T * 16, 3), tokens: T, experts: 16, k: 2, repeat: 100 });
-    rows.push({ kernel: 'MoE routing (softmax, top-2, grouping)', shape: `${T} tokens, 16 experts`, value: `${(r.ms * 1000).toFixed(1)} µs`, ratio: T === 16 ? `${(5 / (r.ms * 1000)).toFixed(2)}× target` : '', target: T === 16 ? '≤ 5 µs per layer' : '' });
-  }
-});
-attempt('expert GEMM', () => {
-  // Jamba-1.5-Mini's expert up-projection (gate or up half: 14336 × 4096), a few experts.
-  const E = 4, n = 14336, k = 4096;
-  const w = fill(E * n * k, 0.02);
-  for (const m of [1, 4, 16, 64]) {
-    const a = fill(E * m * k);
-    const offsets = Int32Array.from({ length: E + 1 }, (_, i) => i * m);
-    const bf = cuda.groupedGemm({ a, rows: E * m, k, w, experts: E, n, offsets, outDtype: 'bf16', repeat: rep });
-    const i8 = cuda.groupedGemm({ a, rows: E * m, k, w, experts: E, n, int8: true, offsets, outDtype: 'bf16', repeat: rep });
+  attempt('selective scan (prefill)', () => {
+    const T = 4096, Di = 8192, N = 16;
+    const r = cuda.selectiveScan({ u: fill(T * Di), dt: fill(T * Di), b: fill(T * N), c: fill(T * N), z: fill(T * Di), a: fill(Di * N, 1).map((v) => -1 - Math.abs(v)),
+      d: fill(Di), dtBias: fill(Di), state: new Float32Array(Di * N), tLen: T, dInner: Di, dState: N, dtype: 'bf16', repeat: rep });
+    const bytes = (4 * T * Di + 2 * T * N) * 2;  // u, dt, z in and y out; B and C
+    const tbs = bytes / (r.ms * 1e9);
+    rows.push({ kernel: 'selective scan (prefill)', shape: `T ${T}, d_inner ${Di}, d_state ${N}, bf16`, value: `${tbs.toFixed(2)} TB/s effective`, ratio: `${(tbs / 1.35).toFixed(2)}× target`, target: '≥ 1.35 TB/s' });
+  });
+  attempt('selective state update (decode)', () => {
+    const B = 16, Di = 8192, N = 16;
+    const r = cuda.selectiveScan({ u: fill(B * Di), dt: fill(B * Di), b: fill(B * N), c: fill(B * N), z: fill(B * Di), a: fill(Di * N, 1).map((v) => -1 - Math.abs(v)),
+      d: fill(Di), dtBias: fill(Di), state: new Float32Array(B * Di * N), batch: B, poolSlots: B, slots: Int32Array.from({ length: B }, (_, i) => i),
+      dInner: Di, dState: N, dtype: 'bf16', repeat: rep });
+    const bytes = B * Di * N * 4 * 2 + B * Di * 4 * 2;  // states read and written, u/dt/z/y
+    rows.push({ kernel: 'selective state update (decode)', shape: `batch ${B}, d_inner ${Di}`, value: `${(bytes / (r.ms * 1e9)).toFixed(2)} TB/s`, ratio: `${((bytes / (r.ms * 1e6)) / copy).toFixed(2)}× copy`, target: '' });
+  });
+  attempt('causal conv1d (prefill)', () => {
+    const T = 4096, C = 8192, K = 4;
+    const r = cuda.conv1d({ x: fill(T * C), tLen: T, channels: C, w: fill(C * K), dConv: K, bias: fill(C), state: new Float32Array(C * (K - 1)), dtype: 'bf16', repeat: rep });
+    const gbs = (2 * T * C * 2) / (r.ms * 1e6);
+    rows.push({ kernel: 'causal conv1d (prefill)', shape: `T ${T}, channels ${C}, bf16`, value: `${(gbs / 1000).toFixed(2)} TB/s`, ratio: `${((100 * gbs) / copy).toFixed(0)}% of copy`, target: '≥ 85% of copy' });
+  });
+  attempt('MoE routing', () => {
+    for (const T of [16, 4096]) {
+      const r = cuda.moeRoute({ logits: fill(T * 16, 3), tokens: T, experts: 16, k: 2, repeat: 100 });
+      rows.push({ kernel: 'MoE routing (softmax, top-2, grouping)', shape: `${T} tokens, 16 experts`, value: `${(r.ms * 1000).toFixed(1)} µs`, ratio: T === 16 ? `${(5 / (r.ms * 1000)).toFixed(2)}× target` : '', target: T === 16 ? '≤ 5 µs per layer' : '' });
+    }
+  });
+  attempt('expert GEMM', () => {
+    // Jamba-1.5-Mini's expert up-projection (gate or up half: 14336 × 4096), a few experts.
+    const E = 4, n = 14336, k = 4096;
+    const w = fill(E * n * k, 0.02);
+    for (const m of [1, 4, 16, 64]) {
+      const a = fill(E * m * k);
+      const offsets = Int32Array.from({ length: E + 1 }, (_, i) => i * m);
+      const bf = cuda.groupedGemm({ a, rows: E * m, k, w, experts: E, n, offsets, outDtype: 'bf16', repeat: rep });
+      const i8 = cuda.groupedGemm({ a, rows: E * m, k, w, experts: E, n, int8: true, offsets, outDtype: 'bf16', repeat: rep });
+      const torchMs = peer.matmul_ms?.[`${m},${n},${k}`];
+      const vs = torchMs ? (E * torchMs) / i8.ms : undefined;
+      rows.push({ kernel: 'expert GEMM, ExpertsInt8', shape: `${m} tokens/expert, ${n}×${k}`, value: `${(i8.ms * 1000 / E).toFixed(1)} µs/expert (bf16: ${(bf.ms * 1000 / E).toFixed(1)})`,
+        ratio: vs ? `${vs.toFixed(2)}× cuBLAS bf16` : 'no peer', target: m <= 16 ? '≥ 1.8× cuBLAS bf16' : '' });
+    }
+  });
+  attempt('decode attention', () => {
+    const B = 4, P = 16384, H = 32, KV = 8, D = 128;
+    const k = fill(B * P * KV * D), v = fill(B * P * KV * D);
+    for (const splits of [8, 32]) {
+      const r = cuda.attention({ q: fill(B * H * D), tokens: B, k, v, positions: P, heads: H, kvHeads: KV, headDim: D,
+        past: Int32Array.from({ length: B }, () => P - 1), decode: true, splits, dtype: 'bf16', repeat: rep });
+      const tbs = (2 * B * P * KV * D * 2) / (r.ms * 1e9);
+      rows.push({ kernel: 'decode attention (split-KV)', shape: `batch ${B} × ${P} keys, ${H}/${KV} heads, ${splits} splits`, value: `${tbs.toFixed(2)} TB/s of KV`, ratio: `${(tbs / 4).toFixed(2)}× target`, target: '≥ 4.0 TB/s (H200)' });
+    }
+  });
+  attempt('prefill attention', () => {
+    const T = 4096, H = 32, KV = 8, D = 128;
+    const r = cuda.attention({ q: fill(T * H * D), tokens: T, k: fill(T * KV * D), v: fill(T * KV * D), positions: T, heads: H, kvHeads: KV, headDim: D,
+      past: Int32Array.of(0), dtype: 'bf16', repeat: 5 });
+    const flops = 4 * T * T * H * D / 2;  // causal
+    const sdpa = peer.sdpa_ms?.[`${T},${H},${KV},${D}`];
+    rows.push({ kernel: 'flash attention (prefill, causal)', shape: `T ${T}, ${H}/${KV} heads × ${D}`, value: `${(flops / (r.ms * 1e9)).toFixed(0)} TFLOP/s`,
+      ratio: sdpa ? `${(sdpa / r.ms).toFixed(2)}× SDPA` : 'no peer', target: '≥ 0.9× SDPA' });
+  });
+  let gemmTflops = 0;
+  attempt('dense GEMM rate', () => {
+    const m = 4096, n = 14336, k = 4096;
+    const r = cuda.groupedGemm({ a: fill(m * k), rows: m, k, w: fill(n * k, 0.02), experts: 1, n, offsets: Int32Array.of(0, m), outDtype: 'bf16', repeat: 10 });
+    gemmTflops = (2 * m * n * k) / (r.ms * 1e9);
     const torchMs = peer.matmul_ms?.[`${m},${n},${k}`];
-    const vs = torchMs ? (E * torchMs) / i8.ms : undefined;
-    rows.push({ kernel: 'expert GEMM, ExpertsInt8', shape: `${m} tokens/expert, ${n}×${k}`, value: `${(i8.ms * 1000 / E).toFixed(1)} µs/expert (bf16: ${(bf.ms * 1000 / E).toFixed(1)})`,
-      ratio: vs ? `${vs.toFixed(2)}× cuBLAS bf16` : 'no peer', target: m <= 16 ? '≥ 1.8× cuBLAS bf16' : '' });
+    rows.push({ kernel: 'GEMM bf16 (own kernel, mma.sync)', shape: `${m}×${n}×${k}`, value: `${gemmTflops.toFixed(0)} TFLOP/s`, ratio: torchMs ? `${(torchMs / r.ms).toFixed(2)}× cuBLAS` : 'no peer', target: '' });
+  });
+  try {
+    rows.push(...await endToEnd(SHARED, copy, gemmTflops || 1));
+  } catch (e) {
+    rows.push({ kernel: 'end to end (Jamba-1.5-Mini layout, ExpertsInt8)', shape: '', value: `failed: ${(e as Error).message}`, ratio: '', target: '' });
   }
-});
-attempt('decode attention', () => {
-  const B = 4, P = 16384, H = 32, KV = 8, D = 128;
-  const k = fill(B * P * KV * D), v = fill(B * P * KV * D);
-  for (const splits of [8, 32]) {
-    const r = cuda.attention({ q: fill(B * H * D), tokens: B, k, v, positions: P, heads: H, kvHeads: KV, headDim: D,
-      past: Int32Array.from({ length: B }, () => P - 1), decode: true, splits, dtype: 'bf16', repeat: rep });
-    const tbs = (2 * B * P * KV * D * 2) / (r.ms * 1e9);
-    rows.push({ kernel: 'decode attention (split-KV)', shape: `batch ${B} × ${P} keys, ${H}/${KV} heads, ${splits} splits`, value: `${tbs.toFixed(2)} TB/s of KV`, ratio: `${(tbs / 4).toFixed(2)}× target`, target: '≥ 4.0 TB/s (H200)' });
-  }
-});
-attempt('prefill attention', () => {
-  const T = 4096, H = 32, KV = 8, D = 128;
-  const r = cuda.attention({ q: fill(T * H * D), tokens: T, k: fill(T * KV * D), v: fill(T * KV * D), positions: T, heads: H, kvHeads: KV, headDim: D,
-    past: Int32Array.of(0), dtype: 'bf16', repeat: 5 });
-  const flops = 4 * T * T * H * D / 2;  // causal
-  const sdpa = peer.sdpa_ms?.[`${T},${H},${KV},${D}`];
-  rows.push({ kernel: 'flash attention (prefill, causal)', shape: `T ${T}, ${H}/${KV} heads × ${D}`, value: `${(flops / (r.ms * 1e9)).toFixed(0)} TFLOP/s`,
-    ratio: sdpa ? `${(sdpa / r.ms).toFixed(2)}× SDPA` : 'no peer', target: '≥ 0.9× SDPA' });
-});
-rows.push({ kernel: 'end to end (Jamba-1.5-Mini layout, ExpertsInt8)', shape: '', value: 'not measured: the CUDA executor is not built yet', ratio: '', target: 'decode ≥ 70% of roofline at batch 1' });
 
-if (json) process.stdout.write(`${JSON.stringify({ device: dev, checksFailed: failed, rows })}\n`);
-else {
-  say(`\n| kernel | shape | rate | ratio | target |\n|---|---|---|---|---|`);
-  for (const r of rows) say(`| ${r.kernel} | ${r.shape} | ${r.value} | ${r.ratio} | ${r.target} |`);
-  say(`\n${checks.length - failed}/${checks.length} kernel checks passed`);
+  if (json) process.stdout.write(`${JSON.stringify({ device: dev, checksFailed: failed, rows })}\n`);
+  else {
+    say(`\n| kernel | shape | rate | ratio | target |\n|---|---|---|---|---|`);
+    for (const r of rows) say(`| ${r.kernel} | ${r.shape} | ${r.value} | ${r.ratio} | ${r.target} |`);
+    say(`\n${checks.length + modelChecks.length - failed}/${checks.length + modelChecks.length} checks passed`);
+  }
+  process.exit(failed ? 1 : 0);
 }
-process.exit(failed ? 1 : 0);
+
+void main();

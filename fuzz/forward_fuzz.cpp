@@ -156,8 +156,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t mode = byte();
   ForwardRequest req;
   req.logits = mode % 3 == 0 ? ForwardRequest::Logits::All : mode % 3 == 1 ? ForwardRequest::Logits::Last : ForwardRequest::Logits::None;
+  req.hidden = (mode & 0x10) != 0;
+  const size_t H = size_t(g_model->dims().hidden);
   std::vector<std::unique_ptr<SequenceState>> states;
   std::vector<int32_t> flags(size_t(seqs), 0);
+  std::vector<int64_t> embed_rows;
   for (int s = 0; s < seqs; ++s) {
     states.push_back(g_model->new_state());
     const int prefix = byte() % 8;  // tokens evaluated first, one call, then the fuzzed call
@@ -179,17 +182,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     req.states.push_back(states.back().get());
     req.tokens.push_back(toks);
     flags[size_t(s)] = (mode & 0x80) ? 1 : 0;
+    // Soft-prompt rows before the tokens: whole rows of bounded values, or a ragged length.
+    if (mode & 0x20) {
+      const size_t rows = byte() % 3;
+      std::vector<float> e(rows * H + (byte() % 7 == 0 ? 1 : 0));
+      for (float& v : e) v = float(int8_t(byte())) / 16.f;
+      embed_rows.push_back(int64_t(e.size() / H));
+      req.embeds.push_back(std::move(e));
+    } else {
+      embed_rows.push_back(0);
+    }
   }
+  if (!(mode & 0x20)) req.embeds.clear();
   if (mode & 0x40) for (auto& f : flags) req.abort.push_back(&f);
   std::vector<int64_t> before;
   for (auto& st : states) before.push_back(st->position());
   try {
     ForwardResult r = g_model->forward(req);
     size_t rows = 0;
-    for (auto& t : req.tokens) rows += req.logits == ForwardRequest::Logits::All ? t.size() : req.logits == ForwardRequest::Logits::Last ? 1 : 0;
+    for (size_t s = 0; s < req.tokens.size(); ++s) {
+      const size_t n = req.tokens[s].size() + size_t(embed_rows[s]);
+      rows += req.logits == ForwardRequest::Logits::All ? n : req.logits == ForwardRequest::Logits::Last ? 1 : 0;
+    }
     if (r.logits.size() != rows * 97) __builtin_trap();
+    if (req.hidden && r.hidden.size() != rows * H) __builtin_trap();
     for (size_t s = 0; s < states.size(); ++s)
-      if (states[s]->position() != before[s] + int64_t(req.tokens[s].size())) __builtin_trap();
+      if (states[s]->position() != before[s] + int64_t(req.tokens[s].size()) + embed_rows[s]) __builtin_trap();
     for (float v : r.logits)
       if (!(v == v)) __builtin_trap();  // no NaN from valid input
   } catch (const Error&) {

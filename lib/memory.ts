@@ -38,6 +38,24 @@ export function estimateLoadBytes(tensors: Iterable<TensorInfo>, expertsInt8: bo
   return total + transient;
 }
 
+/**
+ * Device bytes the CUDA backend allocates for these tensors (bf16 matrices, int8 experts with
+ * ExpertsInt8, float32 vectors) plus its state pools: conv and SSM states for every sequence slot,
+ * and the bf16 KV cache of `contextLength` positions per slot.
+ */
+export function estimateDeviceBytes(tensors: Iterable<TensorInfo>, expertsInt8: boolean, pools: { mambaLayers: number; attentionLayers: number;
+  dInner: number; dConv: number; dState: number; kvWidth: number; maxSequences: number; contextLength: number }): number {
+  let total = 0;
+  for (const t of tensors) {
+    const numel = t.shape.reduce((a, b) => a * b, 1);
+    const expert = /\.experts\.\d+\./.test(t.name);
+    total += t.shape.length < 2 ? numel * 4 : expert && expertsInt8 ? numel + t.shape[0]! * 4 : numel * 2;
+  }
+  const p = pools;
+  total += p.maxSequences * (p.mambaLayers * p.dInner * (p.dConv - 1 + p.dState) * 4 + p.attentionLayers * p.contextLength * p.kvWidth * 2 * 2);
+  return total;
+}
+
 function readNumber(file: string): number | undefined {
   try {
     const v = fs.readFileSync(file, 'utf8').trim();

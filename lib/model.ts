@@ -19,7 +19,7 @@ import { buildPlan, parameterCounts } from './graph';
 import { ForwardOptions, ForwardResult, NativeModel, NativeSequence, native } from './native';
 import { defaultModelDir } from './paths';
 import { PrefixCache } from './prefix-cache';
-import { InsufficientMemoryError, availableMemoryBytes, estimateLoadBytes } from './memory';
+import { InsufficientMemoryError, availableMemoryBytes, estimateDeviceBytes, estimateLoadBytes } from './memory';
 import { TensorInfo, assertInside, readCheckpointTensors } from './safetensors';
 import { BatchScheduler, SchedulerStats } from './scheduler';
 import { EvaluateOptions, RunResult, Sequence, SequenceHost, checkEmbeds, checkLogitsMode, toTokenArray } from './sequence';
@@ -28,8 +28,15 @@ import { JambaTokenizer } from './tokenizer';
 import { modelFingerprint } from './fingerprint';
 
 export interface LoadOptions {
-  /** Where to run: 'cpu' (default), or 'auto' (the CPU until a CUDA build is present). */
+  /**
+   * Where to run: 'cpu' (default), 'cuda' (one NVIDIA GPU; needs the CUDA build), or 'auto' (CUDA
+   * when a usable GPU and driver are present, else the CPU with one line on stderr saying why).
+   */
   device?: 'cpu' | 'auto' | 'cuda';
+  /** CUDA: sequences alive at once (default 16); each holds a slot of the preallocated state pools. */
+  maxSequences?: number;
+  /** CUDA: positions per sequence, the KV cache's length (default min(4096, max_position_embeddings)). */
+  contextLength?: number;
   /** Quantize every MoE expert to int8 with one scale per output row at load (ExpertsInt8). */
   expertsInt8?: boolean;
   /** Bytes of prompt-prefix states kept for reuse (default 256 MiB; 0 turns the cache off). */
@@ -96,7 +103,7 @@ export interface ModelInfo {
   /** Bytes of weights by dtype as held in memory after loading (int8 experts, f32 vectors). */
   loadedBytesByDtype: Record<string, number>;
   expertsInt8: boolean;
-  device: 'cpu';
+  device: 'cpu' | 'cuda';
   threads: number;
 }
 
@@ -145,12 +152,18 @@ export class JambaModel {
   static async load(dir: string = defaultModelDir(), options: LoadOptions = {}): Promise<JambaModel> {
     if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('dir must be a path to a model folder');
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object');
-    const device = options.device ?? 'cpu';
-    if (device !== 'cpu' && device !== 'auto' && device !== 'cuda') throw new InvalidArgumentError(`device must be 'cpu', 'auto' or 'cuda', got ${String(device)}`);
-    if (device !== 'cpu') {
+    const asked = options.device ?? 'cpu';
+    if (asked !== 'cpu' && asked !== 'auto' && asked !== 'cuda') throw new InvalidArgumentError(`device must be 'cpu', 'auto' or 'cuda', got ${String(asked)}`);
+    let device: 'cpu' | 'cuda' = 'cpu';
+    if (asked !== 'cpu') {
       const why = cudaUnavailable();
-      if (device === 'cuda') throw new JambaError('unsupported_device', `device 'cuda': ${why}`);
-      process.stderr.write(`jamba: device 'auto': ${why}; using the CPU backend\n`);
+      if (why === null) device = 'cuda';
+      else if (asked === 'cuda') throw new JambaError('unsupported_device', `device 'cuda': ${why}`);
+      else process.stderr.write(`jamba: device 'auto': ${why}; using the CPU backend\n`);
+    }
+    for (const k of ['maxSequences', 'contextLength'] as const) {
+      const v = options[k];
+      if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw new InvalidArgumentError(`${k} must be a positive integer`);
     }
     for (const k of ['prefixCacheBytes', 'passageCacheBytes', 'maxPassTokens'] as const) {
       const v = options[k];
@@ -166,15 +179,28 @@ export class JambaModel {
     if (options.memoryLimitBytes !== undefined && (!Number.isFinite(limit) || limit < 0)) throw new InvalidArgumentError('memoryLimitBytes must be a non-negative number');
     // A config whose weights alone (at 2 bytes each) cannot fit is refused before reading more.
     const implied = parameterCounts(config).total * 2;
-    if (implied > limit) throw new InsufficientMemoryError(implied, limit, `the model of ${path.join(abs, 'config.json')}`);
+    if (device === 'cpu' && implied > limit) throw new InsufficientMemoryError(implied, limit, `the model of ${path.join(abs, 'config.json')}`);
     const tokenizer = JambaTokenizer.fromDir(abs);
     if (tokenizer.vocabSize > config.vocabSize)
       throw new InvalidArgumentError(`${abs}: tokenizer has ${tokenizer.vocabSize} tokens but config.json vocab_size is ${config.vocabSize}`);
     const tensors = readCheckpointTensors(abs);
     const expertsInt8 = options.expertsInt8 ?? false;
     const plan = buildPlan(config, tensors, { expertsInt8 });
-    const needed = estimateLoadBytes(tensors.values(), expertsInt8);
-    if (needed > limit) throw new InsufficientMemoryError(needed, limit, `loading ${abs}`);
+    if (device === 'cuda') {
+      plan.device = 'cuda';
+      plan.maxSequences = options.maxSequences ?? 16;
+      plan.contextLength = Math.min(options.contextLength ?? 4096, config.maxPositionEmbeddings);
+      const mamba = config.layerTypes.filter((t) => t === 'mamba').length;
+      const needed = estimateDeviceBytes(tensors.values(), expertsInt8, {
+        mambaLayers: mamba, attentionLayers: config.numHiddenLayers - mamba, dInner: config.mambaDInner, dConv: config.mambaDConv,
+        dState: config.mambaDState, kvWidth: config.numKeyValueHeads * config.headDim, maxSequences: plan.maxSequences, contextLength: plan.contextLength,
+      });
+      const free = native().cuda!.info().freeBytes;
+      if (needed > free) throw new InsufficientMemoryError(needed, free, `loading ${abs} onto the GPU (maxSequences ${plan.maxSequences}, contextLength ${plan.contextLength})`);
+    } else {
+      const needed = estimateLoadBytes(tensors.values(), expertsInt8);
+      if (needed > limit) throw new InsufficientMemoryError(needed, limit, `loading ${abs}`);
+    }
     let total = 0;
     for (const t of tensors.values()) total += t.nbytes;
     const onProgress = options.onProgress;
@@ -436,7 +462,7 @@ export class JambaModel {
       checkpointBytesByDtype: checkpoint,
       loadedBytesByDtype: this.native().bytesByDtype(),
       expertsInt8: this.expertsInt8,
-      device: 'cpu',
+      device: this.native().device(),
       threads: native().ops.threads(),
     };
   }
@@ -507,12 +533,8 @@ export class JambaModel {
   }
 }
 
-/**
- * Why the model cannot run on CUDA here. The kernels (csrc/cuda/) are built into CUDA builds and
- * tested one by one against the CPU ones (test/gpu/); the executor that runs a whole model with
- * them is not part of this version yet.
- */
-function cudaUnavailable(): string {
+/** Why the model cannot run on CUDA here, or null when it can. */
+function cudaUnavailable(): string | null {
   const cuda = native().cuda;
   if (!cuda) return 'this installation of jamba-node was built without CUDA (build it with `npm run build:cmake` where nvcc is installed)';
   try {
@@ -520,7 +542,7 @@ function cudaUnavailable(): string {
   } catch (e) {
     return `no usable CUDA device (${(e as Error).message})`;
   }
-  return 'the CUDA kernels are built, but whole-model execution on CUDA is not in this version yet';
+  return null;
 }
 
 function readGenerationEos(dir: string): number[] {

@@ -41,6 +41,13 @@ export interface ModelPlanSpec {
   lmHead?: TensorSourceSpec;
   layers: LayerSpec[];
   expertsInt8: boolean;
+  /** Where the executor runs (default 'cpu'). */
+  device?: 'cpu' | 'cuda';
+  /** CUDA: sequences alive at once, and positions per sequence (the state pools' sizes). */
+  maxSequences?: number;
+  contextLength?: number;
+  /** CUDA benchmarks: random weights made on the device instead of read from files. */
+  synthetic?: boolean;
 }
 
 /** A sequence's whole state, copied out: per layer the conv and SSM state (Mamba) or keys and values. */
@@ -83,6 +90,8 @@ export interface NativeModel {
   forward(sequences: NativeSequence[], tokens: Int32Array[], options: ForwardOptions): Promise<ForwardResult>;
   /** The input embedding rows of `ids`, exactly as forward() uses them. */
   embed(ids: Int32Array): Float32Array;
+  /** 'cpu' or 'cuda'. */
+  device(): 'cpu' | 'cuda';
   bytesByDtype(): Record<string, number>;
   dispose(): void;
 }

@@ -1,11 +1,12 @@
 /**
  * GPU checks. `npm test` skips them with a visible notice; `npm run test:gpu` (JAMBA_TEST_GPU=1)
  * runs them and fails, never skips, where there is no CUDA build or no CUDA device. The checks
- * themselves (each CUDA kernel against the CPU one) live in test/gpu/checks.ts, which the GPU
- * host's script (bench/gpu.ts) runs too.
+ * themselves (each CUDA kernel against the CPU one, test/gpu/checks.ts; the whole model against
+ * the references, test/gpu/model-checks.ts) are run by the GPU host's script (bench/gpu.ts) too.
  */
 import { native } from '../lib/native';
 import { checks } from './gpu/checks';
+import { modelChecks } from './gpu/model-checks';
 
 const required = process.env.JAMBA_TEST_GPU === '1';
 
@@ -26,5 +27,8 @@ if (!required) {
         c.run(addon.cuda, addon.ops);
       });
     }
+  });
+  describe('the whole model on CUDA', () => {
+    for (const c of modelChecks) test(c.name, () => c.run(), 600_000);
   });
 }

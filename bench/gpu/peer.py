@@ -24,7 +24,7 @@ def main():
     out = {"device": torch.cuda.get_device_name(0), "matmul_ms": {}, "sdpa_ms": {}}
     n, k = 14336, 4096
     w = torch.randn(k, n, device=dev, dtype=torch.bfloat16) * 0.02
-    for m in (1, 4, 16, 64):
+    for m in (1, 4, 16, 64, 4096):
         a = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
         out["matmul_ms"][f"{m},{n},{k}"] = timed(lambda: torch.matmul(a, w))
     t, h, kv, d = 4096, 32, 8, 128

@@ -18,6 +18,8 @@ namespace {
 
 constexpr int BM = 64, BN = 128, BK = 32, PAD = 8, kThreads = 256;
 
+template <typename T> struct Tag { using type = T; };
+
 __device__ __forceinline__ void mma_bf16(float* c, const uint32_t* a, const uint32_t* b) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -33,7 +35,7 @@ __device__ __forceinline__ uint4 widen8(uint2 q) {
   return *reinterpret_cast<uint4*>(&out[0]);
 }
 
-template <bool Int8, typename TO>
+template <bool Int8, bool Vec, typename TO>
 __global__ void __launch_bounds__(kThreads) grouped_gemm_kernel(const bf16* __restrict__ A, int64_t lda, const void* __restrict__ Wv,
                                                                 const float* __restrict__ wscale, int64_t N, int64_t K,
                                                                 const int32_t* __restrict__ offsets, int E,
@@ -81,15 +83,33 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm_kernel(const bf16* __re
 
   uint4 ra = make_uint4(0, 0, 0, 0), rb[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
   uint2 rq[2] = {make_uint2(0, 0), make_uint2(0, 0)};
+  // Vec: 16-byte (8-byte for int8) loads of whole chunks. Otherwise (k or lda not a multiple of
+  // 8: a Mamba dt_rank, say) element by element, each element checked against k.
   auto load = [&](int64_t k0) {
-    ra = a_ok && k0 + a_c < K ? *reinterpret_cast<const uint4*>(a_src + k0) : make_uint4(0, 0, 0, 0);
+    if constexpr (Vec) {
+      ra = a_ok && k0 + a_c < K ? *reinterpret_cast<const uint4*>(a_src + k0) : make_uint4(0, 0, 0, 0);
+    } else {
+      bf16* e = reinterpret_cast<bf16*>(&ra);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) e[j] = a_ok && k0 + a_c + j < K ? a_src[k0 + j] : __float2bfloat16_rn(0.f);
+    }
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int chunk = tid + i * kThreads, r = chunk >> 2, c = (chunk & 3) * 8;
       const int64_t n = n0 + r;
-      const bool ok = n < N && k0 + c < K;
-      if constexpr (Int8) rq[i] = ok ? *reinterpret_cast<const uint2*>(W + size_t(n) * K + k0 + c) : make_uint2(0, 0);
-      else rb[i] = ok ? *reinterpret_cast<const uint4*>(W + (size_t(n) * K + k0 + c) * 2) : make_uint4(0, 0, 0, 0);
+      if constexpr (Vec) {
+        const bool ok = n < N && k0 + c < K;
+        if constexpr (Int8) rq[i] = ok ? *reinterpret_cast<const uint2*>(W + size_t(n) * K + k0 + c) : make_uint2(0, 0);
+        else rb[i] = ok ? *reinterpret_cast<const uint4*>(W + (size_t(n) * K + k0 + c) * 2) : make_uint4(0, 0, 0, 0);
+      } else if constexpr (Int8) {
+        int8_t* e = reinterpret_cast<int8_t*>(&rq[i]);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) e[j] = n < N && k0 + c + j < K ? reinterpret_cast<const int8_t*>(W)[size_t(n) * K + k0 + c + j] : int8_t(0);
+      } else {
+        bf16* e = reinterpret_cast<bf16*>(&rb[i]);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) e[j] = n < N && k0 + c + j < K ? reinterpret_cast<const bf16*>(W)[size_t(n) * K + k0 + c + j] : __float2bfloat16_rn(0.f);
+      }
     }
   };
   auto stage = [&]() {
@@ -162,20 +182,26 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm_kernel(const bf16* __re
 void grouped_gemm(const void* a, int64_t lda, const GroupedWeights& w, const int32_t* offsets, int experts,
                   int64_t max_rows, const float* row_scale, void* out, int64_t ldo, DType out_type, cudaStream_t stream) {
   if (max_rows == 0) return;
-  if (w.k % 8 != 0 || lda % 8 != 0)
-    fail("invalid_argument", "grouped_gemm: k and lda must be multiples of 8, got " + std::to_string(w.k) + " and " + std::to_string(lda));
   if (w.int8 && !w.scale) fail("invalid_argument", "grouped_gemm: int8 weights need their row scales");
   // Every group may leave one partial tile: at most ceil(max_rows / BM) + experts tiles.
   const dim3 grid(blocks_for(w.n, BN), unsigned((max_rows + BM - 1) / BM + experts));
   const bf16* A = static_cast<const bf16*>(a);
-  if (w.int8 && out_type == DType::BF16)
-    grouped_gemm_kernel<true, bf16><<<grid, kThreads, 0, stream>>>(A, lda, w.w, w.scale, w.n, w.k, offsets, experts, row_scale, static_cast<bf16*>(out), ldo);
-  else if (w.int8)
-    grouped_gemm_kernel<true, float><<<grid, kThreads, 0, stream>>>(A, lda, w.w, w.scale, w.n, w.k, offsets, experts, row_scale, static_cast<float*>(out), ldo);
-  else if (out_type == DType::BF16)
-    grouped_gemm_kernel<false, bf16><<<grid, kThreads, 0, stream>>>(A, lda, w.w, nullptr, w.n, w.k, offsets, experts, row_scale, static_cast<bf16*>(out), ldo);
-  else
-    grouped_gemm_kernel<false, float><<<grid, kThreads, 0, stream>>>(A, lda, w.w, nullptr, w.n, w.k, offsets, experts, row_scale, static_cast<float*>(out), ldo);
+  const bool vec = w.k % 8 == 0 && lda % 8 == 0 && reinterpret_cast<uintptr_t>(a) % 16 == 0;
+  auto go = [&](auto int8, auto v, auto to) {
+    using TO = typename decltype(to)::type;
+    grouped_gemm_kernel<decltype(int8)::value, decltype(v)::value, TO><<<grid, kThreads, 0, stream>>>(
+        A, lda, w.w, w.scale, w.n, w.k, offsets, experts, row_scale, static_cast<TO*>(out), ldo);
+  };
+  auto by_out = [&](auto int8, auto v) {
+    if (out_type == DType::BF16) go(int8, v, Tag<bf16>{});
+    else go(int8, v, Tag<float>{});
+  };
+  auto by_vec = [&](auto int8) {
+    if (vec) by_out(int8, std::true_type{});
+    else by_out(int8, std::false_type{});
+  };
+  if (w.int8) by_vec(std::true_type{});
+  else by_vec(std::false_type{});
   JAMBA_CUDA_LAUNCHED("grouped_gemm");
 }
 

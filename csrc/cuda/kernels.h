@@ -12,9 +12,20 @@ namespace jamba::cuda {
 enum class DType { F32, BF16 };
 
 // h[r] += delta[r] (if delta), then out[r] = h[r] / rms(h[r]) * weight: the residual add of the
-// previous sub-layer fused with the next norm. h is the float32 residual stream.
-void rmsnorm_residual(float* h, const void* delta, DType delta_type, int64_t rows, int64_t cols, const float* weight,
-                      float eps, void* out, DType out_type, cudaStream_t stream);
+// previous sub-layer fused with the next norm. h is float32 (the residual stream, or a slice of a
+// float32 projection normalised in place); ld* are row strides in elements.
+void rmsnorm_residual(float* h, int64_t ldh, const void* delta, int64_t ldd, DType delta_type, int64_t rows, int64_t cols,
+                      const float* weight, float eps, void* out, int64_t ldo, DType out_type, cudaStream_t stream);
+
+// x[r, c] += bias[c] (projection biases).
+void add_bias(void* x, int64_t ld, DType type, int64_t rows, int64_t cols, const float* bias, cudaStream_t stream);
+
+// n values uniform in [lo, hi) from a hash of (seed, index): synthetic weights for benchmarks
+// of model layouts too large to keep on disk.
+void fill_uniform(void* out, DType type, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t stream);
+
+// n float32 values to bf16.
+void to_bf16(const float* x, int64_t n, void* out, cudaStream_t stream);
 
 // Causal depthwise conv over `t_len` new inputs of one sequence, then SiLU. x[t, c] at
 // x + t * ldx; w [channels, d_conv]; state [channels, d_conv - 1] holds the inputs before x and
@@ -77,6 +88,7 @@ struct GroupedWeights {
 // routing weight, fused into the second expert GEMM). a [rows, k] bf16 (row stride lda) in the
 // grouped order of `offsets` (E + 1 entries, on the device); out [rows, n] bf16 or float32.
 // `max_rows` bounds the total rows (tokens × top-k) and sizes the grid without reading offsets.
+// With k and lda multiples of 8 tiles are staged with 16-byte loads; otherwise element by element.
 void grouped_gemm(const void* a, int64_t lda, const GroupedWeights& w, const int32_t* offsets, int experts,
                   int64_t max_rows, const float* row_scale, void* out, int64_t ldo, DType out_type, cudaStream_t stream);
 

@@ -7,11 +7,12 @@
 namespace jamba::cuda {
 namespace {
 
+// No __restrict__ on h and out: the Mamba dt/B/C norms run in place.
 template <typename TD, typename TO>
-__global__ void rmsnorm_residual_kernel(float* __restrict__ h, const TD* __restrict__ delta, int64_t cols,
-                                        const float* __restrict__ weight, float eps, TO* __restrict__ out) {
-  float* hr = h + blockIdx.x * cols;
-  const TD* dr = delta ? delta + blockIdx.x * cols : nullptr;
+__global__ void rmsnorm_residual_kernel(float* h, int64_t ldh, const TD* __restrict__ delta, int64_t ldd, int64_t cols,
+                                        const float* __restrict__ weight, float eps, TO* out, int64_t ldo) {
+  float* hr = h + blockIdx.x * ldh;
+  const TD* dr = delta ? delta + blockIdx.x * ldd : nullptr;
   float ss = 0.f;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
     float v = hr[c];
@@ -22,8 +23,31 @@ __global__ void rmsnorm_residual_kernel(float* __restrict__ h, const TD* __restr
     ss += v * v;
   }
   const float inv = rsqrtf(block_sum(ss) / float(cols) + eps);
-  TO* o = out + blockIdx.x * cols;
+  TO* o = out + blockIdx.x * ldo;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) o[c] = from_f32<TO>(hr[c] * inv * weight[c]);
+}
+
+template <typename T>
+__global__ void add_bias_kernel(T* __restrict__ x, int64_t ld, int64_t cols, const float* __restrict__ bias) {
+  T* r = x + blockIdx.x * ld;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) r[c] = from_f32<T>(to_f32(r[c]) + bias[c]);
+}
+
+// A counter-based hash (splitmix64) of (seed, i), as a uniform number in [lo, hi).
+template <typename T>
+__global__ void fill_uniform_kernel(T* __restrict__ out, int64_t n, uint64_t seed, float lo, float hi) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * uint64_t(i + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  out[i] = from_f32<T>(lo + (hi - lo) * float(z >> 40) * (1.0f / 16777216.0f));
+}
+
+__global__ void to_bf16_kernel(const float* __restrict__ x, int64_t n, bf16* __restrict__ out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __float2bfloat16_rn(x[i]);
 }
 
 template <typename T>
@@ -34,23 +58,44 @@ __global__ void embed_kernel(const T* __restrict__ table, int64_t hidden, const 
 }
 
 template <typename TD>
-void launch_norm(float* h, const void* delta, int64_t rows, int64_t cols, const float* w, float eps, void* out, DType ot,
-                 cudaStream_t s) {
+void launch_norm(float* h, int64_t ldh, const void* delta, int64_t ldd, int64_t rows, int64_t cols, const float* w, float eps,
+                 void* out, int64_t ldo, DType ot, cudaStream_t s) {
   const unsigned threads = cols >= 1024 ? 512 : 128;
+  const TD* d = static_cast<const TD*>(delta);
   if (ot == DType::BF16)
-    rmsnorm_residual_kernel<TD, bf16><<<unsigned(rows), threads, 0, s>>>(h, static_cast<const TD*>(delta), cols, w, eps, static_cast<bf16*>(out));
+    rmsnorm_residual_kernel<TD, bf16><<<unsigned(rows), threads, 0, s>>>(h, ldh, d, ldd, cols, w, eps, static_cast<bf16*>(out), ldo);
   else
-    rmsnorm_residual_kernel<TD, float><<<unsigned(rows), threads, 0, s>>>(h, static_cast<const TD*>(delta), cols, w, eps, static_cast<float*>(out));
+    rmsnorm_residual_kernel<TD, float><<<unsigned(rows), threads, 0, s>>>(h, ldh, d, ldd, cols, w, eps, static_cast<float*>(out), ldo);
 }
 
 }  // namespace
 
-void rmsnorm_residual(float* h, const void* delta, DType delta_type, int64_t rows, int64_t cols, const float* weight,
-                      float eps, void* out, DType out_type, cudaStream_t stream) {
+void rmsnorm_residual(float* h, int64_t ldh, const void* delta, int64_t ldd, DType delta_type, int64_t rows, int64_t cols,
+                      const float* weight, float eps, void* out, int64_t ldo, DType out_type, cudaStream_t stream) {
   if (rows == 0) return;
-  if (delta_type == DType::BF16) launch_norm<bf16>(h, delta, rows, cols, weight, eps, out, out_type, stream);
-  else launch_norm<float>(h, delta, rows, cols, weight, eps, out, out_type, stream);
+  if (delta_type == DType::BF16) launch_norm<bf16>(h, ldh, delta, ldd, rows, cols, weight, eps, out, ldo, out_type, stream);
+  else launch_norm<float>(h, ldh, delta, ldd, rows, cols, weight, eps, out, ldo, out_type, stream);
   JAMBA_CUDA_LAUNCHED("rmsnorm_residual");
+}
+
+void add_bias(void* x, int64_t ld, DType type, int64_t rows, int64_t cols, const float* bias, cudaStream_t stream) {
+  if (rows == 0) return;
+  if (type == DType::BF16) add_bias_kernel<<<unsigned(rows), 128, 0, stream>>>(static_cast<bf16*>(x), ld, cols, bias);
+  else add_bias_kernel<<<unsigned(rows), 128, 0, stream>>>(static_cast<float*>(x), ld, cols, bias);
+  JAMBA_CUDA_LAUNCHED("add_bias");
+}
+
+void fill_uniform(void* out, DType type, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t stream) {
+  if (n == 0) return;
+  if (type == DType::BF16) fill_uniform_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(static_cast<bf16*>(out), n, seed, lo, hi);
+  else fill_uniform_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(static_cast<float*>(out), n, seed, lo, hi);
+  JAMBA_CUDA_LAUNCHED("fill_uniform");
+}
+
+void to_bf16(const float* x, int64_t n, void* out, cudaStream_t stream) {
+  if (n == 0) return;
+  to_bf16_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, n, static_cast<bf16*>(out));
+  JAMBA_CUDA_LAUNCHED("to_bf16");
 }
 
 void embed_rows(const void* table, DType table_type, int64_t hidden, const int32_t* ids, int64_t n, float* out,

@@ -13,6 +13,7 @@
 #include "../cpu/mlp.h"
 #include "../cpu/moe.h"
 #include "config.h"
+#include "executor.h"
 #include "sequence_state.h"
 #include "weight_source.h"
 
@@ -41,38 +42,26 @@ struct ModelPlan {
   TensorSource embed, final_norm, lm_head;  // lm_head absent: tied to embed
   std::vector<LayerPlan> layers;
   bool experts_int8 = false;
+  std::string device = "cpu";               // "cpu" or "cuda"
+  int64_t max_sequences = 16;               // cuda: sequences alive at once (state pools)
+  int64_t context_length = 4096;            // cuda: positions per sequence (KV cache)
+  bool synthetic = false;                   // cuda: random weights made on the device, no files (benchmarks)
 };
 
-struct ForwardRequest {
-  std::vector<SequenceState*> states;
-  std::vector<std::vector<int32_t>> tokens;  // per sequence, appended after its state
-  // Per sequence (or empty): rows of `hidden` floats that enter the first layer in place of token
-  // embeddings, placed before that sequence's tokens (soft prompts, inputs_embeds).
-  std::vector<std::vector<float>> embeds;
-  enum class Logits { None, Last, All } logits = Logits::All;
-  bool capture = false;                      // also return embeddings, layer outputs, router logits
-  bool hidden = false;                       // also return the final-norm hidden states of the logits rows
-  // One flag per sequence (null: none). The pass stops between layers once every sequence's
-  // flag is nonzero (read atomically): a batch keeps running while one of its callers still waits.
-  std::vector<const int32_t*> abort;
-};
+// The executor for plan.device; "cuda" needs a build with the CUDA backend.
+std::shared_ptr<Executor> make_executor(const ModelPlan& plan, std::function<void(uint64_t)> progress);
 
-struct ForwardResult {
-  std::vector<float> logits;                        // rows × vocab, rows in request order
-  std::vector<float> hidden;                        // rows × hidden when asked (same rows as logits)
-  std::map<std::string, std::vector<float>> captured;
-};
-
-class JambaModel {
+// The CPU backend's executor.
+class JambaModel : public Executor {
  public:
   // Reads and packs every weight; `progress` hears the bytes read so far after each tensor.
   explicit JambaModel(const ModelPlan& plan, std::function<void(uint64_t)> progress = {});
-  ForwardResult forward(const ForwardRequest& req) const;
-  std::unique_ptr<SequenceState> new_state() const;
-  // The input embedding rows of `ids` (float32, ids.size() × hidden), exactly as forward() uses them.
-  std::vector<float> embed(const std::vector<int32_t>& ids) const;
-  const ModelDims& dims() const { return dims_; }
-  std::map<std::string, size_t> bytes_by_dtype() const;
+  ForwardResult forward(const ForwardRequest& req) const override;
+  std::unique_ptr<SequenceState> new_state() const override;
+  std::vector<float> embed(const std::vector<int32_t>& ids) const override;
+  const ModelDims& dims() const override { return dims_; }
+  std::map<std::string, size_t> bytes_by_dtype() const override;
+  const char* device() const override { return "cpu"; }
 
  private:
   struct Mamba {

@@ -1,7 +1,12 @@
 // Everything one sequence carries between forward calls: per Mamba layer the last d_conv-1
 // pre-conv inputs and the float32 SSM state, per attention layer its keys and values.
+//
+// On the CPU the state lives in the vectors below. A GPU backend keeps it on the device instead
+// (a slot of its state pools) and attaches a DeviceState: the vectors are then only a staging
+// copy, filled by pull() for a snapshot and sent back by push() after a restore.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 #include "config.h"
 
@@ -11,6 +16,18 @@ struct LayerState {
   std::vector<float> conv;  // [d_inner, d_conv - 1]   (Mamba)
   std::vector<float> ssm;   // [d_inner, d_state]      (Mamba)
   std::vector<float> k, v;  // [tokens, kv_heads * head_dim] (attention), grown geometrically
+};
+
+class SequenceState;
+
+// A sequence's state held by a device backend.
+class DeviceState {
+ public:
+  virtual ~DeviceState() = default;
+  virtual void reset() = 0;
+  virtual void pull(SequenceState& host) const = 0;   // device → the vectors of `host`
+  virtual void push(const SequenceState& host) = 0;   // the vectors of `host` → device
+  virtual size_t bytes(int64_t position) const = 0;  // held for a sequence at `position`
 };
 
 class SequenceState {
@@ -25,7 +42,14 @@ class SequenceState {
     }
   }
 
+  // A device backend's state: the vectors start empty and stay a staging copy.
+  SequenceState(const ModelDims& dims, const std::vector<bool>& is_attention, std::unique_ptr<DeviceState> device)
+      : dims_(dims), attention_(is_attention), device_(std::move(device)) {
+    layers_.resize(is_attention.size());
+  }
+
   void reset() {
+    if (device_) device_->reset();
     for (auto& l : layers_) {
       std::fill(l.conv.begin(), l.conv.end(), 0.f);
       std::fill(l.ssm.begin(), l.ssm.end(), 0.f);
@@ -36,7 +60,7 @@ class SequenceState {
   }
 
   size_t bytes() const {
-    size_t b = 0;
+    size_t b = device_ ? device_->bytes(position_) : 0;
     for (auto& l : layers_) b += (l.conv.capacity() + l.ssm.capacity() + l.k.capacity() + l.v.capacity()) * sizeof(float);
     return b;
   }
@@ -51,11 +75,35 @@ class SequenceState {
   // Restores a position after its layer states were replaced wholesale (snapshot restore).
   void set_position(int64_t p) { position_ = p; }
 
+  DeviceState* device() const { return device_.get(); }
+  // Before reading the vectors (a snapshot): the device state copied into them.
+  void pull() {
+    if (device_) {
+      for (size_t i = 0; i < layers_.size(); ++i)
+        if (!attention_[i]) {
+          layers_[i].conv.resize(size_t(dims_.d_inner * (dims_.d_conv - 1)));
+          layers_[i].ssm.resize(size_t(dims_.d_inner * dims_.d_state));
+        }
+      device_->pull(*this);
+    }
+  }
+  // After the vectors were replaced (a restore): sent to the device, the staging copy dropped.
+  void push() {
+    if (device_) {
+      device_->push(*this);
+      drop_staging();
+    }
+  }
+  void drop_staging() {
+    if (device_) for (auto& l : layers_) l = LayerState{};
+  }
+
  private:
   ModelDims dims_;
   std::vector<bool> attention_;
   std::vector<LayerState> layers_;
   int64_t position_ = 0;
+  std::unique_ptr<DeviceState> device_;
 };
 
 }  // namespace jamba

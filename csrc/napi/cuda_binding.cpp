@@ -206,7 +206,8 @@ Napi::Object CudaOps(Napi::Env env) {
     Dev out(size_t(rows * cols) * (t == DType::BF16 ? 2 : 4));
     poison(out);
     const double ms = timed(o.repeat(), [&] {
-      cuda::rmsnorm_residual(h.as<float>(), delta ? delta->p : nullptr, t, rows, cols, w.as<float>(), float(o.f("eps", 1e-6)), out.p, t, nullptr);
+      cuda::rmsnorm_residual(h.as<float>(), cols, delta ? delta->p : nullptr, cols, t, rows, cols, w.as<float>(), float(o.f("eps", 1e-6)), out.p,
+                             cols, t, nullptr);
     });
     return result(o, ms, {{"h", js(o.env, h.get<float>(size_t(rows * cols)))},
                           {"out", js(o.env, download(out, size_t(rows * cols), t))}});

@@ -72,6 +72,10 @@ ModelPlan parse_plan(const Napi::Object& plan) {
   m.top_k = get_int(d, "topK");
   m.eps = d.Get("eps").As<Napi::Number>().FloatValue();
   p.experts_int8 = plan.Get("expertsInt8").ToBoolean();
+  if (plan.Has("device") && plan.Get("device").IsString()) p.device = plan.Get("device").ToString().Utf8Value();
+  if (plan.Has("maxSequences") && plan.Get("maxSequences").IsNumber()) p.max_sequences = get_int(plan, "maxSequences");
+  if (plan.Has("contextLength") && plan.Get("contextLength").IsNumber()) p.context_length = get_int(plan, "contextLength");
+  p.synthetic = plan.Has("synthetic") && plan.Get("synthetic").ToBoolean();
   p.embed = parse_source(plan, "embed");
   p.final_norm = parse_source(plan, "finalNorm");
   p.lm_head = parse_source(plan, "lmHead");

@@ -20,7 +20,7 @@ Napi::Function NativeSequence::Init(Napi::Env env) {
 NativeSequence::NativeSequence(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeSequence>(info) {
   if (info.Length() != 1 || !info[0].IsExternal())
     throw make_error(info.Env(), "invalid_argument", "NativeSequence is created by NativeModel.newSequence()");
-  auto* src = info[0].As<Napi::External<std::pair<std::shared_ptr<SequenceState>, const JambaModel*>>>().Data();
+  auto* src = info[0].As<Napi::External<std::pair<std::shared_ptr<SequenceState>, const Executor*>>>().Data();
   state_ = src->first;
   owner_ = src->second;
 }
@@ -41,7 +41,11 @@ Napi::Value NativeSequence::Bytes(const Napi::CallbackInfo& info) {
 void NativeSequence::Reset(const Napi::CallbackInfo& info) {
   auto st = state(info.Env());
   if (busy_->load()) throw make_error(info.Env(), "busy", "the sequence is in use by a pending forward pass");
-  st->reset();
+  try {
+    st->reset();
+  } catch (const Error& e) {
+    throw make_error(info.Env(), e.kind, e.what());
+  }
 }
 
 void NativeSequence::Dispose(const Napi::CallbackInfo&) { state_.reset(); }
@@ -56,6 +60,11 @@ Napi::Value NativeSequence::ExportState(const Napi::CallbackInfo& info) {
     if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
     return a;
   };
+  try {
+    st->pull();
+  } catch (const Error& e) {
+    throw make_error(env, e.kind, e.what());
+  }
   Napi::Array layers = Napi::Array::New(env, st->num_layers());
   for (size_t i = 0; i < st->num_layers(); ++i) {
     const LayerState& l = st->layer(i);
@@ -66,6 +75,7 @@ Napi::Value NativeSequence::ExportState(const Napi::CallbackInfo& info) {
     o.Set("v", copy(l.v));
     layers.Set(uint32_t(i), o);
   }
+  st->drop_staging();
   Napi::Object out = Napi::Object::New(env);
   out.Set("position", Napi::Number::New(env, double(st->position())));
   out.Set("layers", layers);
@@ -96,8 +106,9 @@ void NativeSequence::ImportState(const Napi::CallbackInfo& info) {
     if (!lo.IsObject()) throw make_error(env, "invalid_argument", "state layer " + std::to_string(i) + " is not an object");
     std::array<Napi::Float32Array, 4> a;
     const char* names[4] = {"conv", "ssm", "k", "v"};
-    const size_t expect[4] = {attention ? 0 : l.conv.size(), attention ? 0 : l.ssm.size(), attention ? size_t(pos) * kvw : 0,
-                              attention ? size_t(pos) * kvw : 0};
+    (void)l;
+    const size_t conv = size_t(d.d_inner * (d.d_conv - 1)), ssm = size_t(d.d_inner * d.d_state);
+    const size_t expect[4] = {attention ? 0 : conv, attention ? 0 : ssm, attention ? size_t(pos) * kvw : 0, attention ? size_t(pos) * kvw : 0};
     for (int j = 0; j < 4; ++j) {
       Napi::Value v = lo.As<Napi::Object>().Get(names[j]);
       if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
@@ -119,6 +130,12 @@ void NativeSequence::ImportState(const Napi::CallbackInfo& info) {
     assign(l.v, arrays[i][3]);
   }
   st->set_position(int64_t(pos));
+  try {
+    st->push();
+  } catch (const Error& e) {
+    st->reset();
+    throw make_error(env, e.kind, e.what());
+  }
 }
 
 // ---------------------------------------------------------------- NativeModel
@@ -175,24 +192,24 @@ class LoadWorker : public PromiseWorker {
         if (status != napi_ok) delete value;
       };
     }
-    model_ = std::make_shared<JambaModel>(plan_, report);
+    model_ = make_executor(plan_, report);
   }
   void OnOK() override {
     auto* data = Env().GetInstanceData<AddonData>();
-    auto holder = std::make_unique<std::shared_ptr<JambaModel>>(model_);
-    Napi::Object obj = data->model_ctor.New({Napi::External<std::shared_ptr<JambaModel>>::New(Env(), holder.get())});
+    auto holder = std::make_unique<std::shared_ptr<Executor>>(model_);
+    Napi::Object obj = data->model_ctor.New({Napi::External<std::shared_ptr<Executor>>::New(Env(), holder.get())});
     deferred_.Resolve(obj);
   }
 
  private:
   ModelPlan plan_;
-  std::shared_ptr<JambaModel> model_;
+  std::shared_ptr<Executor> model_;
   Napi::ThreadSafeFunction progress_;
 };
 
 class ForwardWorker : public PromiseWorker {
  public:
-  ForwardWorker(Napi::Env env, std::shared_ptr<JambaModel> model) : PromiseWorker(env), model_(std::move(model)) {}
+  ForwardWorker(Napi::Env env, std::shared_ptr<Executor> model) : PromiseWorker(env), model_(std::move(model)) {}
 
   std::vector<std::shared_ptr<SequenceState>> states;
   std::vector<std::shared_ptr<std::atomic<bool>>> busy;
@@ -229,7 +246,7 @@ class ForwardWorker : public PromiseWorker {
   }
 
  private:
-  std::shared_ptr<JambaModel> model_;
+  std::shared_ptr<Executor> model_;
   ForwardResult result_;
 };
 
@@ -240,6 +257,7 @@ Napi::Function NativeModel::Init(Napi::Env env) {
                      {StaticMethod<&NativeModel::Load>("load"), InstanceMethod<&NativeModel::NewSequence>("newSequence"),
                       InstanceMethod<&NativeModel::Forward>("forward"),
                       InstanceMethod<&NativeModel::Embed>("embed"),
+                      InstanceMethod<&NativeModel::Device>("device"),
                       InstanceMethod<&NativeModel::BytesByDtype>("bytesByDtype"),
                       InstanceMethod<&NativeModel::Dispose>("dispose")});
 }
@@ -247,10 +265,10 @@ Napi::Function NativeModel::Init(Napi::Env env) {
 NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
   if (info.Length() != 1 || !info[0].IsExternal())
     throw make_error(info.Env(), "invalid_argument", "NativeModel is created by NativeModel.load(plan)");
-  model_ = *info[0].As<Napi::External<std::shared_ptr<JambaModel>>>().Data();
+  model_ = *info[0].As<Napi::External<std::shared_ptr<Executor>>>().Data();
 }
 
-std::shared_ptr<JambaModel> NativeModel::get(Napi::Env env) {
+std::shared_ptr<Executor> NativeModel::get(Napi::Env env) {
   if (!model_) throw make_error(env, "disposed", "the model has been disposed");
   return model_;
 }
@@ -275,8 +293,13 @@ Napi::Value NativeModel::Load(const Napi::CallbackInfo& info) {
 Napi::Value NativeModel::NewSequence(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = get(env);
-  std::pair<std::shared_ptr<SequenceState>, const JambaModel*> src{std::shared_ptr<SequenceState>(model->new_state()),
-                                                                    model.get()};
+  std::shared_ptr<SequenceState> state;
+  try {
+    state = model->new_state();  // a CUDA model may have no free slot
+  } catch (const Error& e) {
+    throw make_error(env, e.kind, e.what());
+  }
+  std::pair<std::shared_ptr<SequenceState>, const Executor*> src{state, model.get()};
   auto* data = env.GetInstanceData<AddonData>();
   return data->sequence_ctor.New({Napi::External<decltype(src)>::New(env, &src)});
 }
@@ -383,6 +406,10 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   }
   w->Queue();
   return p;
+}
+
+Napi::Value NativeModel::Device(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), get(info.Env())->device());
 }
 
 Napi::Value NativeModel::BytesByDtype(const Napi::CallbackInfo& info) {

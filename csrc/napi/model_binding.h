@@ -1,4 +1,4 @@
-// NativeModel and NativeSequence: the JS handles over JambaModel and SequenceState.
+// NativeModel and NativeSequence: the JS handles over an Executor (CPU or CUDA) and SequenceState.
 #pragma once
 #include <napi.h>
 
@@ -32,7 +32,7 @@ class NativeSequence : public Napi::ObjectWrap<NativeSequence> {
 
   std::shared_ptr<SequenceState> state_;
   std::shared_ptr<std::atomic<bool>> busy_ = std::make_shared<std::atomic<bool>>(false);
-  const JambaModel* owner_ = nullptr;
+  const Executor* owner_ = nullptr;
   friend class NativeModel;
 };
 
@@ -48,9 +48,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value Embed(const Napi::CallbackInfo& info);
   Napi::Value BytesByDtype(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
-  std::shared_ptr<JambaModel> get(Napi::Env env);
+  Napi::Value Device(const Napi::CallbackInfo& info);
+  std::shared_ptr<Executor> get(Napi::Env env);
 
-  std::shared_ptr<JambaModel> model_;
+  std::shared_ptr<Executor> model_;
 };
 
 }  // namespace jamba::napi

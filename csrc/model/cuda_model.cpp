@@ -1,0 +1,667 @@
+#include "cuda_model.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "../core/dtype.h"
+#include "../core/error.h"
+#include "../cuda/kernels.h"
+
+namespace jamba {
+
+using DT = cuda::DType;
+
+namespace {
+
+void ck(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return;
+  (void)cudaGetLastError();
+  fail(e == cudaErrorMemoryAllocation ? "out_of_memory" : e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? "no_device" : "cuda",
+       std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+cudaStream_t S(void* s) { return static_cast<cudaStream_t>(s); }
+
+std::vector<uint16_t> to_bf16_host(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = f32_to_bf16(v[i]);
+  return out;
+}
+
+int64_t rows_of(const TensorSource& s) { return s.shape.empty() ? 1 : s.shape[0]; }
+int64_t cols_of(const TensorSource& s) {
+  int64_t c = 1;
+  for (size_t i = 1; i < s.shape.size(); ++i) c *= s.shape[i];
+  return c;
+}
+
+}  // namespace
+
+DeviceBuffer::DeviceBuffer(size_t n) : bytes(n) { ck(cudaMalloc(&p, n ? n : 1), "cudaMalloc"); }
+DeviceBuffer::~DeviceBuffer() {
+  if (p) cudaFree(p);
+}
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    if (p) cudaFree(p);
+    p = o.p;
+    bytes = o.bytes;
+    o.p = nullptr;
+    o.bytes = 0;
+  }
+  return *this;
+}
+
+// ---------------------------------------------------------------- state pools
+
+struct CudaJambaModel::Pools {
+  ModelDims dims;
+  std::vector<bool> attention;
+  int64_t slots = 0, context = 0;
+  std::vector<DeviceBuffer> conv, ssm, k, v;  // per layer (empty where the layer has none)
+  std::mutex mu;
+  std::vector<int32_t> free;
+
+  int64_t conv_size() const { return dims.d_inner * (dims.d_conv - 1); }
+  int64_t ssm_size() const { return dims.d_inner * dims.d_state; }
+  int64_t kv_width() const { return dims.kv_heads * dims.head_dim; }
+
+  void zero(int32_t slot) {
+    for (size_t i = 0; i < attention.size(); ++i) {
+      if (attention[i]) continue;
+      ck(cudaMemset(conv[i].as<float>() + slot * conv_size(), 0, size_t(conv_size()) * 4), "cudaMemset");
+      ck(cudaMemset(ssm[i].as<float>() + slot * ssm_size(), 0, size_t(ssm_size()) * 4), "cudaMemset");
+    }
+    // cudaMemset may return before it is done, and forward passes run on a non-blocking stream.
+    ck(cudaDeviceSynchronize(), "cudaMemset");
+  }
+};
+
+namespace {
+
+// A sequence's state: one slot of the pools, given back when the sequence goes.
+class SlotState : public DeviceState {
+ public:
+  SlotState(std::shared_ptr<CudaJambaModel::Pools> pools, int32_t slot) : pools_(std::move(pools)), slot_(slot) {}
+  ~SlotState() override {
+    std::lock_guard<std::mutex> lk(pools_->mu);
+    pools_->free.push_back(slot_);
+  }
+  int32_t slot() const { return slot_; }
+  const CudaJambaModel::Pools* pools() const { return pools_.get(); }
+  void reset() override { pools_->zero(slot_); }
+  size_t bytes(int64_t position) const override {
+    const auto& p = *pools_;
+    size_t b = 0;
+    for (size_t i = 0; i < p.attention.size(); ++i)
+      b += p.attention[i] ? size_t(position * p.kv_width()) * 2 * 2 : size_t(p.conv_size() + p.ssm_size()) * 4;
+    return b;
+  }
+  void pull(SequenceState& host) const override {
+    const auto& p = *pools_;
+    const int64_t pos = host.position(), kvw = p.kv_width();
+    for (size_t i = 0; i < p.attention.size(); ++i) {
+      LayerState& l = host.layer(i);
+      if (!p.attention[i]) {
+        ck(cudaMemcpy(l.conv.data(), p.conv[i].as<float>() + slot_ * p.conv_size(), size_t(p.conv_size()) * 4, cudaMemcpyDeviceToHost), "pull conv");
+        ck(cudaMemcpy(l.ssm.data(), p.ssm[i].as<float>() + slot_ * p.ssm_size(), size_t(p.ssm_size()) * 4, cudaMemcpyDeviceToHost), "pull ssm");
+        continue;
+      }
+      std::vector<uint16_t> kb(size_t(pos * kvw)), vb(size_t(pos * kvw));
+      const size_t off = size_t(slot_) * size_t(p.context * kvw);
+      ck(cudaMemcpy(kb.data(), p.k[i].as<uint16_t>() + off, kb.size() * 2, cudaMemcpyDeviceToHost), "pull keys");
+      ck(cudaMemcpy(vb.data(), p.v[i].as<uint16_t>() + off, vb.size() * 2, cudaMemcpyDeviceToHost), "pull values");
+      l.k.resize(kb.size());
+      l.v.resize(vb.size());
+      for (size_t j = 0; j < kb.size(); ++j) {
+        l.k[j] = bf16_to_f32(kb[j]);
+        l.v[j] = bf16_to_f32(vb[j]);
+      }
+    }
+  }
+  void push(const SequenceState& host) override {
+    const auto& p = *pools_;
+    const int64_t pos = host.position(), kvw = p.kv_width();
+    if (pos > p.context) fail("invalid_argument", "the state holds " + std::to_string(pos) + " positions, more than this model's context length " + std::to_string(p.context));
+    for (size_t i = 0; i < p.attention.size(); ++i) {
+      const LayerState& l = host.layer(i);
+      if (!p.attention[i]) {
+        ck(cudaMemcpy(p.conv[i].as<float>() + slot_ * p.conv_size(), l.conv.data(), size_t(p.conv_size()) * 4, cudaMemcpyHostToDevice), "push conv");
+        ck(cudaMemcpy(p.ssm[i].as<float>() + slot_ * p.ssm_size(), l.ssm.data(), size_t(p.ssm_size()) * 4, cudaMemcpyHostToDevice), "push ssm");
+        continue;
+      }
+      const size_t off = size_t(slot_) * size_t(p.context * kvw);
+      const std::vector<uint16_t> kb = to_bf16_host(l.k), vb = to_bf16_host(l.v);
+      ck(cudaMemcpy(p.k[i].as<uint16_t>() + off, kb.data(), kb.size() * 2, cudaMemcpyHostToDevice), "push keys");
+      ck(cudaMemcpy(p.v[i].as<uint16_t>() + off, vb.data(), vb.size() * 2, cudaMemcpyHostToDevice), "push values");
+      (void)pos;
+    }
+  }
+
+ private:
+  std::shared_ptr<CudaJambaModel::Pools> pools_;
+  int32_t slot_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- loading
+
+namespace {
+
+int64_t numel(const TensorSource& s) {
+  int64_t n = 1;
+  for (int64_t d : s.shape) n *= d;
+  return n;
+}
+
+// Synthetic weights: values in the ranges a trained Jamba has, so a benchmark's activations stay finite.
+void synthesize(const TensorSource& s, void* out, DT type, int64_t n, cudaStream_t stream) {
+  uint64_t seed = 1469598103934665603ull;
+  for (char c : s.name) seed = (seed ^ uint64_t(uint8_t(c))) * 1099511628211ull;
+  const std::string& nm = s.name;
+  auto has = [&](const char* k) { return nm.find(k) != std::string::npos; };
+  float lo = -0.035f, hi = 0.035f;
+  if (has("norm")) lo = 0.9f, hi = 1.1f;
+  else if (has("A_log")) lo = 0.f, hi = 2.7f;
+  else if (has(".D")) lo = 0.5f, hi = 1.5f;
+  else if (has("dt_proj.bias")) lo = -6.f, hi = -3.f;
+  else if (has("conv1d")) lo = -0.5f, hi = 0.5f;
+  cuda::fill_uniform(out, type, n, seed, lo, hi, stream);
+  ck(cudaStreamSynchronize(stream), "synthesize");
+}
+
+// Reads tensors one at a time into host staging and sends them to the device as bf16 rows
+// (or, for a synthetic plan, makes them on the device).
+class Uploader {
+ public:
+  Uploader(TensorReader& rd, std::map<std::string, size_t>& bytes, bool synthetic, cudaStream_t s)
+      : rd_(rd), bytes_(bytes), synthetic_(synthetic), s_(s) {}
+
+  std::vector<float> host_f32(const TensorSource& s) {
+    if (!synthetic_) return rd_.read_f32(s);
+    DeviceBuffer tmp(size_t(numel(s)) * 4);
+    synthesize(s, tmp.p, DT::F32, numel(s), s_);
+    std::vector<float> v(size_t(numel(s)));
+    ck(cudaMemcpy(v.data(), tmp.p, v.size() * 4, cudaMemcpyDeviceToHost), "synthesize");
+    return v;
+  }
+
+  DeviceBuffer f32(const TensorSource& s) {
+    std::vector<float> v = host_f32(s);
+    DeviceBuffer b(v.size() * 4);
+    ck(cudaMemcpy(b.p, v.data(), v.size() * 4, cudaMemcpyHostToDevice), "upload");
+    bytes_["f32"] += b.bytes;
+    return b;
+  }
+
+  // Row blocks stacked into one [Σ rows, k] matrix (q|k|v, gate|up), per expert when E > 1;
+  // with int8 each expert is quantized on the device as it arrives.
+  CudaJambaModel::Mat mat(const std::vector<std::vector<const TensorSource*>>& experts, bool int8, cudaStream_t s,
+                          const TensorSource* bias = nullptr) {
+    CudaJambaModel::Mat m;
+    const auto& first = experts[0];
+    m.k = cols_of(*first[0]);
+    for (auto* p : first) m.n += rows_of(*p);
+    const int64_t E = int64_t(experts.size()), nk = m.n * m.k;
+    m.int8 = int8;
+    m.w = DeviceBuffer(size_t(E * nk) * (int8 ? 1 : 2));
+    DeviceBuffer scratch;
+    if (int8) {
+      m.scale = DeviceBuffer(size_t(E * m.n) * 4);
+      scratch = DeviceBuffer(size_t(nk) * 2);
+    }
+    for (int64_t e = 0; e < E; ++e) {
+      if (synthetic_) {
+        // Made in place (bf16, or in the scratch buffer that the quantizer reads).
+        uint16_t* dst = int8 ? scratch.as<uint16_t>() : m.w.as<uint16_t>() + e * nk;
+        int64_t at = 0;
+        for (auto* p : experts[size_t(e)]) {
+          synthesize(*p, dst + at, DT::BF16, numel(*p), s);
+          at += numel(*p);
+        }
+        if (int8) {
+          cuda::quantize_int8_rows(scratch.p, m.n, m.k, m.w.as<int8_t>() + e * nk, m.scale.as<float>() + e * m.n, s);
+          ck(cudaStreamSynchronize(s), "quantize");
+        }
+        continue;
+      }
+      std::vector<uint16_t> rows;
+      rows.reserve(size_t(nk));
+      for (auto* p : experts[size_t(e)]) {
+        if (cols_of(*p) != m.k) fail("checkpoint", "stacked tensors of different widths");
+        std::vector<uint16_t> part = to_bf16_host(rd_.read_f32(*p));
+        rows.insert(rows.end(), part.begin(), part.end());
+      }
+      if (int8) {
+        ck(cudaMemcpy(scratch.p, rows.data(), rows.size() * 2, cudaMemcpyHostToDevice), "upload");
+        cuda::quantize_int8_rows(scratch.p, m.n, m.k, m.w.as<int8_t>() + e * nk, m.scale.as<float>() + e * m.n, s);
+        ck(cudaStreamSynchronize(s), "quantize");
+      } else {
+        ck(cudaMemcpy(m.w.as<uint16_t>() + e * nk, rows.data(), rows.size() * 2, cudaMemcpyHostToDevice), "upload");
+      }
+    }
+    bytes_[int8 ? "i8" : "bf16"] += m.w.bytes;
+    bytes_["f32"] += m.scale.bytes;
+    if (bias && bias->present()) m.bias = f32(*bias);
+    return m;
+  }
+
+ private:
+  TensorReader& rd_;
+  std::map<std::string, size_t>& bytes_;
+  bool synthetic_;
+  cudaStream_t s_;
+};
+
+}  // namespace
+
+CudaJambaModel::CudaJambaModel(const ModelPlan& plan, std::function<void(uint64_t)> progress) : dims_(plan.dims) {
+  int n = 0;
+  ck(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
+  if (n == 0) fail("no_device", "no CUDA device is present");
+  if (plan.max_sequences < 1 || plan.context_length < 1) fail("invalid_argument", "maxSequences and contextLength must be positive");
+  cudaStream_t s;
+  ck(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  stream_ = s;
+  TensorReader rd(std::move(progress));
+  Uploader up(rd, bytes_, plan.synthetic, s);
+  embed_ = up.mat({{&plan.embed}}, false, s);
+  tied_ = !plan.lm_head.present();
+  if (!tied_) lm_head_ = up.mat({{&plan.lm_head}}, false, s);
+  final_norm_ = up.f32(plan.final_norm);
+  for (const LayerPlan& lp : plan.layers) {
+    Layer l;
+    l.attention = lp.attention;
+    l.moe = lp.moe;
+    is_attention_.push_back(lp.attention);
+    l.input_norm = up.f32(lp.input_norm);
+    l.ff_norm = up.f32(lp.ff_norm);
+    if (lp.attention) {
+      l.qkv = up.mat({{&lp.attn.q, &lp.attn.k, &lp.attn.v}}, false, s);
+      l.o = up.mat({{&lp.attn.o}}, false, s);
+    } else {
+      const MambaSources& m = lp.mamba;
+      l.in_proj = up.mat({{&m.in_proj}}, false, s, &m.in_proj_bias);
+      l.x_proj = up.mat({{&m.x_proj}}, false, s);
+      l.dt_proj = up.mat({{&m.dt_proj}}, false, s);
+      l.out_proj = up.mat({{&m.out_proj}}, false, s, &m.out_proj_bias);
+      l.conv_w = up.f32(m.conv_weight);
+      if (m.conv_bias.present()) l.conv_b = up.f32(m.conv_bias);
+      std::vector<float> a = up.host_f32(m.a_log);
+      for (float& v : a) v = -std::exp(v);
+      l.a = DeviceBuffer(a.size() * 4);
+      ck(cudaMemcpy(l.a.p, a.data(), a.size() * 4, cudaMemcpyHostToDevice), "upload");
+      bytes_["f32"] += l.a.bytes;
+      l.d = up.f32(m.d);
+      l.dt_bias = up.f32(m.dt_proj_bias);
+      l.dt_norm = up.f32(m.dt_norm);
+      l.b_norm = up.f32(m.b_norm);
+      l.c_norm = up.f32(m.c_norm);
+    }
+    if (lp.moe) {
+      l.router = up.mat({{&lp.router}}, false, s);
+      std::vector<std::vector<const TensorSource*>> gu, dn;
+      for (const MlpSources& e : lp.experts) {
+        gu.push_back({&e.gate, &e.up});
+        dn.push_back({&e.down});
+      }
+      l.gate_up = up.mat(gu, plan.experts_int8, s);
+      l.down = up.mat(dn, plan.experts_int8, s);
+    } else {
+      l.gate_up = up.mat({{&lp.mlp.gate, &lp.mlp.up}}, false, s);
+      l.down = up.mat({{&lp.mlp.down}}, false, s);
+    }
+    layers_.push_back(std::move(l));
+  }
+  // The state pools: every sequence slot, preallocated.
+  pools_ = std::make_shared<Pools>();
+  Pools& p = *pools_;
+  p.dims = dims_;
+  p.attention = is_attention_;
+  p.slots = plan.max_sequences;
+  p.context = plan.context_length;
+  p.conv.resize(layers_.size());
+  p.ssm.resize(layers_.size());
+  p.k.resize(layers_.size());
+  p.v.resize(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (is_attention_[i]) {
+      p.k[i] = DeviceBuffer(size_t(p.slots * p.context * p.kv_width()) * 2);
+      p.v[i] = DeviceBuffer(size_t(p.slots * p.context * p.kv_width()) * 2);
+      bytes_["kv cache (bf16)"] += 2 * p.k[i].bytes;
+    } else {
+      p.conv[i] = DeviceBuffer(size_t(p.slots * p.conv_size()) * 4);
+      p.ssm[i] = DeviceBuffer(size_t(p.slots * p.ssm_size()) * 4);
+      bytes_["mamba states (f32)"] += p.conv[i].bytes + p.ssm[i].bytes;
+    }
+  }
+  for (int32_t i = int32_t(p.slots) - 1; i >= 0; --i) p.free.push_back(i);
+}
+
+CudaJambaModel::~CudaJambaModel() {
+  if (stream_) cudaStreamDestroy(S(stream_));
+}
+
+std::unique_ptr<SequenceState> CudaJambaModel::new_state() const {
+  int32_t slot;
+  {
+    std::lock_guard<std::mutex> lk(pools_->mu);
+    if (pools_->free.empty())
+      fail("busy", "all " + std::to_string(pools_->slots) + " sequence slots of this CUDA model are in use (maxSequences)");
+    slot = pools_->free.back();
+    pools_->free.pop_back();
+  }
+  auto dev = std::make_unique<SlotState>(pools_, slot);
+  dev->reset();
+  return std::make_unique<SequenceState>(dims_, is_attention_, std::move(dev));
+}
+
+std::map<std::string, size_t> CudaJambaModel::bytes_by_dtype() const { return bytes_; }
+
+std::vector<float> CudaJambaModel::embed(const std::vector<int32_t>& ids) const {
+  const int64_t H = dims_.hidden;
+  std::vector<float> out(ids.size() * size_t(H));
+  std::vector<uint16_t> row(static_cast<size_t>(H));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= dims_.vocab)
+      fail("invalid_argument", "token id " + std::to_string(ids[i]) + " is outside [0, " + std::to_string(dims_.vocab) + ")");
+    ck(cudaMemcpy(row.data(), embed_.w.as<uint16_t>() + int64_t(ids[i]) * H, size_t(H) * 2, cudaMemcpyDeviceToHost), "embed");
+    for (int64_t c = 0; c < H; ++c) out[i * size_t(H) + size_t(c)] = bf16_to_f32(row[size_t(c)]);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- forward
+
+// Device buffers of one pass, carved from the model's arena.
+struct CudaJambaModel::Workspace {
+  int64_t T = 0, S = 0, longest = 0;
+  bool decode = false;                  // every sequence adds exactly one row
+  std::vector<int64_t> offsets;         // host: row offsets per sequence (S + 1)
+  std::vector<int32_t> slot, past;      // host copies
+  int32_t *d_slot, *d_past, *d_tokoff, *d_off_all, *d_off_rows;
+  float* h;                             // [T, H] residual stream
+  void *x, *delta;                      // [T, H] bf16
+  bool has_delta = false;
+  void *xz, *xc, *pn, *dt, *y;          // Mamba
+  float* p;
+  void *qkv, *att;                      // attention
+  void* attn_ws;
+  float *router, *weight, *row_weight;  // MoE
+  int32_t *idx, *counts, *expert_off, *row_of, *token_of_row;
+  void *xg, *gu, *act, *ey;
+};
+
+void CudaJambaModel::gemm(const void* a, int64_t lda, const Mat& m, int experts, const int32_t* offsets, int64_t rows,
+                          const float* row_scale, void* out, int64_t ldo, bool f32_out) const {
+  const cuda::GroupedWeights w{m.w.p, m.int8 ? m.scale.as<float>() : nullptr, m.int8, m.n, m.k};
+  cuda::grouped_gemm(a, lda, w, offsets, experts, rows, row_scale, out, ldo, f32_out ? DT::F32 : DT::BF16, S(stream_));
+  if (m.bias.p) cuda::add_bias(out, ldo, f32_out ? DT::F32 : DT::BF16, rows, m.n, m.bias.as<float>(), S(stream_));
+}
+
+void CudaJambaModel::mamba(const Layer& l, size_t li, Workspace& ws) const {
+  const int64_t T = ws.T, Di = dims_.d_inner, N = dims_.d_state, R = dims_.dt_rank, P = R + 2 * N, K = dims_.d_conv;
+  cudaStream_t s = S(stream_);
+  Pools& pl = *pools_;
+  gemm(ws.x, dims_.hidden, l.in_proj, 1, ws.d_off_all, T, nullptr, ws.xz, 2 * Di, false);
+  const float* cb = l.conv_b.p ? l.conv_b.as<float>() : nullptr;
+  if (ws.decode) {
+    cuda::causal_conv1d_update_silu(ws.xz, 2 * Di, DT::BF16, ws.S, Di, l.conv_w.as<float>(), int(K), cb, pl.conv[li].as<float>(),
+                                    ws.d_slot, ws.xc, Di, DT::BF16, s);
+  } else {
+    for (int64_t q = 0; q < ws.S; ++q) {
+      const int64_t o = ws.offsets[size_t(q)], n = ws.offsets[size_t(q + 1)] - o;
+      cuda::causal_conv1d_silu(static_cast<uint16_t*>(ws.xz) + o * 2 * Di, 2 * Di, DT::BF16, n, Di, l.conv_w.as<float>(), int(K), cb,
+                               pl.conv[li].as<float>() + ws.slot[size_t(q)] * pl.conv_size(), static_cast<uint16_t*>(ws.xc) + o * Di, Di,
+                               DT::BF16, s);
+    }
+  }
+  gemm(ws.xc, Di, l.x_proj, 1, ws.d_off_all, T, nullptr, ws.p, P, true);
+  // dt, B and C each get their own RMSNorm (Jamba's addition to Mamba); bf16 for what follows.
+  auto* pn = static_cast<uint16_t*>(ws.pn);
+  cuda::rmsnorm_residual(ws.p, P, nullptr, 0, DT::F32, T, R, l.dt_norm.as<float>(), dims_.eps, pn, P, DT::BF16, s);
+  cuda::rmsnorm_residual(ws.p + R, P, nullptr, 0, DT::F32, T, N, l.b_norm.as<float>(), dims_.eps, pn + R, P, DT::BF16, s);
+  cuda::rmsnorm_residual(ws.p + R + N, P, nullptr, 0, DT::F32, T, N, l.c_norm.as<float>(), dims_.eps, pn + R + N, P, DT::BF16, s);
+  gemm(pn, P, l.dt_proj, 1, ws.d_off_all, T, nullptr, ws.dt, Di, false);
+  cuda::ScanArgs a{};
+  a.u = ws.xc; a.ldu = Di;
+  a.dt = ws.dt; a.lddt = Di;
+  a.b = pn + R; a.ldb = P;
+  a.c = pn + R + N; a.ldc = P;
+  a.z = static_cast<uint16_t*>(ws.xz) + Di; a.ldz = 2 * Di;
+  a.in_type = DT::BF16;
+  a.a = l.a.as<float>(); a.d_skip = l.d.as<float>(); a.dt_bias = l.dt_bias.as<float>();
+  a.y = ws.y; a.ldy = Di; a.out_type = DT::BF16;
+  a.d_inner = Di; a.d_state = N;
+  if (ws.decode) {
+    cuda::selective_state_update(a, pl.ssm[li].as<float>(), ws.d_slot, ws.S, s);
+  } else {
+    for (int64_t q = 0; q < ws.S; ++q) {
+      const int64_t o = ws.offsets[size_t(q)];
+      cuda::ScanArgs b = a;
+      b.u = static_cast<const uint16_t*>(a.u) + o * Di;
+      b.dt = static_cast<const uint16_t*>(a.dt) + o * Di;
+      b.b = pn + o * P + R;
+      b.c = pn + o * P + R + N;
+      b.z = static_cast<const uint16_t*>(a.z) + o * 2 * Di;
+      b.y = static_cast<uint16_t*>(ws.y) + o * Di;
+      b.t_len = ws.offsets[size_t(q + 1)] - o;
+      cuda::selective_scan(b, pl.ssm[li].as<float>() + ws.slot[size_t(q)] * pl.ssm_size(), s);
+    }
+  }
+  gemm(ws.y, Di, l.out_proj, 1, ws.d_off_all, T, nullptr, ws.delta, dims_.hidden, false);
+}
+
+void CudaJambaModel::attention(const Layer& l, size_t li, Workspace& ws) const {
+  const int64_t T = ws.T, hd = dims_.head_dim, qw = dims_.heads * hd, kvw = dims_.kv_heads * hd, W = qw + 2 * kvw;
+  cudaStream_t s = S(stream_);
+  Pools& pl = *pools_;
+  gemm(ws.x, dims_.hidden, l.qkv, 1, ws.d_off_all, T, nullptr, ws.qkv, W, false);
+  cuda::append_kv(ws.qkv, W, DT::BF16, qw, qw + kvw, ws.longest, int(kvw), pl.k[li].p, pl.v[li].p, pl.context * kvw, ws.d_slot,
+                  ws.d_past, ws.S, ws.d_tokoff, s);
+  cuda::AttentionArgs a{};
+  a.q = ws.qkv; a.ldq = W; a.q_type = DT::BF16;
+  a.k_pool = pl.k[li].p; a.v_pool = pl.v[li].p; a.kv_stride = pl.context * kvw;
+  a.out = ws.att; a.ldo = qw; a.out_type = DT::BF16;
+  a.heads = int(dims_.heads); a.kv_heads = int(dims_.kv_heads); a.head_dim = int(hd);
+  a.scale = float(1.0 / std::sqrt(double(hd)));
+  if (ws.decode) {
+    a.slot = ws.d_slot;
+    a.past = ws.d_past;
+    int64_t longest_past = 0;
+    for (int32_t v : ws.past) longest_past = std::max<int64_t>(longest_past, v + 1);
+    const int splits = int(std::min<int64_t>(32, std::max<int64_t>(1, longest_past / 256)));
+    cuda::decode_attention(a, ws.S, splits, ws.attn_ws, s);
+  } else {
+    for (int64_t q = 0; q < ws.S; ++q) {
+      const int64_t o = ws.offsets[size_t(q)];
+      cuda::AttentionArgs b = a;
+      b.q = static_cast<const uint16_t*>(ws.qkv) + o * W;
+      b.out = static_cast<uint16_t*>(ws.att) + o * qw;
+      b.slot = ws.d_slot + q;
+      b.past = ws.d_past + q;
+      cuda::prefill_attention(b, ws.offsets[size_t(q + 1)] - o, s);
+    }
+  }
+  gemm(ws.att, qw, l.o, 1, ws.d_off_all, T, nullptr, ws.delta, dims_.hidden, false);
+}
+
+void CudaJambaModel::feed_forward(const Layer& l, Workspace& ws) const {
+  const int64_t T = ws.T, H = dims_.hidden, I = l.gate_up.n / 2;
+  cudaStream_t s = S(stream_);
+  if (!l.moe) {
+    gemm(ws.x, H, l.gate_up, 1, ws.d_off_all, T, nullptr, ws.gu, 2 * I, false);
+    cuda::silu_gate(ws.gu, 2 * I, DT::BF16, T, I, ws.act, I, s);
+    gemm(ws.act, I, l.down, 1, ws.d_off_all, T, nullptr, ws.delta, H, false);
+    ws.has_delta = true;
+    return;
+  }
+  const int E = int(dims_.experts), k = int(dims_.top_k);
+  const int64_t R = T * k;
+  gemm(ws.x, H, l.router, 1, ws.d_off_all, T, nullptr, ws.router, E, true);
+  cuda::moe_route(ws.router, T, E, k, ws.idx, ws.weight, ws.counts, ws.expert_off, ws.row_of, ws.token_of_row, ws.row_weight, s);
+  cuda::gather_rows(ws.x, H, DT::BF16, ws.token_of_row, R, H, ws.xg, H, s);
+  gemm(ws.xg, H, l.gate_up, E, ws.expert_off, R, nullptr, ws.gu, 2 * I, false);
+  cuda::silu_gate(ws.gu, 2 * I, DT::BF16, R, I, ws.act, I, s);
+  gemm(ws.act, I, l.down, E, ws.expert_off, R, ws.row_weight, ws.ey, H, false);
+  cuda::moe_combine(ws.ey, DT::BF16, H, ws.row_of, T, k, ws.h, true, s);
+  ws.has_delta = false;  // added straight into the residual stream
+}
+
+ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  const int64_t H = dims_.hidden, V = dims_.vocab;
+  if (req.capture) fail("invalid_argument", "trace() runs on the CPU backend only");
+  if (!req.embeds.empty() && req.embeds.size() != req.states.size()) fail("invalid_argument", "embeds: one entry per sequence");
+  Workspace ws;
+  ws.S = int64_t(req.states.size());
+  ws.offsets.push_back(0);
+  std::vector<int64_t> erows;
+  for (size_t q = 0; q < req.states.size(); ++q) {
+    auto* dev = dynamic_cast<SlotState*>(req.states[q]->device());
+    if (!dev || dev->pools() != pools_.get()) fail("invalid_argument", "sequence " + std::to_string(q) + " belongs to another model");
+    for (int32_t id : req.tokens[q])
+      if (id < 0 || id >= V) fail("invalid_argument", "token id " + std::to_string(id) + " is outside [0, " + std::to_string(V) + ")");
+    if (!req.embeds.empty() && req.embeds[q].size() % size_t(H) != 0)
+      fail("invalid_argument", "embeds[" + std::to_string(q) + "] is not a whole number of rows of " + std::to_string(H));
+    const int64_t e = req.embeds.empty() ? 0 : int64_t(req.embeds[q].size()) / H, n = e + int64_t(req.tokens[q].size());
+    if (n == 0 && req.logits == ForwardRequest::Logits::Last) fail("invalid_argument", "sequence " + std::to_string(q) + " has no tokens");
+    const int64_t pos = req.states[q]->position();
+    if (pos + n > pools_->context)
+      fail("invalid_argument", "sequence " + std::to_string(q) + " would hold " + std::to_string(pos + n) + " positions, more than the context length " +
+                                   std::to_string(pools_->context) + " this model was loaded with (contextLength)");
+    erows.push_back(e);
+    ws.offsets.push_back(ws.offsets.back() + n);
+    ws.slot.push_back(dev->slot());
+    ws.past.push_back(int32_t(pos));
+    ws.longest = std::max(ws.longest, n);
+  }
+  ws.T = ws.offsets.back();
+  ForwardResult res;
+  if (ws.T == 0) return res;
+  ws.decode = ws.longest == 1 && ws.T == ws.S;
+  const int64_t T = ws.T, Di = dims_.d_inner, N = dims_.d_state, P = dims_.dt_rank + 2 * N;
+  const int64_t W = (dims_.heads + 2 * dims_.kv_heads) * dims_.head_dim, qw = dims_.heads * dims_.head_dim;
+  const int64_t E = dims_.experts, K = dims_.top_k, I = std::max<int64_t>(dims_.intermediate, 1);
+  int64_t Imax = I;
+  for (const Layer& l : layers_) Imax = std::max(Imax, l.gate_up.n / 2);
+  const int64_t R = T * std::max<int64_t>(K, 1);
+  const int64_t rows_out = req.logits == ForwardRequest::Logits::All ? T : req.logits == ForwardRequest::Logits::Last ? ws.S : 0;
+
+  // One arena for the pass: sizes first, then the carving.
+  size_t total = 0;
+  std::vector<std::pair<void**, size_t>> plan;
+  auto want = [&](void** ptr, size_t bytes) {
+    plan.push_back({ptr, bytes});
+    total += (bytes + 255) / 256 * 256;
+  };
+  std::vector<int32_t> tokens;
+  for (auto& t : req.tokens) tokens.insert(tokens.end(), t.begin(), t.end());
+  void *d_tokens, *logits_rows, *xf, *xsel, *xb, *d_last;
+  want(&d_tokens, tokens.size() * 4 + 4);
+  want(reinterpret_cast<void**>(&ws.d_slot), size_t(ws.S) * 4);
+  want(reinterpret_cast<void**>(&ws.d_past), size_t(ws.S) * 4);
+  want(reinterpret_cast<void**>(&ws.d_tokoff), size_t(ws.S + 1) * 4);
+  want(reinterpret_cast<void**>(&ws.d_off_all), 8);
+  want(reinterpret_cast<void**>(&ws.d_off_rows), 8);
+  want(&d_last, size_t(ws.S) * 4);
+  want(reinterpret_cast<void**>(&ws.h), size_t(T * H) * 4);
+  want(&ws.x, size_t(T * H) * 2);
+  want(&ws.delta, size_t(T * H) * 2);
+  want(&ws.xz, size_t(T * 2 * Di) * 2);
+  want(&ws.xc, size_t(T * Di) * 2);
+  want(reinterpret_cast<void**>(&ws.p), size_t(T * P) * 4);
+  want(&ws.pn, size_t(T * P) * 2);
+  want(&ws.dt, size_t(T * Di) * 2);
+  want(&ws.y, size_t(T * Di) * 2);
+  want(&ws.qkv, size_t(T * W) * 2);
+  want(&ws.att, size_t(T * qw) * 2);
+  want(&ws.attn_ws, cuda::decode_attention_workspace(ws.S, int(dims_.heads), int(dims_.head_dim), 32));
+  want(reinterpret_cast<void**>(&ws.router), size_t(T * std::max<int64_t>(E, 1)) * 4);
+  want(reinterpret_cast<void**>(&ws.weight), size_t(R) * 4);
+  want(reinterpret_cast<void**>(&ws.row_weight), size_t(R) * 4);
+  want(reinterpret_cast<void**>(&ws.idx), size_t(R) * 4);
+  want(reinterpret_cast<void**>(&ws.counts), size_t(std::max<int64_t>(E, 1)) * 4);
+  want(reinterpret_cast<void**>(&ws.expert_off), size_t(std::max<int64_t>(E, 1) + 1) * 4);
+  want(reinterpret_cast<void**>(&ws.row_of), size_t(R) * 4);
+  want(reinterpret_cast<void**>(&ws.token_of_row), size_t(R) * 4);
+  want(&ws.xg, size_t(R * H) * 2);
+  want(&ws.gu, size_t(R * 2 * Imax) * 2);
+  want(&ws.act, size_t(R * Imax) * 2);
+  want(&ws.ey, size_t(R * H) * 2);
+  want(&xf, size_t(T * H) * 4);
+  want(&xsel, size_t(std::max<int64_t>(rows_out, 1) * H) * 4);
+  want(&xb, size_t(std::max<int64_t>(rows_out, 1) * H) * 2);
+  want(&logits_rows, size_t(std::max<int64_t>(rows_out, 1) * V) * 4);
+  if (arena_.bytes < total) arena_ = DeviceBuffer(total + total / 4);
+  size_t at = 0;
+  for (auto& [ptr, bytes] : plan) {
+    *ptr = static_cast<char*>(arena_.p) + at;
+    at += (bytes + 255) / 256 * 256;
+  }
+
+  cudaStream_t s = S(stream_);
+  auto put = [&](void* dst, const void* src, size_t bytes) { ck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "upload"); };
+  std::vector<int32_t> tokoff(ws.offsets.begin(), ws.offsets.end()), off_all{0, int32_t(T)}, off_rows{0, int32_t(rows_out)}, last;
+  for (int64_t q = 0; q < ws.S; ++q) last.push_back(int32_t(ws.offsets[size_t(q + 1)] - 1));
+  try {
+    put(d_tokens, tokens.data(), tokens.size() * 4);
+    put(ws.d_slot, ws.slot.data(), ws.slot.size() * 4);
+    put(ws.d_past, ws.past.data(), ws.past.size() * 4);
+    put(ws.d_tokoff, tokoff.data(), tokoff.size() * 4);
+    put(ws.d_off_all, off_all.data(), 8);
+    put(ws.d_off_rows, off_rows.data(), 8);
+    put(d_last, last.data(), last.size() * 4);
+    // The first layer's input: soft-prompt rows as given, then the tokens' embedding rows.
+    int64_t tok_at = 0;
+    for (int64_t q = 0; q < ws.S; ++q) {
+      const int64_t o = ws.offsets[size_t(q)], e = erows[size_t(q)], n = int64_t(req.tokens[size_t(q)].size());
+      if (e) put(ws.h + o * H, req.embeds[size_t(q)].data(), size_t(e * H) * 4);
+      cuda::embed_rows(embed_.w.p, DT::BF16, H, static_cast<int32_t*>(d_tokens) + tok_at, n, ws.h + (o + e) * H, s);
+      tok_at += n;
+    }
+    for (size_t li = 0; li < layers_.size(); ++li) {
+      if (req.abort.size() == req.states.size() &&
+          std::all_of(req.abort.begin(), req.abort.end(), [](const int32_t* f) { return f && __atomic_load_n(f, __ATOMIC_RELAXED) != 0; }))
+        fail("aborted", "the operation was aborted");
+      const Layer& l = layers_[li];
+      cuda::rmsnorm_residual(ws.h, H, ws.has_delta ? ws.delta : nullptr, H, DT::BF16, T, H, l.input_norm.as<float>(), dims_.eps, ws.x, H,
+                             DT::BF16, s);
+      if (l.attention) attention(l, li, ws);
+      else mamba(l, li, ws);
+      cuda::rmsnorm_residual(ws.h, H, ws.delta, H, DT::BF16, T, H, l.ff_norm.as<float>(), dims_.eps, ws.x, H, DT::BF16, s);
+      feed_forward(l, ws);
+    }
+    cuda::rmsnorm_residual(ws.h, H, ws.has_delta ? ws.delta : nullptr, H, DT::BF16, T, H, final_norm_.as<float>(), dims_.eps, xf, H,
+                           DT::F32, s);
+    if (rows_out) {
+      const float* sel = static_cast<float*>(xf);
+      if (req.logits == ForwardRequest::Logits::Last) {
+        cuda::gather_rows(xf, H, DT::F32, static_cast<int32_t*>(d_last), rows_out, H, xsel, H, s);
+        sel = static_cast<float*>(xsel);
+      }
+      cuda::to_bf16(sel, rows_out * H, xb, s);
+      gemm(xb, H, tied_ ? embed_ : lm_head_, 1, ws.d_off_rows, rows_out, nullptr, logits_rows, V, true);
+      res.logits.resize(size_t(rows_out * V));
+      ck(cudaMemcpyAsync(res.logits.data(), logits_rows, res.logits.size() * 4, cudaMemcpyDeviceToHost, s), "logits");
+      if (req.hidden) {
+        res.hidden.resize(size_t(rows_out * H));
+        ck(cudaMemcpyAsync(res.hidden.data(), sel, res.hidden.size() * 4, cudaMemcpyDeviceToHost, s), "hidden");
+      }
+    }
+    ck(cudaStreamSynchronize(s), "forward");
+  } catch (...) {
+    // A half-advanced state is worse than none: drop what these sequences had.
+    (void)cudaStreamSynchronize(s);
+    for (auto* st : req.states) st->reset();
+    throw;
+  }
+  for (int64_t q = 0; q < ws.S; ++q) req.states[size_t(q)]->advance(ws.offsets[size_t(q + 1)] - ws.offsets[size_t(q)]);
+  return res;
+}
+
+}  // namespace jamba

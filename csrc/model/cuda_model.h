@@ -1,0 +1,79 @@
+// The CUDA executor: the whole Jamba forward pass on one NVIDIA GPU, from the same plan as the
+// CPU backend. Weights go from safetensors to device memory in bf16 one tensor at a time (no
+// host copy of the checkpoint); ExpertsInt8 quantizes each expert on the device as it arrives.
+// Sequence states (conv and SSM states, and the KV cache up to context_length positions) live in
+// preallocated per-layer pools with one slot per sequence, max_sequences slots in all.
+#pragma once
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "executor.h"
+#include "jamba_model.h"
+
+namespace jamba {
+
+struct DeviceBuffer {
+  void* p = nullptr;
+  size_t bytes = 0;
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t n);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; o.bytes = 0; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <typename T> T* as() const { return static_cast<T*>(p); }
+};
+
+class CudaJambaModel : public Executor {
+ public:
+  CudaJambaModel(const ModelPlan& plan, std::function<void(uint64_t)> progress);
+  ~CudaJambaModel() override;
+  ForwardResult forward(const ForwardRequest& req) const override;
+  std::unique_ptr<SequenceState> new_state() const override;
+  std::vector<float> embed(const std::vector<int32_t>& ids) const override;
+  std::map<std::string, size_t> bytes_by_dtype() const override;
+  const ModelDims& dims() const override { return dims_; }
+  const char* device() const override { return "cuda"; }
+
+  // Projection weights: [n, k] bf16, or int8 with a float32 scale per row; E of them stacked for experts.
+  struct Mat {
+    DeviceBuffer w, scale, bias;
+    bool int8 = false;
+    int64_t n = 0, k = 0;
+  };
+  struct Pools;  // the sequence-state pools (shared with the states, which may outlive the model)
+
+ private:
+  struct Layer {
+    bool attention = false, moe = false;
+    DeviceBuffer input_norm, ff_norm;
+    Mat in_proj, x_proj, dt_proj, out_proj;                                   // Mamba
+    DeviceBuffer conv_w, conv_b, a, d, dt_bias, dt_norm, b_norm, c_norm;      // Mamba, float32
+    Mat qkv, o;                                                               // attention
+    Mat router, gate_up, down;                                                // MLP or experts
+  };
+  struct Workspace;
+
+  void mamba(const Layer& l, size_t li, Workspace& ws) const;
+  void attention(const Layer& l, size_t li, Workspace& ws) const;
+  void feed_forward(const Layer& l, Workspace& ws) const;
+  void gemm(const void* a, int64_t lda, const Mat& m, int experts, const int32_t* offsets, int64_t rows, const float* row_scale,
+            void* out, int64_t ldo, bool f32_out) const;
+
+  ModelDims dims_;
+  std::vector<Layer> layers_;
+  Mat embed_, lm_head_;
+  bool tied_ = false;
+  DeviceBuffer final_norm_;
+  std::shared_ptr<Pools> pools_;
+  std::vector<bool> is_attention_;
+  std::map<std::string, size_t> bytes_;
+  void* stream_ = nullptr;  // cudaStream_t
+  mutable std::mutex mu_;   // one forward pass at a time on the stream and workspace
+  mutable DeviceBuffer arena_;
+};
+
+}  // namespace jamba

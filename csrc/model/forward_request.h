@@ -1,0 +1,32 @@
+// A forward pass's request and result, shared by every backend (see executor.h).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "sequence_state.h"
+
+namespace jamba {
+
+struct ForwardRequest {
+  std::vector<SequenceState*> states;
+  std::vector<std::vector<int32_t>> tokens;  // per sequence, appended after its state
+  // Per sequence (or empty): rows of `hidden` floats that enter the first layer in place of token
+  // embeddings, placed before that sequence's tokens (soft prompts, inputs_embeds).
+  std::vector<std::vector<float>> embeds;
+  enum class Logits { None, Last, All } logits = Logits::All;
+  bool capture = false;                      // also return embeddings, layer outputs, router logits
+  bool hidden = false;                       // also return the final-norm hidden states of the logits rows
+  // One flag per sequence (null: none). The pass stops between layers once every sequence's
+  // flag is nonzero (read atomically): a batch keeps running while one of its callers still waits.
+  std::vector<const int32_t*> abort;
+};
+
+struct ForwardResult {
+  std::vector<float> logits;                        // rows × vocab, rows in request order
+  std::vector<float> hidden;                        // rows × hidden when asked (same rows as logits)
+  std::map<std::string, std::vector<float>> captured;
+};
+
+}  // namespace jamba

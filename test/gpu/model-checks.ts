@@ -1,0 +1,101 @@
+/**
+ * The whole model on CUDA: parity with the Hugging Face float64 references in shared/ (bf16
+ * tolerance: ‖Δ‖/‖ref‖ ≤ 2e-2 on logits), the Shakespeare validation NLL within 1% of 3.9765,
+ * ExpertsInt8 likewise, and the engine's guarantees on the GPU: batched equals alone, snapshots
+ * restore exactly, soft prompts of embedding rows reproduce the tokens.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { loadModel } from '../../lib/model';
+import { windowedNll } from '../../lib/evaluate';
+import { defaultModelDir } from '../../lib/paths';
+import { readTensor } from '../helpers/st-io';
+import { SHAKESPEARE_REF, SHARED, TINY_RANDOM } from '../helpers/paths';
+import { relErr } from './checks';
+
+export interface ModelCheck {
+  name: string;
+  run(): Promise<void>;
+}
+
+function close(what: string, got: ArrayLike<number>, want: ArrayLike<number>, tol: number): void {
+  const e = relErr(got, want);
+  if (!(e <= tol)) throw new Error(`${what}: relative error ${e.toExponential(2)} > ${tol}`);
+}
+
+const same = (what: string, a: unknown, b: unknown) => {
+  if (JSON.stringify(a) !== JSON.stringify(b)) throw new Error(`${what} differ`);
+};
+
+export const modelChecks: ModelCheck[] = [
+  {
+    name: 'tiny-random fixture (sharded) on CUDA: logits and ExpertsInt8 logits against the float64 references',
+    async run() {
+      const ref = path.join(TINY_RANDOM, 'reference.safetensors');
+      for (const int8 of [false, true]) {
+        const model = await loadModel(TINY_RANDOM, { device: 'cuda', expertsInt8: int8 });
+        try {
+          for (const i of [0, 1, 2]) {
+            const ids = Array.from(readTensor(ref, `seq${i}.input_ids`).data);
+            close(`seq${i}${int8 ? ' int8' : ''}`, await model.logits(ids), readTensor(ref, `seq${i}.${int8 ? 'logits_experts_int8' : 'logits'}`).data, 2e-2);
+          }
+        } finally {
+          await model.dispose();
+        }
+      }
+    },
+  },
+  {
+    name: 'Shakespeare model on CUDA: reference logits, validation NLL within 1% of 3.9765, ExpertsInt8 close',
+    async run() {
+      const ref = path.join(SHAKESPEARE_REF, 'reference.safetensors');
+      const model = await loadModel(defaultModelDir(), { device: 'cuda' });
+      const int8 = await loadModel(defaultModelDir(), { device: 'cuda', expertsInt8: true });
+      try {
+        const ids = Array.from(readTensor(ref, 'val.input_ids').data);
+        const want = readTensor(ref, 'val.logits').data;
+        close('val.logits', await model.logits(ids), want, 2e-2);
+        close('val.logits with ExpertsInt8', await int8.logits(ids), want, 2e-2);
+        const text = fs.readFileSync(path.join(SHARED, 'data', 'tinyshakespeare.txt'), 'utf8');
+        const all = await model.tokenizer.encode(text, { addSpecialTokens: false });
+        const val = all.slice(Math.floor(0.9 * all.length));
+        const r = await windowedNll(model, val, { window: 512, maxTokens: 39936 });
+        if (Math.abs(r.nll / 3.9765 - 1) > 0.01) throw new Error(`validation NLL ${r.nll.toFixed(4)} is not within 1% of 3.9765`);
+        const r8 = await windowedNll(int8, val, { window: 512, maxTokens: 39936 });
+        if (Math.abs(r8.nll / 3.9765 - 1) > 0.01) throw new Error(`ExpertsInt8 validation NLL ${r8.nll.toFixed(4)} is not within 1% of 3.9765`);
+      } finally {
+        await model.dispose();
+        await int8.dispose();
+      }
+    },
+  },
+  {
+    name: 'on CUDA, batched generation equals alone, snapshots restore exactly, soft prompts reproduce tokens',
+    async run() {
+      const model = await loadModel(defaultModelDir(), { device: 'cuda', maxSequences: 8, contextLength: 1024 });
+      try {
+        if (model.inspect().device !== 'cuda') throw new Error('the model is not on the GPU');
+        const prompts = ['ROMEO:\n', 'KING HENRY V:\nOnce more unto', 'First Citizen:\n'];
+        const opts = { maxTokens: 24, temperature: 0.8, seed: 3 };
+        const batch = await model.completeBatch(prompts, opts);
+        for (let i = 0; i < prompts.length; i++) same(`prompt ${i} tokens`, batch[i]!.tokens, (await model.complete(prompts[i]!, opts)).tokens);
+        const ids = await model.tokenizer.encode('JULIET:\nO Romeo, Romeo! wherefore art thou');
+        const seq = model.createSequence(), other = model.createSequence();
+        try {
+          await seq.evaluate(ids.slice(0, 8));
+          const snap = seq.snapshot();
+          const a = await seq.evaluate(ids.slice(8), { logits: 'all' });
+          other.restore(model.snapshotFromBuffer(snap.toBuffer()));
+          same('logits after a restore', Array.from(await other.evaluate(ids.slice(8), { logits: 'all' })), Array.from(a));
+        } finally {
+          seq.dispose();
+          other.dispose();
+        }
+        same('soft prompt logits', Array.from(await model.logits(ids.slice(5), { inputsEmbeds: model.embeddings(ids.slice(0, 5)) })),
+          Array.from(await model.logits(ids)));
+      } finally {
+        await model.dispose();
+      }
+    },
+  },
+];
