@@ -57,7 +57,14 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
 
 // ---------------------------------------------------------------- state pools
 
+// Slot operations (zeroing, snapshot copies) run on their own stream, so that creating, resetting,
+// saving or restoring one sequence never waits for a forward pass of others; a pass first waits
+// for this stream, so it always sees the slots as those operations left them.
 struct CudaJambaModel::Pools {
+  cudaStream_t stream = nullptr;
+  ~Pools() {
+    if (stream) cudaStreamDestroy(stream);
+  }
   ModelDims dims;
   std::vector<bool> attention;
   int64_t slots = 0, context = 0;
@@ -72,12 +79,14 @@ struct CudaJambaModel::Pools {
   void zero(int32_t slot) {
     for (size_t i = 0; i < attention.size(); ++i) {
       if (attention[i]) continue;
-      ck(cudaMemset(conv[i].as<float>() + slot * conv_size(), 0, size_t(conv_size()) * 4), "cudaMemset");
-      ck(cudaMemset(ssm[i].as<float>() + slot * ssm_size(), 0, size_t(ssm_size()) * 4), "cudaMemset");
+      ck(cudaMemsetAsync(conv[i].as<float>() + slot * conv_size(), 0, size_t(conv_size()) * 4, stream), "cudaMemsetAsync");
+      ck(cudaMemsetAsync(ssm[i].as<float>() + slot * ssm_size(), 0, size_t(ssm_size()) * 4, stream), "cudaMemsetAsync");
     }
-    // cudaMemset may return before it is done, and forward passes run on a non-blocking stream.
-    ck(cudaDeviceSynchronize(), "cudaMemset");
   }
+  void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const char* what) {
+    ck(cudaMemcpyAsync(dst, src, bytes, kind, stream), what);
+  }
+  void wait(const char* what) { ck(cudaStreamSynchronize(stream), what); }
 };
 
 namespace {
@@ -101,19 +110,20 @@ class SlotState : public DeviceState {
     return b;
   }
   void pull(SequenceState& host) const override {
-    const auto& p = *pools_;
+    auto& p = *pools_;
     const int64_t pos = host.position(), kvw = p.kv_width();
     for (size_t i = 0; i < p.attention.size(); ++i) {
       LayerState& l = host.layer(i);
       if (!p.attention[i]) {
-        ck(cudaMemcpy(l.conv.data(), p.conv[i].as<float>() + slot_ * p.conv_size(), size_t(p.conv_size()) * 4, cudaMemcpyDeviceToHost), "pull conv");
-        ck(cudaMemcpy(l.ssm.data(), p.ssm[i].as<float>() + slot_ * p.ssm_size(), size_t(p.ssm_size()) * 4, cudaMemcpyDeviceToHost), "pull ssm");
+        p.copy(l.conv.data(), p.conv[i].as<float>() + slot_ * p.conv_size(), size_t(p.conv_size()) * 4, cudaMemcpyDeviceToHost, "pull conv");
+        p.copy(l.ssm.data(), p.ssm[i].as<float>() + slot_ * p.ssm_size(), size_t(p.ssm_size()) * 4, cudaMemcpyDeviceToHost, "pull ssm");
         continue;
       }
       std::vector<uint16_t> kb(size_t(pos * kvw)), vb(size_t(pos * kvw));
       const size_t off = size_t(slot_) * size_t(p.context * kvw);
-      ck(cudaMemcpy(kb.data(), p.k[i].as<uint16_t>() + off, kb.size() * 2, cudaMemcpyDeviceToHost), "pull keys");
-      ck(cudaMemcpy(vb.data(), p.v[i].as<uint16_t>() + off, vb.size() * 2, cudaMemcpyDeviceToHost), "pull values");
+      p.copy(kb.data(), p.k[i].as<uint16_t>() + off, kb.size() * 2, cudaMemcpyDeviceToHost, "pull keys");
+      p.copy(vb.data(), p.v[i].as<uint16_t>() + off, vb.size() * 2, cudaMemcpyDeviceToHost, "pull values");
+      p.wait("pull");
       l.k.resize(kb.size());
       l.v.resize(vb.size());
       for (size_t j = 0; j < kb.size(); ++j) {
@@ -121,24 +131,26 @@ class SlotState : public DeviceState {
         l.v[j] = bf16_to_f32(vb[j]);
       }
     }
+    p.wait("pull");
   }
   void push(const SequenceState& host) override {
-    const auto& p = *pools_;
+    auto& p = *pools_;
     const int64_t pos = host.position(), kvw = p.kv_width();
     if (pos > p.context) fail("invalid_argument", "the state holds " + std::to_string(pos) + " positions, more than this model's context length " + std::to_string(p.context));
     for (size_t i = 0; i < p.attention.size(); ++i) {
       const LayerState& l = host.layer(i);
       if (!p.attention[i]) {
-        ck(cudaMemcpy(p.conv[i].as<float>() + slot_ * p.conv_size(), l.conv.data(), size_t(p.conv_size()) * 4, cudaMemcpyHostToDevice), "push conv");
-        ck(cudaMemcpy(p.ssm[i].as<float>() + slot_ * p.ssm_size(), l.ssm.data(), size_t(p.ssm_size()) * 4, cudaMemcpyHostToDevice), "push ssm");
+        p.copy(p.conv[i].as<float>() + slot_ * p.conv_size(), l.conv.data(), size_t(p.conv_size()) * 4, cudaMemcpyHostToDevice, "push conv");
+        p.copy(p.ssm[i].as<float>() + slot_ * p.ssm_size(), l.ssm.data(), size_t(p.ssm_size()) * 4, cudaMemcpyHostToDevice, "push ssm");
         continue;
       }
       const size_t off = size_t(slot_) * size_t(p.context * kvw);
       const std::vector<uint16_t> kb = to_bf16_host(l.k), vb = to_bf16_host(l.v);
-      ck(cudaMemcpy(p.k[i].as<uint16_t>() + off, kb.data(), kb.size() * 2, cudaMemcpyHostToDevice), "push keys");
-      ck(cudaMemcpy(p.v[i].as<uint16_t>() + off, vb.data(), vb.size() * 2, cudaMemcpyHostToDevice), "push values");
-      (void)pos;
+      p.copy(p.k[i].as<uint16_t>() + off, kb.data(), kb.size() * 2, cudaMemcpyHostToDevice, "push keys");
+      p.copy(p.v[i].as<uint16_t>() + off, vb.data(), vb.size() * 2, cudaMemcpyHostToDevice, "push values");
+      p.wait("push");  // the staging vectors must outlive their copies
     }
+    p.wait("push");
   }
 
  private:
@@ -320,6 +332,7 @@ CudaJambaModel::CudaJambaModel(const ModelPlan& plan, std::function<void(uint64_
   // The state pools: every sequence slot, preallocated.
   pools_ = std::make_shared<Pools>();
   Pools& p = *pools_;
+  ck(cudaStreamCreateWithFlags(&p.stream, cudaStreamNonBlocking), "cudaStreamCreate");
   p.dims = dims_;
   p.attention = is_attention_;
   p.slots = plan.max_sequences;
@@ -605,6 +618,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   }
 
   cudaStream_t s = S(stream_);
+  pools_->wait("slot operations");  // zeroed or restored slots are ready
   auto put = [&](void* dst, const void* src, size_t bytes) { ck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "upload"); };
   std::vector<int32_t> tokoff(ws.offsets.begin(), ws.offsets.end()), off_all{0, int32_t(T)}, off_rows{0, int32_t(rows_out)}, last;
   for (int64_t q = 0; q < ws.S; ++q) last.push_back(int32_t(ws.offsets[size_t(q + 1)] - 1));
