@@ -356,7 +356,13 @@ CudaJambaModel::CudaJambaModel(const ModelPlan& plan, std::function<void(uint64_
 }
 
 CudaJambaModel::~CudaJambaModel() {
+  drop_graphs();
   if (stream_) cudaStreamDestroy(S(stream_));
+}
+
+void CudaJambaModel::drop_graphs() const {
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
+  graphs_.clear();
 }
 
 std::unique_ptr<SequenceState> CudaJambaModel::new_state() const {
@@ -394,6 +400,7 @@ std::vector<float> CudaJambaModel::embed(const std::vector<int32_t>& ids) const 
 struct CudaJambaModel::Workspace {
   int64_t T = 0, S = 0, longest = 0;
   bool decode = false;                  // every sequence adds exactly one row
+  int splits = 1;                       // decode attention's key splits
   std::vector<int64_t> offsets;         // host: row offsets per sequence (S + 1)
   std::vector<int32_t> slot, past;      // host copies
   int32_t *d_slot, *d_past, *d_tokoff, *d_off_all, *d_off_rows;
@@ -408,6 +415,25 @@ struct CudaJambaModel::Workspace {
   int32_t *idx, *counts, *expert_off, *row_of, *token_of_row;
   void *xg, *gu, *act, *ey;
 };
+
+// Every layer, as kernels on the model's stream; an abort is honoured between layers (not while
+// a decode step is being captured as a graph: a step is short, and the caller checked before).
+void CudaJambaModel::layers(Workspace& ws, const ForwardRequest& req, bool capturing) const {
+  const int64_t T = ws.T, H = dims_.hidden;
+  cudaStream_t s = S(stream_);
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    if (!capturing && req.abort.size() == req.states.size() &&
+        std::all_of(req.abort.begin(), req.abort.end(), [](const int32_t* f) { return f && __atomic_load_n(f, __ATOMIC_RELAXED) != 0; }))
+      fail("aborted", "the operation was aborted");
+    const Layer& l = layers_[li];
+    cuda::rmsnorm_residual(ws.h, H, ws.has_delta ? ws.delta : nullptr, H, DT::BF16, T, H, l.input_norm.as<float>(), dims_.eps, ws.x, H,
+                           DT::BF16, s);
+    if (l.attention) attention(l, li, ws);
+    else mamba(l, li, ws);
+    cuda::rmsnorm_residual(ws.h, H, ws.delta, H, DT::BF16, T, H, l.ff_norm.as<float>(), dims_.eps, ws.x, H, DT::BF16, s);
+    feed_forward(l, ws);
+  }
+}
 
 void CudaJambaModel::gemm(const void* a, int64_t lda, const Mat& m, int experts, const int32_t* offsets, int64_t rows,
                           const float* row_scale, void* out, int64_t ldo, bool f32_out) const {
@@ -485,10 +511,7 @@ void CudaJambaModel::attention(const Layer& l, size_t li, Workspace& ws) const {
   if (ws.decode) {
     a.slot = ws.d_slot;
     a.past = ws.d_past;
-    int64_t longest_past = 0;
-    for (int32_t v : ws.past) longest_past = std::max<int64_t>(longest_past, v + 1);
-    const int splits = int(std::min<int64_t>(32, std::max<int64_t>(1, longest_past / 256)));
-    cuda::decode_attention(a, ws.S, splits, ws.attn_ws, s);
+    cuda::decode_attention(a, ws.S, ws.splits, ws.attn_ws, s);
   } else {
     for (int64_t q = 0; q < ws.S; ++q) {
       const int64_t o = ws.offsets[size_t(q)];
@@ -557,6 +580,15 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   ForwardResult res;
   if (ws.T == 0) return res;
   ws.decode = ws.longest == 1 && ws.T == ws.S;
+  if (ws.decode) {
+    // About one split per 256 keys of the longest sequence, so short batches still fill the GPU.
+    int64_t longest_past = 0;
+    for (int32_t v : ws.past) longest_past = std::max<int64_t>(longest_past, v + 1);
+    ws.splits = int(std::min<int64_t>(32, std::max<int64_t>(1, longest_past / 256)));
+  }
+  if (req.abort.size() == req.states.size() && !req.abort.empty() &&
+      std::all_of(req.abort.begin(), req.abort.end(), [](const int32_t* f) { return f && __atomic_load_n(f, __ATOMIC_RELAXED) != 0; }))
+    fail("aborted", "the operation was aborted");
   const int64_t T = ws.T, Di = dims_.d_inner, N = dims_.d_state, P = dims_.dt_rank + 2 * N;
   const int64_t W = (dims_.heads + 2 * dims_.kv_heads) * dims_.head_dim, qw = dims_.heads * dims_.head_dim;
   const int64_t E = dims_.experts, K = dims_.top_k, I = std::max<int64_t>(dims_.intermediate, 1);
@@ -610,7 +642,10 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   want(&xsel, size_t(std::max<int64_t>(rows_out, 1) * H) * 4);
   want(&xb, size_t(std::max<int64_t>(rows_out, 1) * H) * 2);
   want(&logits_rows, size_t(std::max<int64_t>(rows_out, 1) * V) * 4);
-  if (arena_.bytes < total) arena_ = DeviceBuffer(total + total / 4);
+  if (arena_.bytes < total) {
+    drop_graphs();  // they point into the old arena
+    arena_ = DeviceBuffer(total + total / 4);
+  }
   size_t at = 0;
   for (auto& [ptr, bytes] : plan) {
     *ptr = static_cast<char*>(arena_.p) + at;
@@ -630,36 +665,58 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
     put(ws.d_off_all, off_all.data(), 8);
     put(ws.d_off_rows, off_rows.data(), 8);
     put(d_last, last.data(), last.size() * 4);
-    // The first layer's input: soft-prompt rows as given, then the tokens' embedding rows.
-    int64_t tok_at = 0;
-    for (int64_t q = 0; q < ws.S; ++q) {
-      const int64_t o = ws.offsets[size_t(q)], e = erows[size_t(q)], n = int64_t(req.tokens[size_t(q)].size());
-      if (e) put(ws.h + o * H, req.embeds[size_t(q)].data(), size_t(e * H) * 4);
-      cuda::embed_rows(embed_.w.p, DT::BF16, H, static_cast<int32_t*>(d_tokens) + tok_at, n, ws.h + (o + e) * H, s);
-      tok_at += n;
-    }
-    for (size_t li = 0; li < layers_.size(); ++li) {
-      if (req.abort.size() == req.states.size() &&
-          std::all_of(req.abort.begin(), req.abort.end(), [](const int32_t* f) { return f && __atomic_load_n(f, __ATOMIC_RELAXED) != 0; }))
-        fail("aborted", "the operation was aborted");
-      const Layer& l = layers_[li];
-      cuda::rmsnorm_residual(ws.h, H, ws.has_delta ? ws.delta : nullptr, H, DT::BF16, T, H, l.input_norm.as<float>(), dims_.eps, ws.x, H,
-                             DT::BF16, s);
-      if (l.attention) attention(l, li, ws);
-      else mamba(l, li, ws);
-      cuda::rmsnorm_residual(ws.h, H, ws.delta, H, DT::BF16, T, H, l.ff_norm.as<float>(), dims_.eps, ws.x, H, DT::BF16, s);
-      feed_forward(l, ws);
-    }
-    cuda::rmsnorm_residual(ws.h, H, ws.has_delta ? ws.delta : nullptr, H, DT::BF16, T, H, final_norm_.as<float>(), dims_.eps, xf, H,
-                           DT::F32, s);
-    if (rows_out) {
-      const float* sel = static_cast<float*>(xf);
-      if (req.logits == ForwardRequest::Logits::Last) {
-        cuda::gather_rows(xf, H, DT::F32, static_cast<int32_t*>(d_last), rows_out, H, xsel, H, s);
-        sel = static_cast<float*>(xsel);
+    // Soft-prompt rows go straight into the residual stream.
+    bool embeds = false;
+    for (int64_t q = 0; q < ws.S; ++q)
+      if (erows[size_t(q)]) {
+        put(ws.h + ws.offsets[size_t(q)] * H, req.embeds[size_t(q)].data(), size_t(erows[size_t(q)] * H) * 4);
+        embeds = true;
       }
+    float* sel = static_cast<float*>(req.logits == ForwardRequest::Logits::Last ? xsel : xf);
+    // The pass from the tokens' embedding rows to the logits: the part a decode step replays.
+    auto compute = [&](bool capturing) {
+      int64_t tok_at = 0;
+      for (int64_t q = 0; q < ws.S; ++q) {
+        const int64_t o = ws.offsets[size_t(q)], e = erows[size_t(q)], n = int64_t(req.tokens[size_t(q)].size());
+        cuda::embed_rows(embed_.w.p, DT::BF16, H, static_cast<int32_t*>(d_tokens) + tok_at, n, ws.h + (o + e) * H, s);
+        tok_at += n;
+      }
+      ws.has_delta = false;
+      layers(ws, req, capturing);
+      cuda::rmsnorm_residual(ws.h, H, ws.has_delta ? ws.delta : nullptr, H, DT::BF16, T, H, final_norm_.as<float>(), dims_.eps, xf, H,
+                             DT::F32, s);
+      if (!rows_out) return;
+      if (req.logits == ForwardRequest::Logits::Last) cuda::gather_rows(xf, H, DT::F32, static_cast<int32_t*>(d_last), rows_out, H, xsel, H, s);
       cuda::to_bf16(sel, rows_out * H, xb, s);
       gemm(xb, H, tied_ ? embed_ : lm_head_, 1, ws.d_off_rows, rows_out, nullptr, logits_rows, V, true);
+    };
+    if (ws.decode && !embeds) {
+      // A decode step is the same kernels on the same addresses every time: captured once per
+      // shape as a CUDA graph, then replayed (one launch instead of hundreds).
+      const std::string key = std::to_string(ws.S) + "/" + std::to_string(ws.splits) + "/" + std::to_string(int(req.logits));
+      auto it = graphs_.find(key);
+      if (it == graphs_.end()) {
+        ck(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+        cudaGraph_t graph = nullptr;
+        try {
+          compute(true);
+        } catch (...) {
+          (void)cudaStreamEndCapture(s, &graph);
+          if (graph) cudaGraphDestroy(graph);
+          throw;
+        }
+        ck(cudaStreamEndCapture(s, &graph), "cudaStreamEndCapture");
+        cudaGraphExec_t exec = nullptr;
+        const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+        cudaGraphDestroy(graph);
+        ck(e, "cudaGraphInstantiate");
+        it = graphs_.emplace(key, exec).first;
+      }
+      ck(cudaGraphLaunch(static_cast<cudaGraphExec_t>(it->second), s), "cudaGraphLaunch");
+    } else {
+      compute(false);
+    }
+    if (rows_out) {
       res.logits.resize(size_t(rows_out * V));
       ck(cudaMemcpyAsync(res.logits.data(), logits_rows, res.logits.size() * 4, cudaMemcpyDeviceToHost, s), "logits");
       if (req.hidden) {

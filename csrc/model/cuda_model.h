@@ -57,6 +57,7 @@ class CudaJambaModel : public Executor {
   };
   struct Workspace;
 
+  void layers(Workspace& ws, const ForwardRequest& req, bool capturing) const;
   void mamba(const Layer& l, size_t li, Workspace& ws) const;
   void attention(const Layer& l, size_t li, Workspace& ws) const;
   void feed_forward(const Layer& l, Workspace& ws) const;
@@ -74,6 +75,10 @@ class CudaJambaModel : public Executor {
   void* stream_ = nullptr;  // cudaStream_t
   mutable std::mutex mu_;   // one forward pass at a time on the stream and workspace
   mutable DeviceBuffer arena_;
+  // Decode steps captured as CUDA graphs, by batch size, attention splits and logits rows; they
+  // hold arena addresses, so they are dropped when the arena moves.
+  mutable std::map<std::string, void*> graphs_;  // cudaGraphExec_t
+  void drop_graphs() const;
 };
 
 }  // namespace jamba

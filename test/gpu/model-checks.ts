@@ -91,6 +91,15 @@ export const modelChecks: ModelCheck[] = [
           seq.dispose();
           other.dispose();
         }
+        // Token-by-token decode (captured once as a CUDA graph, then replayed) against one prefill.
+        const V = model.config.vocabSize;
+        const full = await model.logits(ids);
+        const step = model.createSequence();
+        try {
+          for (let t = 0; t < ids.length; t++) close(`decode step ${t}`, await step.evaluate([ids[t]!]), full.subarray(t * V, (t + 1) * V), 2e-2);
+        } finally {
+          step.dispose();
+        }
         same('soft prompt logits', Array.from(await model.logits(ids.slice(5), { inputsEmbeds: model.embeddings(ids.slice(0, 5)) })),
           Array.from(await model.logits(ids)));
       } finally {
