@@ -62,7 +62,9 @@ export async function endToEnd(sharedDir: string, copyGBs: number, gemmTflops: n
       const steps = 32;
       await model.forward(seqs, seqs.map((_, b) => ids(1, b + 1)), { logits: 'last' });  // warm
       const t0 = now();
-      for (let s = 0; s < steps; s++) await model.forward(seqs, seqs.map((_, b) => ids(1, s * B + b)), { logits: 'last' });
+      // As generation runs: the token is drawn on the device, no logits come back.
+      const sample = seqs.map(() => ({ temperature: 0.8, topK: 0, topP: 0.95, seed: 1, step: 0 }));
+      for (let s = 0; s < steps; s++) await model.forward(seqs, seqs.map((_, b) => ids(1, s * B + b)), { logits: 'last', sample });
       const dt = (now() - t0) / steps;
       seqs.forEach((q) => q.dispose());
       const roof = stepBytes(B, 512 + steps) / (copyGBs * 1e9);

@@ -8,7 +8,7 @@ import { AbortError, InvalidArgumentError } from './errors';
 import type { Retrieval } from './ralm/types';
 import type { PrefixCache } from './prefix-cache';
 import { ResolvedSampling, Rng, SamplingOptions, resolveSampling, sampleToken } from './sampling';
-import type { LogitsMode } from './native';
+import type { LogitsMode, SampleSpec } from './native';
 import type { RetrievalOptions } from './ralm/types';
 import type { RunResult, Sequence, SequenceInput } from './sequence';
 import { TextStream } from './text-stream';
@@ -103,6 +103,8 @@ function concat(parts: Float32Array[]): Float32Array {
 export interface EngineContext {
   newSequence(): Sequence;
   hiddenSize: number;
+  /** The model can draw tokens on the device (CUDA), so logits need not come back each step. */
+  deviceSampling: boolean;
   tokenizer: JambaTokenizer;
   vocab: number;
   eosIds: number[];
@@ -148,13 +150,20 @@ function logprobsOf(row: Float32Array, token: number, n: number, tokenizer: Jamb
   return { token, text: tokenizer.decode([token], { skipSpecialTokens: false }), logprob: row[token]! - lse, top };
 }
 
+/** What a step yields: the logits for the next token, or the next token itself, drawn on the device. */
+export type StepResult = Float32Array | { token: number };
+
+// Not `instanceof Float32Array`: the addon's arrays may come from another realm (vm, jest).
+const isToken = (r: StepResult): r is { token: number } => typeof (r as { token?: unknown }).token === 'number';
+
 /**
- * Where a generation's logits come from: `start` prefills and returns the logits for the first new
- * token; `next` takes the token just chosen and returns the logits for the one after it.
+ * Where a generation's next tokens come from: `start` prefills and returns the logits for the
+ * first new token (or that token); `next` takes the token just chosen and returns the same for
+ * the one after it.
  */
 export interface LogitsSource {
-  start(signal?: AbortSignal): Promise<Float32Array>;
-  next(id: number, signal?: AbortSignal): Promise<Float32Array>;
+  start(signal?: AbortSignal): Promise<StepResult>;
+  next(id: number, signal?: AbortSignal): Promise<StepResult>;
   /** Called once generation ended normally (not on error or abort). */
   finish?(): void;
 }
@@ -176,8 +185,8 @@ export async function* decodeLoop(ctx: EngineContext, prompt: number[], opts: Re
     let last = await source.start(signal);
     for (;;) {
       if (signal?.aborted) throw new AbortError();
-      const id = sampleToken(last, opts.sampling, rng, context);
-      if (logprobs) logprobs.push(logprobsOf(last, id, opts.logprobs!, ctx.tokenizer));
+      const id = isToken(last) ? last.token : sampleToken(last, opts.sampling, rng, context);
+      if (logprobs && !isToken(last)) logprobs.push(logprobsOf(last, id, opts.logprobs!, ctx.tokenizer));
       if (stopIds.has(id)) {
         finish = 'eos';
         break;
@@ -211,6 +220,17 @@ export async function* generateOne(ctx: EngineContext, prompt: number[], opts: R
   // A soft prompt is not part of the token key the prefix cache matches on.
   const cache = opts.embeds ? null : ctx.prefixCache;
   let cached = 0;
+  // On CUDA, tokens are drawn on the device whenever the sampler needs nothing but the logits
+  // (no repetition penalty or min-p, no logprobs): the logits then never cross to the host.
+  const sp = opts.sampling;
+  const onDevice = ctx.deviceSampling && sp.repetitionPenalty === 1 && sp.minP === 0 && opts.logprobs === undefined;
+  const seed = ((sp.seed % 2 ** 53) + 2 ** 53) % 2 ** 53;
+  const spec = (step: number): SampleSpec => ({ temperature: sp.temperature, topK: sp.topK, topP: sp.topP, seed, step });
+  let drawn = 0;
+  const draw = async (tokens: number[], sig?: AbortSignal): Promise<StepResult> => {
+    const out = await seq.run({ tokens }, { logits: 'last', signal: sig, sample: spec(drawn++) });
+    return { token: out.token! };
+  };
   const seq = ctx.newSequence();
   try {
     const source: LogitsSource = {
@@ -220,11 +240,19 @@ export async function* generateOne(ctx: EngineContext, prompt: number[], opts: R
           seq.restore(hit);
           cached = hit.tokens.length;
         }
-        const last = (await feed(seq, opts.embeds ?? new Float32Array(0), Int32Array.from(prompt.slice(cached)), 'last', false, sig)).logits;
+        const embeds = opts.embeds ?? new Float32Array(0);
+        let last: StepResult;
+        if (onDevice && cached < prompt.length) {
+          await feed(seq, embeds, Int32Array.from(prompt.slice(cached, -1)), 'none', false, sig);
+          last = await draw(prompt.slice(-1), sig);
+        } else {
+          last = (await feed(seq, embeds, Int32Array.from(prompt.slice(cached)), 'last', false, sig)).logits;
+          drawn++;
+        }
         if (cached < prompt.length) cache?.store(seq.snapshot());
         return last;
       },
-      next: (id, sig) => seq.evaluate([id], { logits: 'last', signal: sig }),
+      next: async (id, sig) => (onDevice ? draw([id], sig) : seq.evaluate([id], { logits: 'last', signal: sig })),
       // The state after everything evaluated (prompt and all but the last token), for the next turn.
       finish() {
         if (seq.position > prompt.length) cache?.store(seq.snapshot());

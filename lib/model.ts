@@ -229,9 +229,9 @@ export class JambaModel {
     const host: SequenceHost = {
       vocab: this.config.vocabSize,
       hiddenSize: this.config.hiddenSize,
-      step: (seq, input, mode, hidden, signal) => {
+      step: (seq, input, mode, hidden, signal, sample) => {
         this.native();
-        return this.scheduler.step(seq, input, mode, hidden, signal);
+        return this.scheduler.step(seq, input, mode, hidden, signal, sample);
       },
       fingerprint: () => this.fingerprint,
     };
@@ -519,6 +519,7 @@ export class JambaModel {
     return {
       newSequence: () => this.createSequence(),
       hiddenSize: this.config.hiddenSize,
+      deviceSampling: this.native().device() === 'cuda',
       tokenizer: this.tokenizer,
       vocab: this.config.vocabSize,
       eosIds: this.eosIds,

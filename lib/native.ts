@@ -75,12 +75,26 @@ export interface ForwardOptions {
   hidden?: boolean;
   /** Per sequence: rows of hidden-size floats fed before its tokens in place of token embeddings. */
   embeds?: Array<Float32Array | undefined>;
+  /** CUDA: per sequence, draw its next token on the device (logits 'last'); see SampleSpec. */
+  sample?: Array<SampleSpec | undefined>;
   /** One flag per sequence; the pass stops between layers once every flag is nonzero. */
   abort?: Array<Int32Array | undefined>;
 }
 
+/** A token drawn on the device from a sequence's last logits: seeded Philox, counted by `step`. */
+export interface SampleSpec {
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+  step: number;
+}
+
 export interface ForwardResult {
+  /** Empty when every sequence of the pass was sampled on the device. */
   logits: Float32Array;
+  /** With `sample`: per sequence, its drawn token (-1 where none was asked). */
+  sampled?: Int32Array;
   hidden?: Float32Array;
   captured?: Record<string, Float32Array>;
 }
@@ -140,7 +154,8 @@ export interface NativeCudaOps {
   quantizeInt8(o: { w: F32; rows: number; k: number }): { q: Int32Array; scale: F32 };
   attention(o: { q: F32; tokens: number; k: F32; v: F32; positions: number; heads: number; kvHeads: number; headDim: number; past: Int32Array;
     decode?: boolean; splits?: number; dtype?: DT; repeat?: number }): Timed<{ out: F32 }>;
-  sample(o: { logits: F32; rows: number; vocab: number; temperature?: number; topK?: number; topP?: number; seed?: number; step?: number }): Int32Array;
+  sample(o: { logits: F32; rows: number; vocab: number; temperature?: number; topK?: number; topP?: number; seed?: number; step?: number;
+    steps?: Int32Array }): Int32Array;
 }
 
 export interface NativeAddon {

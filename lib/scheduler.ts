@@ -5,7 +5,7 @@
  * generations share each step, and each row's result is exactly what it would be alone.
  */
 import { AbortError, fromNative } from './errors';
-import type { ForwardOptions, ForwardResult, LogitsMode, NativeSequence } from './native';
+import type { ForwardOptions, ForwardResult, LogitsMode, NativeSequence, SampleSpec } from './native';
 
 /** What one sequence feeds in a pass: embedding rows first (soft prompts), then tokens. */
 export interface StepInput {
@@ -17,8 +17,11 @@ export interface StepInput {
 
 /** A step's result: logits (and final hidden states when asked) of the rows it asked for. */
 export interface StepOutput {
+  /** Empty when the pass drew this step's token on the device and no other request needed logits. */
   logits: Float32Array;
   hidden?: Float32Array;
+  /** With `sample`: the token drawn on the device. */
+  token?: number;
 }
 
 interface StepRequest {
@@ -26,6 +29,7 @@ interface StepRequest {
   input: StepInput;
   logits: LogitsMode;
   hidden: boolean;
+  sample: SampleSpec | undefined;
   signal: AbortSignal | undefined;
   flag: Int32Array | undefined;
   resolve: (out: StepOutput) => void;
@@ -62,11 +66,11 @@ export class BatchScheduler {
    * or none), with the final hidden states of those rows when `hidden` is set. Requests for one
    * sequence run in the order they were made.
    */
-  step(seq: NativeSequence, input: StepInput, logits: LogitsMode, hidden: boolean, signal?: AbortSignal): Promise<StepOutput> {
+  step(seq: NativeSequence, input: StepInput, logits: LogitsMode, hidden: boolean, signal?: AbortSignal, sample?: SampleSpec): Promise<StepOutput> {
     if (signal?.aborted) return Promise.reject(new AbortError());
     if (input.rows === 0) return Promise.resolve(hidden ? { logits: new Float32Array(0), hidden: new Float32Array(0) } : { logits: new Float32Array(0) });
     return new Promise<StepOutput>((resolve, reject) => {
-      const req: StepRequest = { seq, input, logits, hidden, signal, flag: undefined, resolve, reject };
+      const req: StepRequest = { seq, input, logits, hidden, sample, signal, flag: undefined, resolve, reject };
       if (signal) {
         // The native pass polls this flag between layers; it stops once every request in it is aborted.
         req.flag = new Int32Array(new SharedArrayBuffer(4));
@@ -140,6 +144,7 @@ export class BatchScheduler {
     const options: ForwardOptions = { logits: mode, abort: batch.map((r) => r.flag) };
     if (batch.some((r) => r.hidden)) options.hidden = true;
     if (batch.some((r) => r.input.embeds)) options.embeds = batch.map((r) => r.input.embeds);
+    if (batch.some((r) => r.sample)) options.sample = batch.map((r) => r.sample);
     try {
       const res = await this.run(batch.map((r) => r.seq), batch.map((r) => r.input.tokens), options);
       this.passes++;
@@ -166,8 +171,9 @@ export class BatchScheduler {
       if (r.signal?.aborted) {
         r.reject(new AbortError());
       } else {
-        const out: StepOutput = { logits: res.logits.slice(first * V, (first + n) * V) };
+        const out: StepOutput = { logits: res.logits.length ? res.logits.slice(first * V, (first + n) * V) : new Float32Array(0) };
         if (r.hidden) out.hidden = res.hidden!.slice(first * H, (first + n) * H);
+        if (r.sample) out.token = res.sampled![batch.indexOf(r)]!;
         r.resolve(out);
       }
       row += rows;

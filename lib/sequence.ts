@@ -6,7 +6,7 @@
  */
 import { types } from 'node:util';
 import { DisposedError, InvalidArgumentError, JambaError } from './errors';
-import type { LogitsMode, NativeSequence } from './native';
+import type { LogitsMode, NativeSequence, SampleSpec } from './native';
 import type { StepInput, StepOutput } from './scheduler';
 import { Snapshot } from './snapshot';
 
@@ -21,6 +21,8 @@ export interface EvaluateOptions {
 export interface RunOptions extends EvaluateOptions {
   /** Also return the final hidden states (after the last norm) of the rows whose logits are returned. */
   hidden?: boolean;
+  /** CUDA: draw the next token on the device instead of returning the logits (logits 'last'). @internal */
+  sample?: SampleSpec;
 }
 
 /** What `Sequence.run` feeds: soft-prompt vectors first, then tokens. At least one of them. */
@@ -35,6 +37,8 @@ export interface RunResult {
   logits: Float32Array;
   /** With `hidden`: the same rows' final hidden states (rows × hiddenSize). */
   hidden?: Float32Array;
+  /** With `sample`: the token drawn on the device (the logits are then usually empty). */
+  token?: number;
 }
 
 /** The id recorded in `Sequence.tokens` for a position fed by an embedding vector. */
@@ -44,7 +48,7 @@ export const EMBEDDING_POSITION = -1;
 export interface SequenceHost {
   readonly vocab: number;
   readonly hiddenSize: number;
-  step(seq: NativeSequence, input: StepInput, logits: LogitsMode, hidden: boolean, signal?: AbortSignal): Promise<StepOutput>;
+  step(seq: NativeSequence, input: StepInput, logits: LogitsMode, hidden: boolean, signal?: AbortSignal, sample?: SampleSpec): Promise<StepOutput>;
   fingerprint(): string;
 }
 
@@ -143,10 +147,10 @@ export class Sequence {
     const fed = [...new Array<number>(embedRows).fill(EMBEDDING_POSITION), ...tokens];
     this.pending++;
     try {
-      const out = await this.host.step(seq, { tokens, embeds: embedRows ? embeds : undefined, rows }, mode, hidden, options.signal);
+      const out = await this.host.step(seq, { tokens, embeds: embedRows ? embeds : undefined, rows }, mode, hidden, options.signal, options.sample);
       this.history.push(...fed);
       const V = this.host.vocab;
-      this.last = mode === 'none' ? new Float32Array(0) : out.logits.slice(out.logits.length - V);
+      this.last = mode === 'none' || out.logits.length === 0 ? new Float32Array(0) : out.logits.slice(out.logits.length - V);
       return out;
     } catch (e) {
       this.resync(fed);

@@ -142,13 +142,15 @@ void append_kv(const void* qkv, int64_t ldqkv, DType type, int64_t k_col, int64_
                const int32_t* token_offsets, cudaStream_t stream);
 
 // Sampling on the device: per row of logits [rows, vocab] float32, greedy (temperature 0) or
-// temperature / top-k / top-p from a counter-based generator (Philox, seeded per row and step),
-// so logits never cross to the host during generation. out[r] is the chosen id.
+// temperature / top-k / top-p from a counter-based generator (Philox keyed by the row's seed,
+// counted by its step, so a generation's draws do not depend on what it is batched with), so
+// logits never cross to the host during generation. `args` holds one entry per row, on the
+// device; out[r] is the chosen id.
 struct SampleArgs {
   float temperature; int top_k; float top_p;
   uint64_t seed; uint64_t step;
 };
-void sample(const float* logits, int64_t rows, int64_t vocab, const SampleArgs& args, int32_t* out, cudaStream_t stream);
+void sample(const float* logits, int64_t rows, int64_t vocab, const SampleArgs* args, int32_t* out, cudaStream_t stream);
 
 // Quantizes E × n rows of k bf16 weights to int8 with one float32 scale per row, on the device
 // (the same rule as the CPU backend: scale = max|w| / 127, q = round-half-even(w / scale)).

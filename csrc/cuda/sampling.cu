@@ -20,9 +20,9 @@ __device__ __forceinline__ uint32_t mulhilo(uint32_t a, uint32_t b, uint32_t& hi
   return uint32_t(p);
 }
 
-// Philox-4x32-10 (Salmon et al., 2011): counter (step, row), key from the seed.
-__device__ float philox_uniform(uint64_t seed, uint64_t row, uint64_t step) {
-  uint32_t c0 = uint32_t(step), c1 = uint32_t(step >> 32), c2 = uint32_t(row), c3 = uint32_t(row >> 32);
+// Philox-4x32-10 (Salmon et al., 2011): counter (step), key from the seed.
+__device__ float philox_uniform(uint64_t seed, uint64_t step) {
+  uint32_t c0 = uint32_t(step), c1 = uint32_t(step >> 32), c2 = 0, c3 = 0;
   uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
 #pragma unroll
   for (int i = 0; i < 10; ++i) {
@@ -46,9 +46,10 @@ __device__ float block_max(float v) {
   return warp_max(v);
 }
 
-__global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restrict__ logits, int64_t vocab, SampleArgs a,
-                                                          int32_t* __restrict__ out) {
+__global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restrict__ logits, int64_t vocab,
+                                                          const SampleArgs* __restrict__ args, int32_t* __restrict__ out) {
   const int64_t r = blockIdx.x;
+  const SampleArgs a = args[r];
   const float* x = logits + r * vocab;
   float mx = -INFINITY, mn = INFINITY;
   int64_t arg = vocab;
@@ -116,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
     total = block_sum(total);
   }
   // Inverse CDF in id order: each thread owns a contiguous range; a block scan finds the range.
-  const float u = philox_uniform(a.seed, uint64_t(r), a.step) * total;
+  const float u = philox_uniform(a.seed, a.step) * total;
   const int64_t per = (vocab + kThreads - 1) / kThreads, b0 = threadIdx.x * per, b1 = b0 + per < vocab ? b0 + per : vocab;
   float mine = 0.f;
   for (int64_t i = b0; i < b1; ++i) mine += x[i] >= cut ? prob(x[i]) : 0.f;
@@ -161,9 +162,8 @@ __global__ void quantize_kernel(const bf16* __restrict__ w, int64_t k, int8_t* _
 
 }  // namespace
 
-void sample(const float* logits, int64_t rows, int64_t vocab, const SampleArgs& args, int32_t* out, cudaStream_t stream) {
+void sample(const float* logits, int64_t rows, int64_t vocab, const SampleArgs* args, int32_t* out, cudaStream_t stream) {
   if (rows == 0) return;
-  if (!(args.top_p > 0.f && args.top_p <= 1.f) || args.top_k < 0) fail("invalid_argument", "sample: top_p in (0, 1], top_k ≥ 0");
   sample_kernel<<<unsigned(rows), kThreads, 0, stream>>>(logits, vocab, args, out);
   JAMBA_CUDA_LAUNCHED("sample");
 }

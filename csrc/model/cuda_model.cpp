@@ -606,7 +606,14 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   };
   std::vector<int32_t> tokens;
   for (auto& t : req.tokens) tokens.insert(tokens.end(), t.begin(), t.end());
-  void *d_tokens, *logits_rows, *xf, *xsel, *xb, *d_last;
+  void *d_tokens, *logits_rows, *xf, *xsel, *xb, *d_last, *d_sample_args, *d_sampled;
+  bool sampling = false, all_sampled = !req.sample.empty();
+  for (const SampleSpec& sp : req.sample) {
+    sampling = sampling || sp.on;
+    all_sampled = all_sampled && sp.on;
+  }
+  if (!req.sample.empty() && req.sample.size() != req.states.size()) fail("invalid_argument", "sample: one entry per sequence");
+  if (sampling && req.logits != ForwardRequest::Logits::Last) fail("invalid_argument", "sampling in the pass needs logits 'last'");
   want(&d_tokens, tokens.size() * 4 + 4);
   want(reinterpret_cast<void**>(&ws.d_slot), size_t(ws.S) * 4);
   want(reinterpret_cast<void**>(&ws.d_past), size_t(ws.S) * 4);
@@ -614,6 +621,8 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   want(reinterpret_cast<void**>(&ws.d_off_all), 8);
   want(reinterpret_cast<void**>(&ws.d_off_rows), 8);
   want(&d_last, size_t(ws.S) * 4);
+  want(&d_sample_args, size_t(ws.S) * sizeof(cuda::SampleArgs));
+  want(&d_sampled, size_t(ws.S) * 4);
   want(reinterpret_cast<void**>(&ws.h), size_t(T * H) * 4);
   want(&ws.x, size_t(T * H) * 2);
   want(&ws.delta, size_t(T * H) * 2);
@@ -716,7 +725,16 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
     } else {
       compute(false);
     }
-    if (rows_out) {
+    std::vector<cuda::SampleArgs> sargs;
+    if (sampling) {
+      for (const SampleSpec& sp : req.sample)
+        sargs.push_back({sp.on ? sp.temperature : 0.f, sp.top_k, sp.on ? sp.top_p : 1.f, sp.seed, sp.step});
+      put(d_sample_args, sargs.data(), sargs.size() * sizeof(cuda::SampleArgs));
+      cuda::sample(static_cast<float*>(logits_rows), ws.S, V, static_cast<cuda::SampleArgs*>(d_sample_args), static_cast<int32_t*>(d_sampled), s);
+      res.sampled.resize(size_t(ws.S));
+      ck(cudaMemcpyAsync(res.sampled.data(), d_sampled, size_t(ws.S) * 4, cudaMemcpyDeviceToHost, s), "sampled");
+    }
+    if (rows_out && !all_sampled) {
       res.logits.resize(size_t(rows_out * V));
       ck(cudaMemcpyAsync(res.logits.data(), logits_rows, res.logits.size() * 4, cudaMemcpyDeviceToHost, s), "logits");
       if (req.hidden) {
@@ -732,6 +750,8 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
     throw;
   }
   for (int64_t q = 0; q < ws.S; ++q) req.states[size_t(q)]->advance(ws.offsets[size_t(q + 1)] - ws.offsets[size_t(q)]);
+  for (size_t q = 0; q < res.sampled.size(); ++q)
+    if (!req.sample[q].on) res.sampled[q] = -1;
   return res;
 }
 

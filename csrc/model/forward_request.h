@@ -9,6 +9,16 @@
 
 namespace jamba {
 
+// Sampling in the pass (CUDA): the sequence's next token is drawn on the device from its last
+// row of logits, so the logits need not come back to the host.
+struct SampleSpec {
+  bool on = false;
+  float temperature = 0.f;  // 0: greedy
+  int top_k = 0;
+  float top_p = 1.f;
+  uint64_t seed = 0, step = 0;
+};
+
 struct ForwardRequest {
   std::vector<SequenceState*> states;
   std::vector<std::vector<int32_t>> tokens;  // per sequence, appended after its state
@@ -21,11 +31,15 @@ struct ForwardRequest {
   // One flag per sequence (null: none). The pass stops between layers once every sequence's
   // flag is nonzero (read atomically): a batch keeps running while one of its callers still waits.
   std::vector<const int32_t*> abort;
+  // Per sequence (or empty): draw its next token on the device (logits must be Last). When every
+  // sequence is sampled, no logits are returned.
+  std::vector<SampleSpec> sample;
 };
 
 struct ForwardResult {
   std::vector<float> logits;                        // rows × vocab, rows in request order
   std::vector<float> hidden;                        // rows × hidden when asked (same rows as logits)
+  std::vector<int32_t> sampled;                     // per sequence with `sample`: its drawn token (else -1)
   std::map<std::string, std::vector<float>> captured;
 };
 

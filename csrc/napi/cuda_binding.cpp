@@ -449,13 +449,19 @@ Napi::Object CudaOps(Napi::Env env) {
     return result(o, ms, {{"out", js(o.env, download(out, size_t(T * H * D), t))}});
   }));
 
-  // sample({ logits, rows, vocab, temperature, topK, topP, seed, step }) → Int32Array
+  // sample({ logits, rows, vocab, temperature, topK, topP, seed, step, steps? }) → Int32Array: the same
+  // settings for every row; with `steps` (an Int32Array), row r draws at step steps[r].
   ops.Set("sample", op(env, "sample", [](const Opts& o) -> Napi::Value {
     const int64_t R = o.i("rows"), V = o.i("vocab");
+    const double top_p = o.f("topP", 1), top_k = o.f("topK", 0);
+    if (!(top_p > 0 && top_p <= 1) || top_k < 0) fail("invalid_argument", "topP must be in (0, 1] and topK ≥ 0");
     Dev lg(o.f32("logits", size_t(R * V)).data(), size_t(R * V) * 4), out(size_t(R) * 4);
-    cuda::SampleArgs s{float(o.f("temperature", 0)), int(o.f("topK", 0)), float(o.f("topP", 1)), uint64_t(o.f("seed", 0)),
-                       uint64_t(o.f("step", 0))};
-    cuda::sample(lg.as<float>(), R, V, s, out.as<int32_t>(), nullptr);
+    std::vector<int32_t> steps = o.has("steps") ? o.i32("steps", size_t(R)) : std::vector<int32_t>(size_t(R), int32_t(o.f("step", 0)));
+    std::vector<cuda::SampleArgs> args(static_cast<size_t>(R));
+    for (int64_t r = 0; r < R; ++r)
+      args[size_t(r)] = {float(o.f("temperature", 0)), int(top_k), float(top_p), uint64_t(o.f("seed", 0)), uint64_t(steps[size_t(r)])};
+    Dev dargs(args.data(), args.size() * sizeof(cuda::SampleArgs));
+    cuda::sample(lg.as<float>(), R, V, dargs.as<cuda::SampleArgs>(), out.as<int32_t>(), nullptr);
     ck(cudaDeviceSynchronize(), "sample");
     return js(o.env, out.get<int32_t>(size_t(R)));
   }));

@@ -233,6 +233,11 @@ class ForwardWorker : public PromiseWorker {
     };
     out.Set("logits", to_js(result_.logits));
     if (req.hidden) out.Set("hidden", to_js(result_.hidden));
+    if (!result_.sampled.empty()) {
+      Napi::Int32Array a = Napi::Int32Array::New(env, result_.sampled.size());
+      std::memcpy(a.Data(), result_.sampled.data(), result_.sampled.size() * 4);
+      out.Set("sampled", a);
+    }
     if (req.capture) {
       Napi::Object cap = Napi::Object::New(env);
       for (auto& [k, v] : result_.captured) cap.Set(k, to_js(v));
@@ -366,6 +371,29 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   else return fail_js("invalid_argument", "forward: options.logits must be 'all', 'last' or 'none'");
   w->req.capture = opts.Has("capture") && opts.Get("capture").ToBoolean();
   w->req.hidden = opts.Has("hidden") && opts.Get("hidden").ToBoolean();
+  if (opts.Has("sample") && !opts.Get("sample").IsUndefined()) {
+    Napi::Value sv = opts.Get("sample");
+    if (!sv.IsArray() || sv.As<Napi::Array>().Length() != seqs.Length())
+      return fail_js("invalid_argument", "forward: options.sample must hold one object (or undefined) per sequence");
+    Napi::Array list = sv.As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      Napi::Value v = list.Get(i);
+      SampleSpec spec;
+      if (v.IsObject()) {
+        Napi::Object o = v.As<Napi::Object>();
+        auto num = [&](const char* k, double d) { return o.Has(k) && o.Get(k).IsNumber() ? o.Get(k).As<Napi::Number>().DoubleValue() : d; };
+        spec.on = true;
+        spec.temperature = float(num("temperature", 0));
+        spec.top_k = int(num("topK", 0));
+        spec.top_p = float(num("topP", 1));
+        spec.seed = uint64_t(num("seed", 0));
+        spec.step = uint64_t(num("step", 0));
+        if (!(spec.temperature >= 0) || spec.top_k < 0 || !(spec.top_p > 0 && spec.top_p <= 1))
+          return fail_js("invalid_argument", "forward: options.sample[" + std::to_string(i) + "] has an invalid temperature, topK or topP");
+      }
+      w->req.sample.push_back(spec);
+    }
+  }
   if (opts.Has("embeds") && !opts.Get("embeds").IsUndefined()) {
     Napi::Value ev = opts.Get("embeds");
     if (!ev.IsArray() || ev.As<Napi::Array>().Length() != seqs.Length())

@@ -299,21 +299,22 @@ export const checks: GpuCheck[] = [
       });
       for (const o of [{ temperature: 0 }, { temperature: 1, topK: 1 }, { temperature: 0.7, topP: 1e-6 }])
         if (cuda.sample({ logits, rows: R, vocab: V, ...o }).join() !== argmax.join()) throw new Error(`${JSON.stringify(o)} is not the argmax`);
-      // A known distribution over 8 ids, 4000 independent rows: frequencies within 5 standard deviations.
+      // A known distribution over 8 ids, 4000 rows at 4000 steps: frequencies within 5 standard deviations.
       const p = [0.3, 0.2, 0.15, 0.1, 0.1, 0.08, 0.05, 0.02], rows = 4000;
       const lg = new Float32Array(rows * 8);
       for (let i = 0; i < rows; i++) for (let j = 0; j < 8; j++) lg[i * 8 + j] = Math.log(p[j]!);
-      const draw = cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, seed: 42, step: 0 });
+      const steps = Int32Array.from({ length: rows }, (_, i) => i), later = steps.map((v) => v + rows);
+      const draw = cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, seed: 42, steps });
       for (let j = 0; j < 8; j++) {
         const f = draw.filter((x) => x === j).length, sd = Math.sqrt(rows * p[j]! * (1 - p[j]!));
         if (Math.abs(f - rows * p[j]!) > 5 * sd) throw new Error(`id ${j}: ${f} draws, expected ${rows * p[j]!}`);
       }
-      const topk = cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, topK: 3, seed: 42 });
+      const topk = cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, topK: 3, seed: 42, steps });
       if (topk.some((x) => x > 2)) throw new Error('top-k 3 drew outside the 3 most likely ids');
-      const topp = cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, topP: 0.6, seed: 42 });
+      const topp = cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, topP: 0.6, seed: 42, steps });
       if (topp.some((x) => x > 2)) throw new Error('top-p 0.6 drew outside the smallest set holding 60%');
-      if (cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, seed: 42, step: 0 }).join() !== draw.join()) throw new Error('same seed and step, different draws');
-      if (cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, seed: 42, step: 1 }).join() === draw.join()) throw new Error('another step drew the same');
+      if (cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, seed: 42, steps }).join() !== draw.join()) throw new Error('same seed and steps, different draws');
+      if (cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, seed: 42, steps: later }).join() === draw.join()) throw new Error('other steps drew the same');
     },
   },
 ];

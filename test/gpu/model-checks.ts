@@ -79,6 +79,10 @@ export const modelChecks: ModelCheck[] = [
         const opts = { maxTokens: 24, temperature: 0.8, seed: 3 };
         const batch = await model.completeBatch(prompts, opts);
         for (let i = 0; i < prompts.length; i++) same(`prompt ${i} tokens`, batch[i]!.tokens, (await model.complete(prompts[i]!, opts)).tokens);
+        // Greedy tokens drawn on the device equal the host's argmax of the same logits (logprobs keep them on the host).
+        const greedy = { maxTokens: 24, temperature: 0 };
+        same('greedy on the device vs on the host', (await model.complete(prompts[1]!, greedy)).tokens,
+          (await model.complete(prompts[1]!, { ...greedy, logprobs: 0 })).tokens);
         const ids = await model.tokenizer.encode('JULIET:\nO Romeo, Romeo! wherefore art thou');
         const seq = model.createSequence(), other = model.createSequence();
         try {
