@@ -3,6 +3,7 @@
  * windows of BOS + `window` tokens (the protocol of the reference numbers in shared/).
  */
 import { InvalidArgumentError } from './errors';
+import { logSumExp } from './sampling';
 import type { JambaModel } from './model';
 
 export interface NllResult {
@@ -18,11 +19,7 @@ export function sequenceNll(logits: Float32Array, ids: ArrayLike<number>, vocab:
   let sum = 0;
   for (let p = 0; p + 1 < ids.length; p++) {
     const row = logits.subarray(p * vocab, (p + 1) * vocab);
-    let max = -Infinity;
-    for (let i = 0; i < vocab; i++) if (row[i]! > max) max = row[i]!;
-    let z = 0;
-    for (let i = 0; i < vocab; i++) z += Math.exp(row[i]! - max);
-    sum += Math.log(z) + max - row[ids[p + 1]!]!;
+    sum += logSumExp(row) - row[ids[p + 1]!]!;
   }
   return { sum, count: Math.max(0, ids.length - 1) };
 }

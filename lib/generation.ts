@@ -7,7 +7,7 @@
 import { AbortError, InvalidArgumentError } from './errors';
 import type { Retrieval } from './ralm/types';
 import type { PrefixCache } from './prefix-cache';
-import { ResolvedSampling, Rng, SamplingOptions, resolveSampling, sampleToken } from './sampling';
+import { ResolvedSampling, Rng, SamplingOptions, logSumExp, resolveSampling, sampleToken } from './sampling';
 import type { LogitsMode, SampleSpec } from './native';
 import type { RetrievalOptions } from './ralm/types';
 import type { RunResult, Sequence, SequenceInput } from './sequence';
@@ -137,11 +137,7 @@ export function resolveGenerateOptions(o: GenerateOptions, vocab: number): Resol
 
 /** log-softmax of one row in float64: the chosen token's log-probability and the top n. */
 function logprobsOf(row: Float32Array, token: number, n: number, tokenizer: JambaTokenizer): TokenLogprob {
-  let max = -Infinity;
-  for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
-  let z = 0;
-  for (let i = 0; i < row.length; i++) z += Math.exp(row[i]! - max);
-  const lse = Math.log(z) + max;
+  const lse = logSumExp(row);
   const top: TokenLogprob['top'] = [];
   if (n > 0) {
     const idx = Array.from({ length: row.length }, (_, i) => i).sort((a, b) => row[b]! - row[a]! || a - b).slice(0, n);
@@ -227,11 +223,11 @@ export async function* generateOne(ctx: EngineContext, prompt: number[], opts: R
   const seed = ((sp.seed % 2 ** 53) + 2 ** 53) % 2 ** 53;
   const spec = (step: number): SampleSpec => ({ temperature: sp.temperature, topK: sp.topK, topP: sp.topP, seed, step });
   let drawn = 0;
+  const seq = ctx.newSequence();
   const draw = async (tokens: number[], sig?: AbortSignal): Promise<StepResult> => {
     const out = await seq.run({ tokens }, { logits: 'last', signal: sig, sample: spec(drawn++) });
     return { token: out.token! };
   };
-  const seq = ctx.newSequence();
   try {
     const source: LogitsSource = {
       async start(sig) {

@@ -164,7 +164,7 @@ export class BatchScheduler {
   private deliver(batch: StepRequest[], mode: LogitsMode, res: ForwardResult): void {
     const V = this.vocab, H = this.hiddenSize;
     let row = 0;
-    for (const r of batch) {
+    for (const [i, r] of batch.entries()) {
       const rows = mode === 'all' ? r.input.rows : mode === 'last' ? 1 : 0;  // what the pass returned for r
       const first = r.logits === 'last' ? row + rows - 1 : row;
       const n = r.logits === 'all' ? rows : r.logits === 'last' ? 1 : 0;
@@ -173,7 +173,7 @@ export class BatchScheduler {
       } else {
         const out: StepOutput = { logits: res.logits.length ? res.logits.slice(first * V, (first + n) * V) : new Float32Array(0) };
         if (r.hidden) out.hidden = res.hidden!.slice(first * H, (first + n) * H);
-        if (r.sample) out.token = res.sampled![batch.indexOf(r)]!;
+        if (r.sample) out.token = res.sampled![i]!;
         r.resolve(out);
       }
       row += rows;

@@ -4,6 +4,7 @@
  */
 import type { Sequence } from './sequence';
 import { feed } from './generation';
+import { logSumExp } from './sampling';
 
 export interface ScoreOptions {
   /** Evaluated before the input but not scored (text is encoded without special tokens). */
@@ -28,11 +29,7 @@ export interface ScoreResult {
 
 /** log softmax(row)[target] in float64. */
 export function tokenLogprob(row: Float32Array, target: number): number {
-  let max = -Infinity;
-  for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
-  let z = 0;
-  for (let i = 0; i < row.length; i++) z += Math.exp(row[i]! - max);
-  return row[target]! - max - Math.log(z);
+  return row[target]! - logSumExp(row);
 }
 
 /**

@@ -58,3 +58,37 @@ test('dispose waits for the pass in flight; the next pass of that call and later
   await multi;
   await expect(m.logits([1])).rejects.toBeInstanceOf(DisposedError);
 });
+
+test('the native pass refuses ragged soft-prompt rows, wrong array types and CPU sampling, and the sequence stays usable', async () => {
+  const { readConfig } = await import('../lib/config');
+  const { readCheckpointTensors } = await import('../lib/safetensors');
+  const { buildPlan } = await import('../lib/graph');
+  const { defaultModelDir } = await import('../lib/paths');
+  const dir = defaultModelDir();
+  const cfg = readConfig(dir);
+  const model = await native().NativeModel.load(buildPlan(cfg, readCheckpointTensors(dir), { expertsInt8: false }));
+  const seq = model.newSequence();
+  try {
+    const H = cfg.hiddenSize, toks = [Int32Array.of(1, 40)];
+    const bad: Array<[Record<string, unknown>, RegExp]> = [
+      [{ embeds: [new Float32Array(H + 3)] }, /embeds\[0\] has 131 floats, not a multiple of the hidden size 128/],
+      [{ embeds: [new Float64Array(H)] }, /embeds\[0\] must be a Float32Array/],
+      [{ embeds: [] }, /one Float32Array \(or undefined\) per sequence/],
+      [{ sample: [{ temperature: 0 }] }, /sampling inside the forward pass is a CUDA backend feature/],
+      [{ sample: [{ temperature: -1 }] }, /invalid temperature, topK or topP/],
+      [{ sample: 'x' }, /one object \(or undefined\) per sequence/],
+    ];
+    for (const [opts, msg] of bad) {
+      const err = await model.forward([seq], toks, { logits: 'last', ...opts } as never).catch((e: Error & { code?: string }) => e);
+      expect(err).toMatchObject({ code: 'invalid_argument' });
+      expect((err as Error).message).toMatch(msg);
+      expect(seq.position()).toBe(0);
+    }
+    const ok = await model.forward([seq], toks, { logits: 'last', embeds: [model.embed(Int32Array.of(1, 40))] });
+    expect(ok.logits.length).toBe(cfg.vocabSize);
+    expect(seq.position()).toBe(4);
+  } finally {
+    seq.dispose();
+    model.dispose();
+  }
+});

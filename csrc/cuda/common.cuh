@@ -5,17 +5,11 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <string>
+#include <cstdint>
 
-#include "../core/error.h"
+#include "check.h"
 
 namespace jamba::cuda {
-
-inline void check(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return;
-  (void)cudaGetLastError();  // clear a sticky launch error so the context stays usable
-  fail(e == cudaErrorMemoryAllocation ? "out_of_memory" : "cuda", std::string(what) + ": " + cudaGetErrorString(e));
-}
 
 #define JAMBA_CUDA_CHECK(x) ::jamba::cuda::check((x), #x)
 #define JAMBA_CUDA_LAUNCHED(name) ::jamba::cuda::check(cudaGetLastError(), name)
@@ -59,5 +53,15 @@ __device__ __forceinline__ float block_sum(float v) {
 }
 
 inline unsigned blocks_for(int64_t n, int per_block) { return unsigned((n + per_block - 1) / per_block); }
+
+// A type carried as a value, for dispatching runtime dtypes to template instances.
+template <typename T> struct Tag { using type = T; };
+
+// One bf16 tensor-core product, D = A·B + D for an m16n8k16 tile in registers (float32 accumulators).
+__device__ __forceinline__ void mma_bf16(float* c, const uint32_t* a, const uint32_t* b) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
 
 }  // namespace jamba::cuda

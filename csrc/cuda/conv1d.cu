@@ -92,8 +92,6 @@ void update(const void* x, int64_t ldx, int64_t batch, int64_t channels, const f
                                                       static_cast<TO*>(out), ldo);
 }
 
-template <typename T> struct Tag { using type = T; };
-
 // Calls f(std::integral_constant<int, K>, Tag<TI>, Tag<TO>) for the runtime width and types.
 template <typename F>
 void dispatch(int d_conv, DType ti, DType to, F&& f) {

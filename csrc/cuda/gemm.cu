@@ -18,14 +18,6 @@ namespace {
 
 constexpr int BM = 64, BN = 128, BK = 32, PAD = 8, kThreads = 256;
 
-template <typename T> struct Tag { using type = T; };
-
-__device__ __forceinline__ void mma_bf16(float* c, const uint32_t* a, const uint32_t* b) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
 // 8 int8 values (one uint2) as 8 bf16 values (one uint4). Exact: |q| ≤ 127 fits bf16.
 __device__ __forceinline__ uint4 widen8(uint2 q) {
   const int8_t* v = reinterpret_cast<const int8_t*>(&q);

@@ -8,6 +8,7 @@
 
 #include "../core/dtype.h"
 #include "../core/error.h"
+#include "../cuda/check.h"
 #include "../cuda/kernels.h"
 
 namespace jamba {
@@ -16,31 +17,14 @@ using DT = cuda::DType;
 
 namespace {
 
-void ck(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return;
-  (void)cudaGetLastError();
-  fail(e == cudaErrorMemoryAllocation ? "out_of_memory" : e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? "no_device" : "cuda",
-       std::string(what) + ": " + cudaGetErrorString(e));
-}
+using cuda::check;
 
 cudaStream_t S(void* s) { return static_cast<cudaStream_t>(s); }
 
-std::vector<uint16_t> to_bf16_host(const std::vector<float>& v) {
-  std::vector<uint16_t> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = f32_to_bf16(v[i]);
-  return out;
-}
-
-int64_t rows_of(const TensorSource& s) { return s.shape.empty() ? 1 : s.shape[0]; }
-int64_t cols_of(const TensorSource& s) {
-  int64_t c = 1;
-  for (size_t i = 1; i < s.shape.size(); ++i) c *= s.shape[i];
-  return c;
-}
 
 }  // namespace
 
-DeviceBuffer::DeviceBuffer(size_t n) : bytes(n) { ck(cudaMalloc(&p, n ? n : 1), "cudaMalloc"); }
+DeviceBuffer::DeviceBuffer(size_t n) : bytes(n) { check(cudaMalloc(&p, n ? n : 1), "cudaMalloc"); }
 DeviceBuffer::~DeviceBuffer() {
   if (p) cudaFree(p);
 }
@@ -79,14 +63,14 @@ struct CudaJambaModel::Pools {
   void zero(int32_t slot) {
     for (size_t i = 0; i < attention.size(); ++i) {
       if (attention[i]) continue;
-      ck(cudaMemsetAsync(conv[i].as<float>() + slot * conv_size(), 0, size_t(conv_size()) * 4, stream), "cudaMemsetAsync");
-      ck(cudaMemsetAsync(ssm[i].as<float>() + slot * ssm_size(), 0, size_t(ssm_size()) * 4, stream), "cudaMemsetAsync");
+      check(cudaMemsetAsync(conv[i].as<float>() + slot * conv_size(), 0, size_t(conv_size()) * 4, stream), "cudaMemsetAsync");
+      check(cudaMemsetAsync(ssm[i].as<float>() + slot * ssm_size(), 0, size_t(ssm_size()) * 4, stream), "cudaMemsetAsync");
     }
   }
   void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const char* what) {
-    ck(cudaMemcpyAsync(dst, src, bytes, kind, stream), what);
+    check(cudaMemcpyAsync(dst, src, bytes, kind, stream), what);
   }
-  void wait(const char* what) { ck(cudaStreamSynchronize(stream), what); }
+  void wait(const char* what) { check(cudaStreamSynchronize(stream), what); }
 };
 
 namespace {
@@ -145,7 +129,7 @@ class SlotState : public DeviceState {
         continue;
       }
       const size_t off = size_t(slot_) * size_t(p.context * kvw);
-      const std::vector<uint16_t> kb = to_bf16_host(l.k), vb = to_bf16_host(l.v);
+      const std::vector<uint16_t> kb = to_bf16_bits(l.k), vb = to_bf16_bits(l.v);
       p.copy(p.k[i].as<uint16_t>() + off, kb.data(), kb.size() * 2, cudaMemcpyHostToDevice, "push keys");
       p.copy(p.v[i].as<uint16_t>() + off, vb.data(), vb.size() * 2, cudaMemcpyHostToDevice, "push values");
       p.wait("push");  // the staging vectors must outlive their copies
@@ -164,12 +148,6 @@ class SlotState : public DeviceState {
 
 namespace {
 
-int64_t numel(const TensorSource& s) {
-  int64_t n = 1;
-  for (int64_t d : s.shape) n *= d;
-  return n;
-}
-
 // Synthetic weights: values in the ranges a trained Jamba has, so a benchmark's activations stay finite.
 void synthesize(const TensorSource& s, void* out, DT type, int64_t n, cudaStream_t stream) {
   uint64_t seed = 1469598103934665603ull;
@@ -183,7 +161,7 @@ void synthesize(const TensorSource& s, void* out, DT type, int64_t n, cudaStream
   else if (has("dt_proj.bias")) lo = -6.f, hi = -3.f;
   else if (has("conv1d")) lo = -0.5f, hi = 0.5f;
   cuda::fill_uniform(out, type, n, seed, lo, hi, stream);
-  ck(cudaStreamSynchronize(stream), "synthesize");
+  check(cudaStreamSynchronize(stream), "synthesize");
 }
 
 // Reads tensors one at a time into host staging and sends them to the device as bf16 rows
@@ -195,17 +173,17 @@ class Uploader {
 
   std::vector<float> host_f32(const TensorSource& s) {
     if (!synthetic_) return rd_.read_f32(s);
-    DeviceBuffer tmp(size_t(numel(s)) * 4);
-    synthesize(s, tmp.p, DT::F32, numel(s), s_);
-    std::vector<float> v(size_t(numel(s)));
-    ck(cudaMemcpy(v.data(), tmp.p, v.size() * 4, cudaMemcpyDeviceToHost), "synthesize");
+    DeviceBuffer tmp(size_t(s.numel()) * 4);
+    synthesize(s, tmp.p, DT::F32, s.numel(), s_);
+    std::vector<float> v(size_t(s.numel()));
+    check(cudaMemcpy(v.data(), tmp.p, v.size() * 4, cudaMemcpyDeviceToHost), "synthesize");
     return v;
   }
 
   DeviceBuffer f32(const TensorSource& s) {
     std::vector<float> v = host_f32(s);
     DeviceBuffer b(v.size() * 4);
-    ck(cudaMemcpy(b.p, v.data(), v.size() * 4, cudaMemcpyHostToDevice), "upload");
+    check(cudaMemcpy(b.p, v.data(), v.size() * 4, cudaMemcpyHostToDevice), "upload");
     bytes_["f32"] += b.bytes;
     return b;
   }
@@ -216,8 +194,8 @@ class Uploader {
                           const TensorSource* bias = nullptr) {
     CudaJambaModel::Mat m;
     const auto& first = experts[0];
-    m.k = cols_of(*first[0]);
-    for (auto* p : first) m.n += rows_of(*p);
+    m.k = first[0]->cols();
+    for (auto* p : first) m.n += p->rows();
     const int64_t E = int64_t(experts.size()), nk = m.n * m.k;
     m.int8 = int8;
     m.w = DeviceBuffer(size_t(E * nk) * (int8 ? 1 : 2));
@@ -232,28 +210,28 @@ class Uploader {
         uint16_t* dst = int8 ? scratch.as<uint16_t>() : m.w.as<uint16_t>() + e * nk;
         int64_t at = 0;
         for (auto* p : experts[size_t(e)]) {
-          synthesize(*p, dst + at, DT::BF16, numel(*p), s);
-          at += numel(*p);
+          synthesize(*p, dst + at, DT::BF16, p->numel(), s);
+          at += p->numel();
         }
         if (int8) {
           cuda::quantize_int8_rows(scratch.p, m.n, m.k, m.w.as<int8_t>() + e * nk, m.scale.as<float>() + e * m.n, s);
-          ck(cudaStreamSynchronize(s), "quantize");
+          check(cudaStreamSynchronize(s), "quantize");
         }
         continue;
       }
       std::vector<uint16_t> rows;
       rows.reserve(size_t(nk));
       for (auto* p : experts[size_t(e)]) {
-        if (cols_of(*p) != m.k) fail("checkpoint", "stacked tensors of different widths");
-        std::vector<uint16_t> part = to_bf16_host(rd_.read_f32(*p));
+        if (p->cols() != m.k) fail("checkpoint", "stacked tensors of different widths");
+        std::vector<uint16_t> part = to_bf16_bits(rd_.read_f32(*p));
         rows.insert(rows.end(), part.begin(), part.end());
       }
       if (int8) {
-        ck(cudaMemcpy(scratch.p, rows.data(), rows.size() * 2, cudaMemcpyHostToDevice), "upload");
+        check(cudaMemcpy(scratch.p, rows.data(), rows.size() * 2, cudaMemcpyHostToDevice), "upload");
         cuda::quantize_int8_rows(scratch.p, m.n, m.k, m.w.as<int8_t>() + e * nk, m.scale.as<float>() + e * m.n, s);
-        ck(cudaStreamSynchronize(s), "quantize");
+        check(cudaStreamSynchronize(s), "quantize");
       } else {
-        ck(cudaMemcpy(m.w.as<uint16_t>() + e * nk, rows.data(), rows.size() * 2, cudaMemcpyHostToDevice), "upload");
+        check(cudaMemcpy(m.w.as<uint16_t>() + e * nk, rows.data(), rows.size() * 2, cudaMemcpyHostToDevice), "upload");
       }
     }
     bytes_[int8 ? "i8" : "bf16"] += m.w.bytes;
@@ -273,11 +251,11 @@ class Uploader {
 
 CudaJambaModel::CudaJambaModel(const ModelPlan& plan, std::function<void(uint64_t)> progress) : dims_(plan.dims) {
   int n = 0;
-  ck(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
+  check(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
   if (n == 0) fail("no_device", "no CUDA device is present");
   if (plan.max_sequences < 1 || plan.context_length < 1) fail("invalid_argument", "maxSequences and contextLength must be positive");
   cudaStream_t s;
-  ck(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
   stream_ = s;
   TensorReader rd(std::move(progress));
   Uploader up(rd, bytes_, plan.synthetic, s);
@@ -306,7 +284,7 @@ CudaJambaModel::CudaJambaModel(const ModelPlan& plan, std::function<void(uint64_
       std::vector<float> a = up.host_f32(m.a_log);
       for (float& v : a) v = -std::exp(v);
       l.a = DeviceBuffer(a.size() * 4);
-      ck(cudaMemcpy(l.a.p, a.data(), a.size() * 4, cudaMemcpyHostToDevice), "upload");
+      check(cudaMemcpy(l.a.p, a.data(), a.size() * 4, cudaMemcpyHostToDevice), "upload");
       bytes_["f32"] += l.a.bytes;
       l.d = up.f32(m.d);
       l.dt_bias = up.f32(m.dt_proj_bias);
@@ -332,7 +310,7 @@ CudaJambaModel::CudaJambaModel(const ModelPlan& plan, std::function<void(uint64_
   // The state pools: every sequence slot, preallocated.
   pools_ = std::make_shared<Pools>();
   Pools& p = *pools_;
-  ck(cudaStreamCreateWithFlags(&p.stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  check(cudaStreamCreateWithFlags(&p.stream, cudaStreamNonBlocking), "cudaStreamCreate");
   p.dims = dims_;
   p.attention = is_attention_;
   p.slots = plan.max_sequences;
@@ -388,7 +366,7 @@ std::vector<float> CudaJambaModel::embed(const std::vector<int32_t>& ids) const 
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= dims_.vocab)
       fail("invalid_argument", "token id " + std::to_string(ids[i]) + " is outside [0, " + std::to_string(dims_.vocab) + ")");
-    ck(cudaMemcpy(row.data(), embed_.w.as<uint16_t>() + int64_t(ids[i]) * H, size_t(H) * 2, cudaMemcpyDeviceToHost), "embed");
+    check(cudaMemcpy(row.data(), embed_.w.as<uint16_t>() + int64_t(ids[i]) * H, size_t(H) * 2, cudaMemcpyDeviceToHost), "embed");
     for (int64_t c = 0; c < H; ++c) out[i * size_t(H) + size_t(c)] = bf16_to_f32(row[size_t(c)]);
   }
   return out;
@@ -663,7 +641,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
 
   cudaStream_t s = S(stream_);
   pools_->wait("slot operations");  // zeroed or restored slots are ready
-  auto put = [&](void* dst, const void* src, size_t bytes) { ck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "upload"); };
+  auto put = [&](void* dst, const void* src, size_t bytes) { check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "upload"); };
   std::vector<int32_t> tokoff(ws.offsets.begin(), ws.offsets.end()), off_all{0, int32_t(T)}, off_rows{0, int32_t(rows_out)}, last;
   for (int64_t q = 0; q < ws.S; ++q) last.push_back(int32_t(ws.offsets[size_t(q + 1)] - 1));
   try {
@@ -705,7 +683,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
       const std::string key = std::to_string(ws.S) + "/" + std::to_string(ws.splits) + "/" + std::to_string(int(req.logits));
       auto it = graphs_.find(key);
       if (it == graphs_.end()) {
-        ck(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+        check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
         cudaGraph_t graph = nullptr;
         try {
           compute(true);
@@ -714,14 +692,14 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
           if (graph) cudaGraphDestroy(graph);
           throw;
         }
-        ck(cudaStreamEndCapture(s, &graph), "cudaStreamEndCapture");
+        check(cudaStreamEndCapture(s, &graph), "cudaStreamEndCapture");
         cudaGraphExec_t exec = nullptr;
         const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
         cudaGraphDestroy(graph);
-        ck(e, "cudaGraphInstantiate");
+        check(e, "cudaGraphInstantiate");
         it = graphs_.emplace(key, exec).first;
       }
-      ck(cudaGraphLaunch(static_cast<cudaGraphExec_t>(it->second), s), "cudaGraphLaunch");
+      check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(it->second), s), "cudaGraphLaunch");
     } else {
       compute(false);
     }
@@ -732,17 +710,17 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
       put(d_sample_args, sargs.data(), sargs.size() * sizeof(cuda::SampleArgs));
       cuda::sample(static_cast<float*>(logits_rows), ws.S, V, static_cast<cuda::SampleArgs*>(d_sample_args), static_cast<int32_t*>(d_sampled), s);
       res.sampled.resize(size_t(ws.S));
-      ck(cudaMemcpyAsync(res.sampled.data(), d_sampled, size_t(ws.S) * 4, cudaMemcpyDeviceToHost, s), "sampled");
+      check(cudaMemcpyAsync(res.sampled.data(), d_sampled, size_t(ws.S) * 4, cudaMemcpyDeviceToHost, s), "sampled");
     }
     if (rows_out && !all_sampled) {
       res.logits.resize(size_t(rows_out * V));
-      ck(cudaMemcpyAsync(res.logits.data(), logits_rows, res.logits.size() * 4, cudaMemcpyDeviceToHost, s), "logits");
+      check(cudaMemcpyAsync(res.logits.data(), logits_rows, res.logits.size() * 4, cudaMemcpyDeviceToHost, s), "logits");
       if (req.hidden) {
         res.hidden.resize(size_t(rows_out * H));
-        ck(cudaMemcpyAsync(res.hidden.data(), sel, res.hidden.size() * 4, cudaMemcpyDeviceToHost, s), "hidden");
+        check(cudaMemcpyAsync(res.hidden.data(), sel, res.hidden.size() * 4, cudaMemcpyDeviceToHost, s), "hidden");
       }
     }
-    ck(cudaStreamSynchronize(s), "forward");
+    check(cudaStreamSynchronize(s), "forward");
   } catch (...) {
     // A half-advanced state is worse than none: drop what these sequences had.
     (void)cudaStreamSynchronize(s);

@@ -13,22 +13,16 @@ namespace jamba {
 
 namespace {
 
-int64_t rows_of(const TensorSource& s) { return s.shape.empty() ? 1 : s.shape[0]; }
-int64_t cols_of(const TensorSource& s) {
-  int64_t c = 1;
-  for (size_t i = 1; i < s.shape.size(); ++i) c *= s.shape[i];
-  return c;
-}
 
 // Reads matrices that are used as one product (q|k|v, gate|up) into one buffer and packs it once.
 // Mixed dtypes are widened to float32 so the packed product has a single weight type.
 cpu::PackedWeight pack_rows(TensorReader& rd, const std::vector<const TensorSource*>& parts, bool int8) {
   DType dt = parts[0]->dtype;
   int64_t n = 0;
-  const int64_t k = cols_of(*parts[0]);
+  const int64_t k = parts[0]->cols();
   for (auto* p : parts) {
     if (p->dtype != dt) dt = DType::F32;
-    n += rows_of(*p);
+    n += p->rows();
   }
   // The raw rows, in a buffer that goes back to the OS when freed (see Tensor::empty).
   Tensor buf = Tensor::empty(dt, {n, k});
@@ -41,7 +35,7 @@ cpu::PackedWeight pack_rows(TensorReader& rd, const std::vector<const TensorSour
       std::vector<float> f = rd.read_f32(*p);
       std::memcpy(dst + off, f.data(), f.size() * sizeof(float));
     }
-    off += size_t(rows_of(*p) * k) * dtype_size(dt);
+    off += size_t(p->rows() * k) * dtype_size(dt);
   }
   return int8 ? cpu::pack_weight_int8(dst, dt, n, k) : cpu::pack_weight(dst, dt, n, k);
 }

@@ -18,6 +18,14 @@ struct TensorSource {
   DType dtype = DType::F32;
   std::vector<int64_t> shape;
   bool present() const { return !file.empty(); }
+  // As a matrix: the first dimension by the product of the others.
+  int64_t rows() const { return shape.empty() ? 1 : shape[0]; }
+  int64_t cols() const {
+    int64_t c = 1;
+    for (size_t i = 1; i < shape.size(); ++i) c *= shape[i];
+    return c;
+  }
+  int64_t numel() const { return rows() * cols(); }
 };
 
 // Reads tensors' bytes straight from their files. Files are read once, tensor by tensor, so a

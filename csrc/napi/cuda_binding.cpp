@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../core/dtype.h"
+#include "../cuda/check.h"
 #include "../cuda/kernels.h"
 #include "js_convert.h"
 
@@ -17,27 +18,21 @@ namespace {
 
 using cuda::DType;
 
-void ck(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    fail(e == cudaErrorMemoryAllocation ? "out_of_memory" : e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? "no_device" : "cuda",
-         std::string(what) + ": " + cudaGetErrorString(e));
-  }
-}
+using cuda::check;
 
 // A device buffer that frees itself.
 struct Dev {
   void* p = nullptr;
   size_t bytes = 0;
-  explicit Dev(size_t n) : bytes(n) { ck(cudaMalloc(&p, n ? n : 1), "cudaMalloc"); }
-  Dev(const void* host, size_t n) : Dev(n) { ck(cudaMemcpy(p, host, n, cudaMemcpyHostToDevice), "cudaMemcpy to device"); }
+  explicit Dev(size_t n) : bytes(n) { check(cudaMalloc(&p, n ? n : 1), "cudaMalloc"); }
+  Dev(const void* host, size_t n) : Dev(n) { check(cudaMemcpy(p, host, n, cudaMemcpyHostToDevice), "cudaMemcpy to device"); }
   ~Dev() { cudaFree(p); }
   Dev(const Dev&) = delete;
   Dev& operator=(const Dev&) = delete;
   template <typename T> T* as() const { return static_cast<T*>(p); }
   template <typename T> std::vector<T> get(size_t n) const {
     std::vector<T> out(n);
-    ck(cudaMemcpy(out.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
+    check(cudaMemcpy(out.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
     return out;
   }
 };
@@ -90,8 +85,7 @@ struct Opts {
 // Host float32 values in the storage type, on the device.
 std::unique_ptr<Dev> upload(const std::vector<float>& v, DType t) {
   if (t == DType::F32) return std::make_unique<Dev>(v.data(), v.size() * 4);
-  std::vector<uint16_t> b(v.size());
-  for (size_t i = 0; i < v.size(); ++i) b[i] = f32_to_bf16(v[i]);
+  const std::vector<uint16_t> b = to_bf16_bits(v);
   return std::make_unique<Dev>(b.data(), b.size() * 2);
 }
 
@@ -104,7 +98,7 @@ std::vector<float> download(const Dev& d, size_t n, DType t) {
 }
 
 // Unwritten output elements must show: outputs start as NaN.
-void poison(Dev& d) { ck(cudaMemset(d.p, 0xff, d.bytes), "cudaMemset"); }
+void poison(Dev& d) { check(cudaMemset(d.p, 0xff, d.bytes), "cudaMemset"); }
 
 Napi::Float32Array js(Napi::Env env, const std::vector<float>& v) {
   auto a = Napi::Float32Array::New(env, v.size());
@@ -120,17 +114,17 @@ Napi::Int32Array js(Napi::Env env, const std::vector<int32_t>& v) {
 // Runs `op` once, then `repeat` more times between CUDA events; returns ms per run (0 if 1).
 double timed(int repeat, const std::function<void()>& op) {
   op();
-  ck(cudaDeviceSynchronize(), "kernel");
+  check(cudaDeviceSynchronize(), "kernel");
   if (repeat <= 1) return 0;
   cudaEvent_t a, b;
-  ck(cudaEventCreate(&a), "cudaEventCreate");
-  ck(cudaEventCreate(&b), "cudaEventCreate");
-  ck(cudaEventRecord(a), "cudaEventRecord");
+  check(cudaEventCreate(&a), "cudaEventCreate");
+  check(cudaEventCreate(&b), "cudaEventCreate");
+  check(cudaEventRecord(a), "cudaEventRecord");
   for (int r = 0; r < repeat; ++r) op();
-  ck(cudaEventRecord(b), "cudaEventRecord");
-  ck(cudaEventSynchronize(b), "kernel");
+  check(cudaEventRecord(b), "cudaEventRecord");
+  check(cudaEventSynchronize(b), "kernel");
   float ms = 0;
-  ck(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
+  check(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
   cudaEventDestroy(a);
   cudaEventDestroy(b);
   return ms / repeat;
@@ -162,12 +156,12 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
     int n = 0;
-    ck(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
+    check(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
     if (n == 0) fail("no_device", "no CUDA device is present");
     cudaDeviceProp p{};
-    ck(cudaGetDeviceProperties(&p, 0), "cudaGetDeviceProperties");
+    check(cudaGetDeviceProperties(&p, 0), "cudaGetDeviceProperties");
     size_t free_b = 0, total_b = 0;
-    ck(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+    check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
     Napi::Object o = Napi::Object::New(env);
     o.Set("name", p.name);
     o.Set("computeCapability", std::to_string(p.major) + "." + std::to_string(p.minor));
@@ -191,8 +185,8 @@ Napi::Object CudaOps(Napi::Env env) {
   ops.Set("copyBandwidth", op(env, "copyBandwidth", [](const Opts& o) -> Napi::Value {
     const size_t n = size_t(o.i("bytes"));
     Dev a(n), b(n);
-    ck(cudaMemset(a.p, 1, n), "cudaMemset");
-    const double ms = timed(std::max(2, o.repeat()), [&] { ck(cudaMemcpyAsync(b.p, a.p, n, cudaMemcpyDeviceToDevice), "copy"); });
+    check(cudaMemset(a.p, 1, n), "cudaMemset");
+    const double ms = timed(std::max(2, o.repeat()), [&] { check(cudaMemcpyAsync(b.p, a.p, n, cudaMemcpyDeviceToDevice), "copy"); });
     return Napi::Number::New(o.env, 2.0 * double(n) / (ms * 1e6));
   }));
 
@@ -396,8 +390,8 @@ Napi::Object CudaOps(Napi::Env env) {
     for (int64_t s = 0; s < S; ++s) slot[size_t(s)] = int32_t(s);
     Dev dslot(slot.data(), slot.size() * 4), dpast(past.data(), past.size() * 4), doffs(offs.data(), offs.size() * 4);
     Dev kp(size_t(S * P * kvw) * 2), vp(size_t(S * P * kvw) * 2);
-    ck(cudaMemset(kp.p, 0, kp.bytes), "cudaMemset");
-    ck(cudaMemset(vp.p, 0, vp.bytes), "cudaMemset");
+    check(cudaMemset(kp.p, 0, kp.bytes), "cudaMemset");
+    check(cudaMemset(vp.p, 0, vp.bytes), "cudaMemset");
     const double ms = timed(o.repeat(), [&] {
       cuda::append_kv(qkv->p, width, t, kc, vc, longest, int(kvw), kp.p, vp.p, P * kvw, dslot.as<int32_t>(), dpast.as<int32_t>(), S,
                       doffs.as<int32_t>(), nullptr);
@@ -411,7 +405,7 @@ Napi::Object CudaOps(Napi::Env env) {
     auto w = upload(o.f32("w", size_t(R * K)), DType::BF16);
     Dev q(size_t(R * K)), s(size_t(R) * 4);
     cuda::quantize_int8_rows(w->p, R, K, q.as<int8_t>(), s.as<float>(), nullptr);
-    ck(cudaDeviceSynchronize(), "quantize");
+    check(cudaDeviceSynchronize(), "quantize");
     std::vector<int8_t> qv = q.get<int8_t>(size_t(R * K));
     Napi::Object r = Napi::Object::New(o.env);
     r.Set("q", js(o.env, std::vector<int32_t>(qv.begin(), qv.end())));
@@ -462,7 +456,7 @@ Napi::Object CudaOps(Napi::Env env) {
       args[size_t(r)] = {float(o.f("temperature", 0)), int(top_k), float(top_p), uint64_t(o.f("seed", 0)), uint64_t(steps[size_t(r)])};
     Dev dargs(args.data(), args.size() * sizeof(cuda::SampleArgs));
     cuda::sample(lg.as<float>(), R, V, dargs.as<cuda::SampleArgs>(), out.as<int32_t>(), nullptr);
-    ck(cudaDeviceSynchronize(), "sample");
+    check(cudaDeviceSynchronize(), "sample");
     return js(o.env, out.get<int32_t>(size_t(R)));
   }));
   return ops;

@@ -100,13 +100,11 @@ void NativeSequence::ImportState(const Napi::CallbackInfo& info) {
   const size_t kvw = size_t(d.kv_heads * d.head_dim);
   std::vector<std::array<Napi::Float32Array, 4>> arrays;
   for (uint32_t i = 0; i < layers.Length(); ++i) {
-    const LayerState& l = st->layer(i);
     const bool attention = st->is_attention(i);
     Napi::Value lo = layers.Get(i);
     if (!lo.IsObject()) throw make_error(env, "invalid_argument", "state layer " + std::to_string(i) + " is not an object");
     std::array<Napi::Float32Array, 4> a;
     const char* names[4] = {"conv", "ssm", "k", "v"};
-    (void)l;
     const size_t conv = size_t(d.d_inner * (d.d_conv - 1)), ssm = size_t(d.d_inner * d.d_state);
     const size_t expect[4] = {attention ? 0 : conv, attention ? 0 : ssm, attention ? size_t(pos) * kvw : 0, attention ? size_t(pos) * kvw : 0};
     for (int j = 0; j < 4; ++j) {

@@ -10,6 +10,7 @@
  */
 import type { NativeCudaOps, NativeOps } from '../../lib/native';
 import { rng } from '../helpers/rng';
+import { bf16ToF32, f32ToBf16 } from '../helpers/st-io';
 
 export interface GpuCheck {
   name: string;
@@ -19,17 +20,9 @@ export interface GpuCheck {
 
 const rand = (r: () => number, n: number, amp = 1, center = 0) => Float32Array.from({ length: n }, () => center + (r() * 2 - 1) * amp);
 
-const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
-/** Round-to-nearest-even to bf16, as the device conversion does. */
+/** Rounded to bf16 (round to nearest even), as the device conversion does. */
 export function bf16(x: Float32Array): Float32Array {
-  const out = new Float32Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    f32[0] = x[i]!;
-    const b = u32[0]!;
-    u32[0] = ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) << 16;
-    out[i] = f32[0];
-  }
-  return out;
+  return x.map((v) => bf16ToF32(f32ToBf16(v)));
 }
 
 /** ‖a − b‖ / ‖b‖; NaN anywhere (an unwritten element) gives Infinity. */

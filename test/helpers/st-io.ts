@@ -2,16 +2,18 @@
 import fs from 'node:fs';
 import { readSafetensorsHeader } from '../../lib/safetensors';
 
+// One float32 seen as its bits (little-endian, as every supported platform is).
+const f32Cell = new Float32Array(1), u32Cell = new Uint32Array(f32Cell.buffer);
+
 export function bf16ToF32(bits: number): number {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE((bits << 16) >>> 0);
-  return b.readFloatLE(0);
+  u32Cell[0] = (bits << 16) >>> 0;
+  return f32Cell[0]!;
 }
 
+/** Round to nearest even, NaN kept NaN (as torch and the native converter do). */
 export function f32ToBf16(x: number): number {
-  const b = Buffer.alloc(4);
-  b.writeFloatLE(x);
-  const u = b.readUInt32LE(0);
+  f32Cell[0] = x;
+  const u = u32Cell[0]!;
   if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
   return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
 }
