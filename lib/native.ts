@@ -144,13 +144,14 @@ export interface NativeCudaOps {
   selectiveScan(o: { u: F32; dt: F32; b: F32; c: F32; z: F32; a: F32; d: F32; dtBias: F32; state: F32; tLen?: number; dInner: number; dState: number;
     batch?: number; poolSlots?: number; slots?: Int32Array; dtype?: DT; repeat?: number }): Timed<{ y: F32; state: F32 }>;
   moeRoute(o: { logits: F32; tokens: number; experts: number; k: number; repeat?: number }):
-    Timed<{ idx: Int32Array; weight: F32; counts: Int32Array; offsets: Int32Array; rowOf: Int32Array; tokenOfRow: Int32Array; rowWeight: F32 }>;
+    Timed<{ idx: Int32Array; weight: F32; counts: Int32Array; offsets: Int32Array; active: Int32Array; rowOf: Int32Array; tokenOfRow: Int32Array; rowWeight: F32 }>;
   moeBlock(o: { x: F32; tokens: number; hidden: number; logits: F32; experts: number; k: number; inner: number; wGateUp: F32; wDown: F32;
-    int8?: boolean; h?: F32; repeat?: number }): Timed<{ h: F32 }>;
+    int8?: boolean; h?: F32; skinny?: boolean; repeat?: number }): Timed<{ h: F32 }>;
   embed(o: { table: F32; vocab: number; hidden: number; ids: Int32Array; count: number; dtype?: DT; repeat?: number }): Timed<{ out: F32 }>;
   appendKv(o: { qkv: F32; rows: number; width: number; kCol: number; vCol: number; kvWidth: number; positions: number; slots: number;
     past: Int32Array; tokenOffsets: Int32Array; dtype?: DT; repeat?: number }): Timed<{ k: F32; v: F32 }>;
-  groupedGemm(o: { a: F32; rows: number; k: number; w: F32; experts: number; n: number; int8?: boolean; offsets: Int32Array; rowScale?: F32; outDtype?: DT; repeat?: number }): Timed<{ out: F32 }>;
+  groupedGemm(o: { a: F32; rows: number; k: number; w: F32; experts: number; n: number; int8?: boolean; offsets: Int32Array; rowScale?: F32; outDtype?: DT;
+    skinny?: boolean; siluGate?: boolean; repeat?: number }): Timed<{ out: F32 }>;
   quantizeInt8(o: { w: F32; rows: number; k: number }): { q: Int32Array; scale: F32 };
   attention(o: { q: F32; tokens: number; k: F32; v: F32; positions: number; heads: number; kvHeads: number; headDim: number; past: Int32Array;
     decode?: boolean; splits?: number; dtype?: DT; repeat?: number }): Timed<{ out: F32 }>;

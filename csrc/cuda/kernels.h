@@ -66,13 +66,15 @@ void selective_state_update(const ScanArgs& args, float* state_pool, const int32
 // MoE routing on the device, with no host synchronisation: softmax of each token's router
 // logits (float32), its top-k experts and their probabilities (in descending order, as the CPU
 // backend), then tokens grouped by expert: counts[e], offsets[e] (E + 1 entries, exclusive
-// scan) and, for each (token, slot), its row in the grouped order (row_of[t * k + j]), the
-// inverse (token_of_row) and the routing weight of each row (row_weight, for the second expert
-// GEMM's epilogue). Rows of one expert are contiguous; their order within the group is not
-// fixed, and never matters: each row is computed alone and combined per token in slot order.
+// scan), the experts that received rows in ascending order (active[0..], then -1 up to E
+// entries: the skinny GEMM's grid runs over these only) and, for each (token, slot), its row in
+// the grouped order (row_of[t * k + j]), the inverse (token_of_row) and the routing weight of
+// each row (row_weight, for the second expert GEMM's epilogue). Rows of one expert are
+// contiguous; their order within the group is not fixed, and never matters: each row is
+// computed alone and combined per token in slot order.
 void moe_route(const float* logits, int64_t tokens, int experts, int k, int32_t* idx, float* weight,
-               int32_t* counts, int32_t* offsets, int32_t* row_of, int32_t* token_of_row, float* row_weight,
-               cudaStream_t stream);
+               int32_t* counts, int32_t* offsets, int32_t* active, int32_t* row_of, int32_t* token_of_row,
+               float* row_weight, cudaStream_t stream);
 
 // Weights of a grouped GEMM: E matrices [n, k] row-major, bf16, or int8 with one float32 scale
 // per output row (ExpertsInt8: int8 values are widened inside the inner loop and the scale is
@@ -91,6 +93,20 @@ struct GroupedWeights {
 // With k and lda multiples of 8 tiles are staged with 16-byte loads; otherwise element by element.
 void grouped_gemm(const void* a, int64_t lda, const GroupedWeights& w, const int32_t* offsets, int experts,
                   int64_t max_rows, const float* row_scale, void* out, int64_t ldo, DType out_type, cudaStream_t stream);
+
+// The most rows per weight matrix for which skinny_gemm is the executor's choice (decode and
+// small batched decode); above it, grouped_gemm's tensor-core tiles.
+constexpr int64_t kSkinnyRows = 16;
+
+// The same product as grouped_gemm for a few rows per matrix, as a weight stream: the cost is
+// reading each active expert's weights once. `active` lists the experts with rows (from
+// moe_route; may be null for one matrix), `max_rows` bounds all rows and `max_group_rows` the
+// rows of one expert (kernels are sized for it; more rows take more passes). With `silu_gate`,
+// W is a merged gate|up matrix [n = 2·inner, k] and out[r, j] = silu(g[r, j]) · u[r, j], [rows,
+// inner]. A row's result does not depend on which or how many other rows share the launch.
+void skinny_gemm(const void* a, int64_t lda, const GroupedWeights& w, const int32_t* offsets, const int32_t* active,
+                 int experts, int64_t max_rows, int64_t max_group_rows, const float* row_scale, bool silu_gate, void* out,
+                 int64_t ldo, DType out_type, cudaStream_t stream);
 
 // out[t] = Σ_j rows[row_of[t * k + j]] over the k slots in slot order (deterministic), added to
 // the float32 residual stream h when `accumulate`, else stored.

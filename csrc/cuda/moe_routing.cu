@@ -48,24 +48,30 @@ __global__ void topk_kernel(const float* __restrict__ logits, int64_t tokens, in
   }
 }
 
-// One block: offsets = exclusive scan of counts (E + 1 entries); counts are zeroed to serve as
-// the scatter's cursors, which count them back up.
-__global__ void offsets_kernel(int32_t* __restrict__ counts, int E, int32_t* __restrict__ offsets) {
+// One block: offsets = exclusive scan of counts (E + 1 entries), the list of experts with rows;
+// counts are zeroed to serve as the scatter's cursors, which count them back up.
+__global__ void offsets_kernel(int32_t* __restrict__ counts, int E, int32_t* __restrict__ offsets, int32_t* __restrict__ active) {
   __shared__ int32_t s[kMaxExperts + 1];
+  __shared__ int32_t list[kMaxExperts];
   for (int e = threadIdx.x; e < E; e += blockDim.x) s[e] = counts[e];
   __syncthreads();
   if (threadIdx.x == 0) {
-    int32_t run = 0;
+    int32_t run = 0, n = 0;
     for (int e = 0; e < E; ++e) {
       const int32_t c = s[e];
+      if (c) list[n++] = e;
       s[e] = run;
       run += c;
     }
     s[E] = run;
+    for (int e = n; e < E; ++e) list[e] = -1;
   }
   __syncthreads();
   for (int e = threadIdx.x; e <= E; e += blockDim.x) offsets[e] = s[e];
-  for (int e = threadIdx.x; e < E; e += blockDim.x) counts[e] = 0;
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    counts[e] = 0;
+    active[e] = list[e];
+  }
 }
 
 __global__ void scatter_kernel(const int32_t* __restrict__ idx, const float* __restrict__ weight, int64_t n, int k,
@@ -111,12 +117,13 @@ __global__ void silu_gate_kernel(const T* __restrict__ gu, int64_t ldg, int64_t 
 }  // namespace
 
 void moe_route(const float* logits, int64_t tokens, int experts, int k, int32_t* idx, float* weight, int32_t* counts,
-               int32_t* offsets, int32_t* row_of, int32_t* token_of_row, float* row_weight, cudaStream_t stream) {
+               int32_t* offsets, int32_t* active, int32_t* row_of, int32_t* token_of_row, float* row_weight,
+               cudaStream_t stream) {
   if (experts < 1 || experts > kMaxExperts || k < 1 || k > experts)
     fail("invalid_argument", "moe_route: " + std::to_string(experts) + " experts, top " + std::to_string(k));
   JAMBA_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int32_t) * size_t(experts), stream));
   if (tokens > 0) topk_kernel<<<blocks_for(tokens, 8), 256, 0, stream>>>(logits, tokens, experts, k, idx, weight, counts);
-  offsets_kernel<<<1, 256, 0, stream>>>(counts, experts, offsets);
+  offsets_kernel<<<1, 256, 0, stream>>>(counts, experts, offsets, active);
   if (tokens > 0)
     scatter_kernel<<<blocks_for(tokens * k, 256), 256, 0, stream>>>(idx, weight, tokens * k, k, offsets, counts, row_of,
                                                                      token_of_row, row_weight);

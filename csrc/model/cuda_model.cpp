@@ -390,7 +390,8 @@ struct CudaJambaModel::Workspace {
   void *qkv, *att;                      // attention
   void* attn_ws;
   float *router, *weight, *row_weight;  // MoE
-  int32_t *idx, *counts, *expert_off, *row_of, *token_of_row;
+  int32_t *idx, *counts, *expert_off, *active, *row_of, *token_of_row;
+  Rows all{};                           // every row of the pass, one matrix
   void *xg, *gu, *act, *ey;
 };
 
@@ -413,18 +414,33 @@ void CudaJambaModel::layers(Workspace& ws, const ForwardRequest& req, bool captu
   }
 }
 
-void CudaJambaModel::gemm(const void* a, int64_t lda, const Mat& m, int experts, const int32_t* offsets, int64_t rows,
-                          const float* row_scale, void* out, int64_t ldo, bool f32_out) const {
+void CudaJambaModel::gemm(const void* a, int64_t lda, const Mat& m, const Rows& r, const float* row_scale, void* out, int64_t ldo,
+                          bool f32_out) const {
   const cuda::GroupedWeights w{m.w.p, m.int8 ? m.scale.as<float>() : nullptr, m.int8, m.n, m.k};
-  cuda::grouped_gemm(a, lda, w, offsets, experts, rows, row_scale, out, ldo, f32_out ? DT::F32 : DT::BF16, S(stream_));
-  if (m.bias.p) cuda::add_bias(out, ldo, f32_out ? DT::F32 : DT::BF16, rows, m.n, m.bias.as<float>(), S(stream_));
+  const DT ot = f32_out ? DT::F32 : DT::BF16;
+  if (r.skinny)
+    cuda::skinny_gemm(a, lda, w, r.offsets, r.active, r.experts, r.rows, r.group_rows, row_scale, false, out, ldo, ot, S(stream_));
+  else
+    cuda::grouped_gemm(a, lda, w, r.offsets, r.experts, r.rows, row_scale, out, ldo, ot, S(stream_));
+  if (m.bias.p) cuda::add_bias(out, ldo, ot, r.rows, m.n, m.bias.as<float>(), S(stream_));
+}
+
+void CudaJambaModel::gemm_silu_gate(const void* a, int64_t lda, const Mat& m, const Rows& r, void* gu, void* act) const {
+  const int64_t I = m.n / 2;
+  if (r.skinny && !m.bias.p) {
+    const cuda::GroupedWeights w{m.w.p, m.int8 ? m.scale.as<float>() : nullptr, m.int8, m.n, m.k};
+    cuda::skinny_gemm(a, lda, w, r.offsets, r.active, r.experts, r.rows, r.group_rows, nullptr, true, act, I, DT::BF16, S(stream_));
+    return;
+  }
+  gemm(a, lda, m, r, nullptr, gu, 2 * I, false);
+  cuda::silu_gate(gu, 2 * I, DT::BF16, r.rows, I, act, I, S(stream_));
 }
 
 void CudaJambaModel::mamba(const Layer& l, size_t li, Workspace& ws) const {
   const int64_t T = ws.T, Di = dims_.d_inner, N = dims_.d_state, R = dims_.dt_rank, P = R + 2 * N, K = dims_.d_conv;
   cudaStream_t s = S(stream_);
   Pools& pl = *pools_;
-  gemm(ws.x, dims_.hidden, l.in_proj, 1, ws.d_off_all, T, nullptr, ws.xz, 2 * Di, false);
+  gemm(ws.x, dims_.hidden, l.in_proj, ws.all, nullptr, ws.xz, 2 * Di, false);
   const float* cb = l.conv_b.p ? l.conv_b.as<float>() : nullptr;
   if (ws.decode) {
     cuda::causal_conv1d_update_silu(ws.xz, 2 * Di, DT::BF16, ws.S, Di, l.conv_w.as<float>(), int(K), cb, pl.conv[li].as<float>(),
@@ -437,13 +453,13 @@ void CudaJambaModel::mamba(const Layer& l, size_t li, Workspace& ws) const {
                                DT::BF16, s);
     }
   }
-  gemm(ws.xc, Di, l.x_proj, 1, ws.d_off_all, T, nullptr, ws.p, P, true);
+  gemm(ws.xc, Di, l.x_proj, ws.all, nullptr, ws.p, P, true);
   // dt, B and C each get their own RMSNorm (Jamba's addition to Mamba); bf16 for what follows.
   auto* pn = static_cast<uint16_t*>(ws.pn);
   cuda::rmsnorm_residual(ws.p, P, nullptr, 0, DT::F32, T, R, l.dt_norm.as<float>(), dims_.eps, pn, P, DT::BF16, s);
   cuda::rmsnorm_residual(ws.p + R, P, nullptr, 0, DT::F32, T, N, l.b_norm.as<float>(), dims_.eps, pn + R, P, DT::BF16, s);
   cuda::rmsnorm_residual(ws.p + R + N, P, nullptr, 0, DT::F32, T, N, l.c_norm.as<float>(), dims_.eps, pn + R + N, P, DT::BF16, s);
-  gemm(pn, P, l.dt_proj, 1, ws.d_off_all, T, nullptr, ws.dt, Di, false);
+  gemm(pn, P, l.dt_proj, ws.all, nullptr, ws.dt, Di, false);
   cuda::ScanArgs a{};
   a.u = ws.xc; a.ldu = Di;
   a.dt = ws.dt; a.lddt = Di;
@@ -470,14 +486,14 @@ void CudaJambaModel::mamba(const Layer& l, size_t li, Workspace& ws) const {
       cuda::selective_scan(b, pl.ssm[li].as<float>() + ws.slot[size_t(q)] * pl.ssm_size(), s);
     }
   }
-  gemm(ws.y, Di, l.out_proj, 1, ws.d_off_all, T, nullptr, ws.delta, dims_.hidden, false);
+  gemm(ws.y, Di, l.out_proj, ws.all, nullptr, ws.delta, dims_.hidden, false);
 }
 
 void CudaJambaModel::attention(const Layer& l, size_t li, Workspace& ws) const {
-  const int64_t T = ws.T, hd = dims_.head_dim, qw = dims_.heads * hd, kvw = dims_.kv_heads * hd, W = qw + 2 * kvw;
+  const int64_t hd = dims_.head_dim, qw = dims_.heads * hd, kvw = dims_.kv_heads * hd, W = qw + 2 * kvw;
   cudaStream_t s = S(stream_);
   Pools& pl = *pools_;
-  gemm(ws.x, dims_.hidden, l.qkv, 1, ws.d_off_all, T, nullptr, ws.qkv, W, false);
+  gemm(ws.x, dims_.hidden, l.qkv, ws.all, nullptr, ws.qkv, W, false);
   cuda::append_kv(ws.qkv, W, DT::BF16, qw, qw + kvw, ws.longest, int(kvw), pl.k[li].p, pl.v[li].p, pl.context * kvw, ws.d_slot,
                   ws.d_past, ws.S, ws.d_tokoff, s);
   cuda::AttentionArgs a{};
@@ -501,27 +517,27 @@ void CudaJambaModel::attention(const Layer& l, size_t li, Workspace& ws) const {
       cuda::prefill_attention(b, ws.offsets[size_t(q + 1)] - o, s);
     }
   }
-  gemm(ws.att, qw, l.o, 1, ws.d_off_all, T, nullptr, ws.delta, dims_.hidden, false);
+  gemm(ws.att, qw, l.o, ws.all, nullptr, ws.delta, dims_.hidden, false);
 }
 
 void CudaJambaModel::feed_forward(const Layer& l, Workspace& ws) const {
   const int64_t T = ws.T, H = dims_.hidden, I = l.gate_up.n / 2;
   cudaStream_t s = S(stream_);
   if (!l.moe) {
-    gemm(ws.x, H, l.gate_up, 1, ws.d_off_all, T, nullptr, ws.gu, 2 * I, false);
-    cuda::silu_gate(ws.gu, 2 * I, DT::BF16, T, I, ws.act, I, s);
-    gemm(ws.act, I, l.down, 1, ws.d_off_all, T, nullptr, ws.delta, H, false);
+    gemm_silu_gate(ws.x, H, l.gate_up, ws.all, ws.gu, ws.act);
+    gemm(ws.act, I, l.down, ws.all, nullptr, ws.delta, H, false);
     ws.has_delta = true;
     return;
   }
   const int E = int(dims_.experts), k = int(dims_.top_k);
   const int64_t R = T * k;
-  gemm(ws.x, H, l.router, 1, ws.d_off_all, T, nullptr, ws.router, E, true);
-  cuda::moe_route(ws.router, T, E, k, ws.idx, ws.weight, ws.counts, ws.expert_off, ws.row_of, ws.token_of_row, ws.row_weight, s);
+  gemm(ws.x, H, l.router, ws.all, nullptr, ws.router, E, true);
+  cuda::moe_route(ws.router, T, E, k, ws.idx, ws.weight, ws.counts, ws.expert_off, ws.active, ws.row_of, ws.token_of_row, ws.row_weight, s);
   cuda::gather_rows(ws.x, H, DT::BF16, ws.token_of_row, R, H, ws.xg, H, s);
-  gemm(ws.xg, H, l.gate_up, E, ws.expert_off, R, nullptr, ws.gu, 2 * I, false);
-  cuda::silu_gate(ws.gu, 2 * I, DT::BF16, R, I, ws.act, I, s);
-  gemm(ws.act, I, l.down, E, ws.expert_off, R, ws.row_weight, ws.ey, H, false);
+  // An expert gets at most one row per token.
+  const Rows grouped{E, ws.expert_off, ws.active, R, T, ws.all.skinny};
+  gemm_silu_gate(ws.xg, H, l.gate_up, grouped, ws.gu, ws.act);
+  gemm(ws.act, I, l.down, grouped, ws.row_weight, ws.ey, H, false);
   cuda::moe_combine(ws.ey, DT::BF16, H, ws.row_of, T, k, ws.h, true, s);
   ws.has_delta = false;  // added straight into the residual stream
 }
@@ -619,6 +635,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   want(reinterpret_cast<void**>(&ws.idx), size_t(R) * 4);
   want(reinterpret_cast<void**>(&ws.counts), size_t(std::max<int64_t>(E, 1)) * 4);
   want(reinterpret_cast<void**>(&ws.expert_off), size_t(std::max<int64_t>(E, 1) + 1) * 4);
+  want(reinterpret_cast<void**>(&ws.active), size_t(std::max<int64_t>(E, 1)) * 4);
   want(reinterpret_cast<void**>(&ws.row_of), size_t(R) * 4);
   want(reinterpret_cast<void**>(&ws.token_of_row), size_t(R) * 4);
   want(&ws.xg, size_t(R * H) * 2);
@@ -639,6 +656,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
     at += (bytes + 255) / 256 * 256;
   }
 
+  ws.all = Rows{1, ws.d_off_all, nullptr, T, T, ws.decode && T <= cuda::kSkinnyRows};
   cudaStream_t s = S(stream_);
   pools_->wait("slot operations");  // zeroed or restored slots are ready
   auto put = [&](void* dst, const void* src, size_t bytes) { check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "upload"); };
@@ -675,7 +693,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
       if (!rows_out) return;
       if (req.logits == ForwardRequest::Logits::Last) cuda::gather_rows(xf, H, DT::F32, static_cast<int32_t*>(d_last), rows_out, H, xsel, H, s);
       cuda::to_bf16(sel, rows_out * H, xb, s);
-      gemm(xb, H, tied_ ? embed_ : lm_head_, 1, ws.d_off_rows, rows_out, nullptr, logits_rows, V, true);
+      gemm(xb, H, tied_ ? embed_ : lm_head_, Rows{1, ws.d_off_rows, nullptr, rows_out, rows_out, ws.all.skinny}, nullptr, logits_rows, V, true);
     };
     if (ws.decode && !embeds) {
       // A decode step is the same kernels on the same addresses every time: captured once per

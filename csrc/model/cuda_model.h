@@ -61,8 +61,24 @@ class CudaJambaModel : public Executor {
   void mamba(const Layer& l, size_t li, Workspace& ws) const;
   void attention(const Layer& l, size_t li, Workspace& ws) const;
   void feed_forward(const Layer& l, Workspace& ws) const;
-  void gemm(const void* a, int64_t lda, const Mat& m, int experts, const int32_t* offsets, int64_t rows, const float* row_scale,
-            void* out, int64_t ldo, bool f32_out) const;
+  // The rows of a product: one matrix (experts 1), or expert groups from routing on the device.
+  // A decode pass of at most cuda::kSkinnyRows sequences streams the weights (skinny_gemm); every
+  // other pass runs the tensor-core tiles (grouped_gemm). Both give a row the same bits whatever
+  // shares its launch, so a sequence decodes alike alone or batched; the choice is by pass kind,
+  // not by row count, so that a short prompt's prefill and a long one's take the same path.
+  struct Rows {
+    int experts;
+    const int32_t* offsets;
+    const int32_t* active;  // experts with rows (null for one matrix)
+    int64_t rows;
+    int64_t group_rows;     // bound on the rows of one matrix
+    bool skinny;
+  };
+  void gemm(const void* a, int64_t lda, const Mat& m, const Rows& r, const float* row_scale, void* out, int64_t ldo,
+            bool f32_out) const;
+  // act = silu(gate) · up of a merged gate|up matrix, fused into the skinny product; `gu` is the
+  // scratch the tiled path writes the product to first.
+  void gemm_silu_gate(const void* a, int64_t lda, const Mat& m, const Rows& r, void* gu, void* act) const;
 
   ModelDims dims_;
   std::vector<Layer> layers_;

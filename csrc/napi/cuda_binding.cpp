@@ -2,6 +2,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -278,27 +279,30 @@ Napi::Object CudaOps(Napi::Env env) {
                           {"state", js(o.env, st.get<float>(st0.size()))}});
   }));
 
-  // moeRoute({ logits, tokens, experts, k }) → { idx, weight, counts, offsets, rowOf, tokenOfRow, ms }
+  // moeRoute({ logits, tokens, experts, k }) → { idx, weight, counts, offsets, active, rowOf, tokenOfRow, ms }
   ops.Set("moeRoute", op(env, "moeRoute", [](const Opts& o) -> Napi::Value {
     const int64_t T = o.i("tokens"), E = o.i("experts"), K = o.i("k");
     Dev lg(o.f32("logits", size_t(T * E)).data(), size_t(T * E) * 4);
-    Dev idx(size_t(T * K) * 4), w(size_t(T * K) * 4), counts(size_t(E) * 4), offsets(size_t(E + 1) * 4), row_of(size_t(T * K) * 4),
-        tor(size_t(T * K) * 4), rw(size_t(T * K) * 4);
+    Dev idx(size_t(T * K) * 4), w(size_t(T * K) * 4), counts(size_t(E) * 4), offsets(size_t(E + 1) * 4), active(size_t(E) * 4),
+        row_of(size_t(T * K) * 4), tor(size_t(T * K) * 4), rw(size_t(T * K) * 4);
     const double ms = timed(o.repeat(), [&] {
       cuda::moe_route(lg.as<float>(), T, int(E), int(K), idx.as<int32_t>(), w.as<float>(), counts.as<int32_t>(), offsets.as<int32_t>(),
-                      row_of.as<int32_t>(), tor.as<int32_t>(), rw.as<float>(), nullptr);
+                      active.as<int32_t>(), row_of.as<int32_t>(), tor.as<int32_t>(), rw.as<float>(), nullptr);
     });
     return result(o, ms, {{"idx", js(o.env, idx.get<int32_t>(size_t(T * K)))},
                           {"weight", js(o.env, w.get<float>(size_t(T * K)))},
                           {"counts", js(o.env, counts.get<int32_t>(size_t(E)))},
                           {"offsets", js(o.env, offsets.get<int32_t>(size_t(E + 1)))},
+                          {"active", js(o.env, active.get<int32_t>(size_t(E)))},
                           {"rowOf", js(o.env, row_of.get<int32_t>(size_t(T * K)))},
                           {"tokenOfRow", js(o.env, tor.get<int32_t>(size_t(T * K)))},
                           {"rowWeight", js(o.env, rw.get<float>(size_t(T * K)))}});
   }));
 
-  // groupedGemm({ a, rows, k, w, experts, n, int8, offsets, rowScale?, outDtype }) → { out, ms }:
-  // a and w are rounded to bf16 here; with int8, w is quantized on the device first.
+  // groupedGemm({ a, rows, k, w, experts, n, int8, offsets, rowScale?, outDtype, skinny?, siluGate? }) → { out, ms }:
+  // a and w are rounded to bf16 here; with int8, w is quantized on the device first. `skinny`
+  // runs the weight-streaming kernel (its active-expert list made here from the offsets), with
+  // `siluGate` its fused gate (out is then [rows, n / 2]).
   ops.Set("groupedGemm", op(env, "groupedGemm", [](const Opts& o) -> Napi::Value {
     const int64_t M = o.i("rows"), K = o.i("k"), E = o.i("experts"), N = o.i("n");
     const bool int8 = o.has("int8") && o.get("int8").ToBoolean();
@@ -314,13 +318,27 @@ Napi::Object CudaOps(Napi::Env env) {
     Dev offsets(o.i32("offsets", size_t(E + 1)).data(), size_t(E + 1) * 4);
     std::unique_ptr<Dev> rs;
     if (o.has("rowScale")) rs = std::make_unique<Dev>(o.f32("rowScale", size_t(M)).data(), size_t(M) * 4);
-    Dev out(size_t(M * N) * (ot == DType::BF16 ? 2 : 4));
+    const bool skinny = o.has("skinny") && o.get("skinny").ToBoolean(), gate = skinny && o.has("siluGate") && o.get("siluGate").ToBoolean();
+    const int64_t NO = gate ? N / 2 : N;
+    Dev out(size_t(M * NO) * (ot == DType::BF16 ? 2 : 4));
     poison(out);
     cuda::GroupedWeights gw{int8 ? q->p : wb->p, int8 ? scale->as<float>() : nullptr, int8, N, K};
+    std::vector<int32_t> off = o.i32("offsets", size_t(E + 1)), act;
+    int64_t most = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      if (off[size_t(e + 1)] > off[size_t(e)]) act.push_back(int32_t(e));
+      most = std::max<int64_t>(most, off[size_t(e + 1)] - off[size_t(e)]);
+    }
+    act.resize(size_t(E), -1);
+    Dev active(act.data(), act.size() * 4);
     const double ms = timed(o.repeat(), [&] {
-      cuda::grouped_gemm(a->p, K, gw, offsets.as<int32_t>(), int(E), M, rs ? rs->as<float>() : nullptr, out.p, N, ot, nullptr);
+      if (skinny)
+        cuda::skinny_gemm(a->p, K, gw, offsets.as<int32_t>(), active.as<int32_t>(), int(E), M, most, rs ? rs->as<float>() : nullptr, gate,
+                          out.p, NO, ot, nullptr);
+      else
+        cuda::grouped_gemm(a->p, K, gw, offsets.as<int32_t>(), int(E), M, rs ? rs->as<float>() : nullptr, out.p, N, ot, nullptr);
     });
-    return result(o, ms, {{"out", js(o.env, download(out, size_t(M * N), ot))}});
+    return result(o, ms, {{"out", js(o.env, download(out, size_t(M * NO), ot))}});
   }));
 
   // moeBlock({ x, tokens, hidden, logits, experts, k, inner, wGateUp, wDown, int8, h? }) → { h, ms }:
@@ -347,16 +365,22 @@ Napi::Object CudaOps(Napi::Env env) {
     const cuda::GroupedWeights dn{int8 ? qd->p : wd->p, int8 ? sd->as<float>() : nullptr, int8, H, I};
     const std::vector<float> h0 = o.has("h") ? o.f32("h", size_t(T * H)) : std::vector<float>(size_t(T * H), 0.f);
     Dev h(h0.data(), h0.size() * 4);
-    Dev idx(size_t(R) * 4), w(size_t(R) * 4), counts(size_t(E) * 4), offsets(size_t(E + 1) * 4), row_of(size_t(R) * 4),
+    Dev idx(size_t(R) * 4), w(size_t(R) * 4), counts(size_t(E) * 4), offsets(size_t(E + 1) * 4), active(size_t(E) * 4), row_of(size_t(R) * 4),
         tor(size_t(R) * 4), rw(size_t(R) * 4), xg(size_t(R * H) * 2), gub(size_t(R * 2 * I) * 2), act(size_t(R * I) * 2), y(size_t(R * H) * 2);
     poison(y);
+    const bool skinny = o.has("skinny") && o.get("skinny").ToBoolean();
     const double ms = timed(o.repeat(), [&] {
       cuda::moe_route(lg.as<float>(), T, int(E), int(K), idx.as<int32_t>(), w.as<float>(), counts.as<int32_t>(), offsets.as<int32_t>(),
-                      row_of.as<int32_t>(), tor.as<int32_t>(), rw.as<float>(), nullptr);
+                      active.as<int32_t>(), row_of.as<int32_t>(), tor.as<int32_t>(), rw.as<float>(), nullptr);
       cuda::gather_rows(x->p, H, DType::BF16, tor.as<int32_t>(), R, H, xg.p, H, nullptr);
-      cuda::grouped_gemm(xg.p, H, gu, offsets.as<int32_t>(), int(E), R, nullptr, gub.p, 2 * I, DType::BF16, nullptr);
-      cuda::silu_gate(gub.p, 2 * I, DType::BF16, R, I, act.p, I, nullptr);
-      cuda::grouped_gemm(act.p, I, dn, offsets.as<int32_t>(), int(E), R, rw.as<float>(), y.p, H, DType::BF16, nullptr);
+      if (skinny) {  // as the executor's decode pass: an expert has at most one row per token
+        cuda::skinny_gemm(xg.p, H, gu, offsets.as<int32_t>(), active.as<int32_t>(), int(E), R, T, nullptr, true, act.p, I, DType::BF16, nullptr);
+        cuda::skinny_gemm(act.p, I, dn, offsets.as<int32_t>(), active.as<int32_t>(), int(E), R, T, rw.as<float>(), false, y.p, H, DType::BF16, nullptr);
+      } else {
+        cuda::grouped_gemm(xg.p, H, gu, offsets.as<int32_t>(), int(E), R, nullptr, gub.p, 2 * I, DType::BF16, nullptr);
+        cuda::silu_gate(gub.p, 2 * I, DType::BF16, R, I, act.p, I, nullptr);
+        cuda::grouped_gemm(act.p, I, dn, offsets.as<int32_t>(), int(E), R, rw.as<float>(), y.p, H, DType::BF16, nullptr);
+      }
       cuda::moe_combine(y.p, DType::BF16, H, row_of.as<int32_t>(), T, int(K), h.as<float>(), true, nullptr);
     });
     return result(o, ms, {{"h", js(o.env, h.get<float>(size_t(T * H)))}});

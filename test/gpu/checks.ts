@@ -148,6 +148,9 @@ export const checks: GpuCheck[] = [
         const counts = new Array<number>(E).fill(0);
         for (const e of want.idx) counts[e]!++;
         if (got.counts.join() !== counts.join()) throw new Error(`T${T} E${E} k${k}: counts differ`);
+        const active = counts.flatMap((c, e) => (c > 0 ? [e] : []));
+        if (Array.from(got.active).join() !== [...active, ...new Array<number>(E - active.length).fill(-1)].join())
+          throw new Error(`T${T} E${E} k${k}: active experts ${Array.from(got.active).join()} are not [${active.join()}] then -1`);
         for (let e = 0; e <= E; e++) if (got.offsets[e] !== counts.slice(0, e).reduce((a, b) => a + b, 0)) throw new Error('offsets are not the scan of counts');
         const seen = new Set<number>();
         for (let i = 0; i < T * k; i++) {
@@ -194,14 +197,59 @@ export const checks: GpuCheck[] = [
     },
   },
   {
-    name: 'the MoE feed-forward chained on the device (route, gather, expert GEMMs, SiLU gate, weighted combine)',
+    name: 'skinny GEMM (decode weight stream): bf16 and ExpertsInt8, active experts only, SiLU gate fused, a row alike alone or batched',
+    run(cuda, cpu) {
+      // [n, k, rows per expert]: odd k (element path), k not a multiple of 16 (int8 element path),
+      // N smaller than a block's columns, Jamba-1.5-Mini's widest and narrowest, more than 16 rows.
+      const shapes: Array<[number, number, number[]]> = [[33, 7, [3, 0, 5]], [40, 40, [0, 3, 1, 0, 7]], [288, 1024, [1]], [3, 4096, [2, 16]],
+        [1030, 512, [16, 0, 0, 1, 4]], [64, 96, [0, 0, 20]], [14336 * 2, 4096, [1, 0, 1]]];
+      for (const int8 of [false, true])
+        for (const [n, k, counts] of shapes) {
+          const E = counts.length, M = counts.reduce((x, y) => x + y, 0);
+          const r = rng(n * 3 + k + M + (int8 ? 1 : 0));
+          const a = bf16(rand(r, M * k)), w = bf16(rand(r, E * n * k, 1 / Math.sqrt(k))), rs = rand(r, M, 0.5, 0.5);
+          const offsets = Int32Array.from([0, ...counts.map((_, i) => counts.slice(0, i + 1).reduce((x, y) => x + y, 0))]);
+          const mode = int8 ? 'int8' : 'f32';
+          const ref = new Float32Array(M * n);  // unscaled products, per expert from the CPU GEMM
+          for (let e = 0; e < E; e++) {
+            const m = counts[e]!, o = offsets[e]!;
+            if (m) ref.set(cpu.gemm(a.subarray(o * k, (o + m) * k), m, w.subarray(e * n * k, (e + 1) * n * k), n, k, mode), o * n);
+          }
+          const what = `${mode} n${n} k${k} rows ${counts.join('/')}`;
+          const got = cuda.groupedGemm({ a, rows: M, k, w, experts: E, n, int8, offsets, rowScale: rs, skinny: true });
+          expectClose(what, got.out, ref.map((v, i) => v * rs[Math.floor(i / n)]!), 1e-4);
+          if (n % 2 === 0) {
+            const h = n / 2, gated = new Float32Array(M * h);
+            for (let i = 0; i < M; i++)
+              for (let j = 0; j < h; j++) {
+                const g = ref[i * n + j]!;
+                gated[i * h + j] = (g / (1 + Math.exp(-g))) * ref[i * n + h + j]!;
+              }
+            expectClose(`${what} gated`, cuda.groupedGemm({ a, rows: M, k, w, experts: E, n, int8, offsets, skinny: true, siluGate: true }).out, gated, 1e-4);
+          }
+          // Each row of the first non-empty expert alone gives the same bits as in its batch.
+          const e0 = counts.findIndex((c) => c > 0), o0 = offsets[e0]!;
+          const batch = cuda.groupedGemm({ a: a.subarray(o0 * k, (o0 + counts[e0]!) * k), rows: counts[e0]!, k, w: w.subarray(e0 * n * k, (e0 + 1) * n * k),
+            experts: 1, n, int8, offsets: Int32Array.of(0, counts[e0]!), skinny: true }).out;
+          for (let i = 0; i < counts[e0]!; i++) {
+            const alone = cuda.groupedGemm({ a: a.subarray((o0 + i) * k, (o0 + i + 1) * k), rows: 1, k, w: w.subarray(e0 * n * k, (e0 + 1) * n * k),
+              experts: 1, n, int8, offsets: Int32Array.of(0, 1), skinny: true }).out;
+            for (let j = 0; j < n; j++)
+              if (!Object.is(alone[j], batch[i * n + j])) throw new Error(`${what}: row ${i} column ${j} alone ${alone[j]} vs batched ${batch[i * n + j]}`);
+          }
+        }
+    },
+  },
+  {
+    name: 'the MoE feed-forward chained on the device (route, gather, expert GEMMs, SiLU gate, weighted combine), tiled and skinny',
     run(cuda, cpu) {
       for (const int8 of [false, true])
-        for (const [T, H, E, k, I] of [[1, 64, 4, 2, 40], [37, 128, 16, 2, 96], [20, 256, 8, 3, 256]] as const) {
+        for (const [T, H, E, k, I] of [[1, 64, 4, 2, 40], [37, 128, 16, 2, 96], [20, 256, 8, 3, 256], [16, 256, 16, 2, 128]] as const) {
           const r = rng(T * H + E + (int8 ? 7 : 0));
           const x = bf16(rand(r, T * H)), logits = rand(r, T * E, 2), h = rand(r, T * H);
           const wgu = bf16(rand(r, E * 2 * I * H, 1 / Math.sqrt(H))), wd = bf16(rand(r, E * H * I, 1 / Math.sqrt(I)));
           const got = cuda.moeBlock({ x, tokens: T, hidden: H, logits, experts: E, k, inner: I, wGateUp: wgu, wDown: wd, int8, h });
+          const skinny = T <= 16 ? cuda.moeBlock({ x, tokens: T, hidden: H, logits, experts: E, k, inner: I, wGateUp: wgu, wDown: wd, int8, h, skinny: true }) : undefined;
           // The same block from the CPU kernels, token by token, slot by slot.
           const route = cpu.routerTopk(logits, T, E, k);
           const mode = int8 ? 'int8' : 'f32';
@@ -216,6 +264,7 @@ export const checks: GpuCheck[] = [
             }
           const delta = (a: Float32Array) => a.map((v, i) => v - h[i]!);
           expectClose(`${int8 ? 'int8' : 'bf16'} T${T} H${H} E${E} k${k} I${I}`, delta(got.h), delta(want), TOL.bf16);
+          if (skinny) expectClose(`skinny ${int8 ? 'int8' : 'bf16'} T${T} H${H} E${E} k${k} I${I}`, delta(skinny.h), delta(want), TOL.bf16);
         }
     },
   },
