@@ -1,9 +1,11 @@
 /**
  * `npm run bench:ralm [-- --tokens N] [-- --window W] [-- --json]`: In-Context RALM on the embedded
  * model. The corpus is the training 90% of tiny Shakespeare (BM25 over 100-word passages), the
- * text its validation 10%. Reports perplexity with and without retrieval under the paper's
- * protocol (stride 4, 32-token queries, passages of ≤ 256 tokens) on the same tokens, the time
- * each took, and generation speed with retrieval (stride 4) against plain generation.
+ * text its validation 10%. Reports token- and word-level perplexity with and without retrieval
+ * under the paper's protocol (stride 4, 32-token queries, passages of ≤ 256 tokens) on the same
+ * tokens, in both input layouts ('bos' and the paper's), passages sharing 32 words in a row with
+ * the evaluated text excluded (and counted), the time each took, and generation speed with
+ * retrieval (stride 4) against plain generation.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -30,11 +32,15 @@ async function main() {
   log(`indexed ${retriever.size} passages in ${indexS.toFixed(2)} s`);
   const val = all.slice(split);
   const opts = { window: flag('window', 512), stride: 4, queryTokens: 32, maxPassageTokens: 256, maxTokens: flag('tokens', 4096) };
-  const plain = await ralmPerplexity(model, val, opts);
-  log(`without retrieval: ppl ${plain.perplexity.toFixed(4)} (${(plain.ms / 1000).toFixed(1)} s)`);
-  const withR = await ralmPerplexity(model, val, { ...opts, retriever });
-  log(`with retrieval:    ppl ${withR.perplexity.toFixed(4)} (${(withR.ms / 1000).toFixed(1)} s)`);
-
+  const valText = model.tokenizer.decode(val.slice(0, opts.maxTokens));
+  const evals = [];
+  for (const layout of ['bos', 'paper'] as const) {
+    const common = { ...opts, layout, text: valText };
+    const plain = await ralmPerplexity(model, val, common);
+    const withR = await ralmPerplexity(model, val, { ...common, retriever, exclude: { overlapText: valText } });
+    log(`${layout}: word perplexity ${plain.wordPerplexity!.toFixed(4)} → ${withR.wordPerplexity!.toFixed(4)} with retrieval`);
+    evals.push({ layout, plain, withR });
+  }
   // The retriever alone: 32-token queries from the validation text, one after another.
   const queries = Array.from({ length: 200 }, (_, i) => model.tokenizer.decode(val.slice(i * 16, i * 16 + 32)));
   t0 = now();
@@ -58,17 +64,20 @@ async function main() {
   const ralmCold = await gen(true);
   const ralmWarm = await gen(true);  // passages retrieved before now come from the passage cache
 
-  const rows = [
-    { case: `perplexity without retrieval (${plain.tokens} validation tokens, window ${opts.window}, stride 4)`, value: plain.perplexity.toFixed(4), note: `${(plain.ms / 1000).toFixed(1)} s` },
-    { case: 'perplexity with BM25 retrieval (same tokens)', value: withR.perplexity.toFixed(4), note: `${(withR.ms / 1000).toFixed(1)} s; ${withR.retrievals} retrievals, ${withR.cachedPassageStates} passage states from the cache` },
-    { case: 'perplexity change with retrieval', value: `${(100 * (withR.perplexity / plain.perplexity - 1)).toFixed(2)}%`, note: '' },
-    { case: 'evaluation time, with / without retrieval', value: `${(withR.ms / plain.ms).toFixed(2)}×`, note: '' },
+  const rows = evals.flatMap(({ layout, plain, withR }) => [
+    { case: `${layout} layout: perplexity without retrieval (${plain.tokens} validation tokens, ${plain.words} words, window ${opts.window}, stride 4)`,
+      value: `word ${plain.wordPerplexity!.toFixed(4)}, token ${plain.perplexity.toFixed(4)}`, note: `${(plain.ms / 1000).toFixed(1)} s` },
+    { case: `${layout} layout: perplexity with BM25 retrieval (same tokens)`, value: `word ${withR.wordPerplexity!.toFixed(4)}, token ${withR.perplexity.toFixed(4)}`,
+      note: `${(withR.ms / 1000).toFixed(1)} s; ${withR.retrievals} retrievals, ${withR.cachedPassageStates} passage states from the cache, ${withR.excluded} passages excluded (32 words shared with the text)` },
+    { case: `${layout} layout: change with retrieval`, value: `${(100 * (withR.wordPerplexity! / plain.wordPerplexity! - 1)).toFixed(2)}% (word level)`,
+      note: `evaluation time ×${(withR.ms / plain.ms).toFixed(2)}` },
+  ]).concat([
     { case: 'generation, plain (greedy, 4 × 128 tokens)', value: `${plainRate.toFixed(0)} tok/s`, note: '' },
     { case: 'generation with retrieval every 4 tokens, passage cache cold', value: `${ralmCold.toFixed(0)} tok/s`, note: `${(plainRate / ralmCold).toFixed(2)}× slower than plain` },
     { case: 'generation with retrieval every 4 tokens, passage cache warm', value: `${ralmWarm.toFixed(0)} tok/s`, note: `${(plainRate / ralmWarm).toFixed(2)}× slower than plain` },
     { case: 'BM25 index of the training 90%', value: `${retriever.size} passages`, note: `built in ${indexS.toFixed(2)} s` },
     { case: 'BM25 query of 32 tokens (top 1)', value: `${queryMs.toFixed(2)} ms`, note: '' },
-  ];
+  ]);
   if (json) process.stdout.write(`${JSON.stringify(rows)}\n`);
   else process.stdout.write(`| case | value | note |\n|---|---|---|\n${rows.map((r) => `| ${r.case} | ${r.value} | ${r.note} |`).join('\n')}\n`);
   await model.dispose();

@@ -10,9 +10,16 @@ import { Template } from '@huggingface/jinja';
 import { InvalidArgumentError, JambaError } from './errors';
 import type { JambaTokenizer } from './tokenizer';
 
+/** One part of a message's content: text (the only kind a language model reads). */
+export interface ContentPart {
+  type: 'text';
+  text: string;
+}
+
 export interface ChatMessage {
   role: string;
-  content: string | null;
+  /** Text, or an array of text parts (OpenAI's content parts), which the template renders. */
+  content: string | ContentPart[] | null;
   [extra: string]: unknown;
 }
 
@@ -61,8 +68,15 @@ function validateMessages(messages: unknown): ChatMessage[] {
     if (typeof m !== 'object' || m === null) throw new InvalidArgumentError(`messages[${i}] must be an object`);
     const { role, content } = m as { role?: unknown; content?: unknown };
     if (typeof role !== 'string' || role === '') throw new InvalidArgumentError(`messages[${i}].role must be a non-empty string`);
-    if (content !== null && content !== undefined && typeof content !== 'string')
-      throw new InvalidArgumentError(`messages[${i}].content must be a string or null`);
+    if (Array.isArray(content)) {
+      content.forEach((part: unknown, j) => {
+        const p = part as { type?: unknown; text?: unknown } | null;
+        if (typeof p !== 'object' || p === null || p.type !== 'text' || typeof p.text !== 'string')
+          throw new InvalidArgumentError(`messages[${i}].content[${j}] must be a text part { type: 'text', text }`);
+      });
+    } else if (content !== null && content !== undefined && typeof content !== 'string') {
+      throw new InvalidArgumentError(`messages[${i}].content must be a string, an array of text parts, or null`);
+    }
   });
   return messages as ChatMessage[];
 }

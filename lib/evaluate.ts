@@ -1,6 +1,8 @@
 /**
  * Perplexity: mean next-token negative log-likelihood of a token stream, scored in independent
- * windows of BOS + `window` tokens (the protocol of the reference numbers in shared/).
+ * windows of BOS + `window` tokens (the protocol of the reference numbers in shared/). Every
+ * token is scored, the final partial window too, unless `fullWindowsOnly`. Given the evaluated
+ * text, the word-level perplexity too (words counted as AI21's eval_lm.py counts them).
  */
 import { InvalidArgumentError } from './errors';
 import { logSumExp } from './sampling';
@@ -9,9 +11,21 @@ import type { JambaModel } from './model';
 export interface NllResult {
   /** Mean NLL in nats per scored token. */
   nll: number;
+  /** Token-level perplexity, exp(nll): comparable within one tokenizer only. */
   perplexity: number;
   tokens: number;
   windows: number;
+  /** Words of `text` (its spaces), when it was given. */
+  words?: number;
+  /** exp(Σ NLL / words), when `text` was given. */
+  wordPerplexity?: number;
+}
+
+/** Words as eval_lm.py counts them for its word-level normalisation: `dataset.count(" ")`. */
+export function countWords(text: string): number {
+  let n = 0;
+  for (let i = text.indexOf(' '); i >= 0; i = text.indexOf(' ', i + 1)) n++;
+  return n;
 }
 
 /** Σ -log softmax(row)[target] over rows of `logits` ([rows, vocab]) against ids[1..]. */
@@ -34,10 +48,12 @@ export async function evaluateNll(model: JambaModel, ids: ArrayLike<number>, opt
 export interface WindowOptions {
   /** Tokens scored per window, after the BOS (default 512). */
   window?: number;
-  /** Score at most this many tokens (whole windows only; default all). */
+  /** Score at most this many tokens (default all). */
   maxTokens?: number;
-  /** Drop a final partial window (default true, as the reference protocol does). */
+  /** Drop a final partial window (default false: every token is scored). */
   fullWindowsOnly?: boolean;
+  /** The evaluated text, for `words` and `wordPerplexity`. */
+  text?: string;
   signal?: AbortSignal;
   onProgress?: (scored: number, total: number) => void;
 }
@@ -49,7 +65,8 @@ export async function windowedNll(model: JambaModel, ids: ArrayLike<number>, opt
   const bos = model.config.bosTokenId ?? model.tokenizer.bosTokenId;
   if (bos === null) throw new InvalidArgumentError('the model has no BOS token to start windows with');
   let total = Math.min(ids.length, options.maxTokens ?? Infinity);
-  if (options.fullWindowsOnly ?? true) total -= total % window;
+  if (options.text !== undefined && typeof options.text !== 'string') throw new InvalidArgumentError('text must be a string');
+  if (options.fullWindowsOnly) total -= total % window;
   if (total <= 0) throw new InvalidArgumentError(`the text has fewer than ${window} tokens to score`);
   let sum = 0, count = 0, windows = 0;
   for (let start = 0; start < total; start += window) {
@@ -62,5 +79,10 @@ export async function windowedNll(model: JambaModel, ids: ArrayLike<number>, opt
     windows++;
     options.onProgress?.(count, total);
   }
-  return { nll: sum / count, perplexity: Math.exp(sum / count), tokens: count, windows };
+  const r: NllResult = { nll: sum / count, perplexity: Math.exp(sum / count), tokens: count, windows };
+  if (options.text !== undefined) {
+    r.words = countWords(options.text);
+    r.wordPerplexity = Math.exp(sum / r.words);
+  }
+  return r;
 }

@@ -4,10 +4,11 @@
  * limit. Each step goes through the model's scheduler, so concurrent generations share forward
  * passes; a row never depends on the rows beside it, so a result is the same batched or alone.
  */
+import { ConstraintCompiler, ConstraintSpec, ResponseFormat, resolveConstraint } from './constraints/grammar';
 import { AbortError, InvalidArgumentError } from './errors';
 import type { Retrieval } from './ralm/types';
 import type { PrefixCache } from './prefix-cache';
-import { ResolvedSampling, Rng, SamplingOptions, logSumExp, resolveSampling, sampleToken } from './sampling';
+import { ResolvedSampling, Rng, SamplingOptions, logSumExp, needsHost, resolveSampling, sampleToken } from './sampling';
 import type { LogitsMode, SampleSpec } from './native';
 import type { RetrievalOptions } from './ralm/types';
 import type { RunResult, Sequence, SequenceInput } from './sequence';
@@ -17,8 +18,8 @@ import type { JambaTokenizer } from './tokenizer';
 export interface GenerateOptions extends SamplingOptions {
   /** Most new tokens to generate (default 256). */
   maxTokens?: number;
-  /** Stop when the text contains one of these; the stop string is not returned. */
-  stop?: string[];
+  /** Stop when the text contains this string or one of these; the stop string is not returned. */
+  stop?: string | string[];
   /** Also stop at these token ids (EOS ids always stop). */
   stopTokenIds?: number[];
   /** Report the log-probability of each chosen token and of the `logprobs` most likely ones (0–20). */
@@ -29,16 +30,28 @@ export interface GenerateOptions extends SamplingOptions {
   inputsEmbeds?: Float32Array;
   /** In-Context RALM: retrieve a passage every `stride` tokens and put it before the prefix. */
   retrieval?: RetrievalOptions;
+  /**
+   * Constrains the output: `{ type: 'json_object' }` (any JSON object), `{ type: 'json_schema',
+   * json_schema: { schema, strict } }` (JSON valid under the schema), or `{ type: 'text' }` (none).
+   */
+  responseFormat?: ResponseFormat;
+  /** Constrains the output to a grammar in xgrammar's EBNF (llama.cpp's GBNF dialect), rooted at `root`. */
+  grammar?: string;
+  /** Called for each new token as it is chosen, with its log-probabilities when `logprobs` is set (an ending EOS is not a new token). */
+  onToken?: (token: number, logprob?: TokenLogprob) => void;
 }
 
 export type FinishReason = 'eos' | 'length' | 'stop';
 
 export interface TokenLogprob {
   token: number;
+  /** The token's text, leading space included (a token that is part of a UTF-8 character shows as U+FFFD). */
   text: string;
+  /** The bytes the token stands for (exact even where `text` cannot show them). */
+  bytes: number[];
   logprob: number;
   /** The most likely tokens at this step, best first (as many as `logprobs` asked). */
-  top: Array<{ token: number; text: string; logprob: number }>;
+  top: Array<{ token: number; text: string; bytes: number[]; logprob: number }>;
 }
 
 export interface GenerationResult {
@@ -109,6 +122,7 @@ export interface EngineContext {
   vocab: number;
   eosIds: number[];
   prefixCache: PrefixCache | null;
+  constraints: ConstraintCompiler;
 }
 
 export interface ResolvedGenerate {
@@ -118,32 +132,44 @@ export interface ResolvedGenerate {
   logprobs: number | undefined;
   sampling: ResolvedSampling;
   embeds: Float32Array | undefined;
+  constraint: ConstraintSpec | null;
+  onToken: ((token: number, logprob?: TokenLogprob) => void) | undefined;
 }
 
 export function resolveGenerateOptions(o: GenerateOptions, vocab: number): ResolvedGenerate {
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError('options must be an object');
   const maxTokens = o.maxTokens ?? 256;
   if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new InvalidArgumentError(`maxTokens must be a non-negative integer, got ${String(maxTokens)}`);
-  const stops = o.stop ?? [];
+  const stops = typeof o.stop === 'string' ? [o.stop] : o.stop ?? [];
   if (!Array.isArray(stops) || stops.some((s) => typeof s !== 'string' || s.length === 0))
-    throw new InvalidArgumentError('stop must be an array of non-empty strings');
+    throw new InvalidArgumentError('stop must be a non-empty string or an array of them');
   const stopIds = o.stopTokenIds ?? [];
   if (!Array.isArray(stopIds) || stopIds.some((t) => !Number.isInteger(t) || t < 0 || t >= vocab))
     throw new InvalidArgumentError(`stopTokenIds must be token ids below ${vocab}`);
   const lp = o.logprobs;
   if (lp !== undefined && (!Number.isInteger(lp) || lp < 0 || lp > 20)) throw new InvalidArgumentError(`logprobs must be an integer in [0, 20], got ${String(lp)}`);
-  return { maxTokens, stops, stopIds, logprobs: lp, sampling: resolveSampling(o), embeds: undefined };
+  if (o.onToken !== undefined && typeof o.onToken !== 'function') throw new InvalidArgumentError('onToken must be a function');
+  return {
+    maxTokens, stops, stopIds, logprobs: lp, sampling: resolveSampling(o, vocab), embeds: undefined, constraint: resolveConstraint(o.responseFormat, o.grammar),
+    onToken: o.onToken,
+  };
 }
+
+const lossy = new TextDecoder('utf-8');
 
 /** log-softmax of one row in float64: the chosen token's log-probability and the top n. */
 function logprobsOf(row: Float32Array, token: number, n: number, tokenizer: JambaTokenizer): TokenLogprob {
   const lse = logSumExp(row);
+  const entry = (id: number) => {
+    const bytes = tokenizer.tokenBytes(id);
+    return { token: id, text: lossy.decode(bytes), bytes: Array.from(bytes), logprob: row[id]! - lse };
+  };
   const top: TokenLogprob['top'] = [];
   if (n > 0) {
     const idx = Array.from({ length: row.length }, (_, i) => i).sort((a, b) => row[b]! - row[a]! || a - b).slice(0, n);
-    for (const i of idx) top.push({ token: i, text: tokenizer.decode([i], { skipSpecialTokens: false }), logprob: row[i]! - lse });
+    for (const i of idx) top.push(entry(i));
   }
-  return { token, text: tokenizer.decode([token], { skipSpecialTokens: false }), logprob: row[token]! - lse, top };
+  return { ...entry(token), top };
 }
 
 /** What a step yields: the logits for the next token, or the next token itself, drawn on the device. */
@@ -158,8 +184,9 @@ const isToken = (r: StepResult): r is { token: number } => typeof (r as { token?
  * the one after it.
  */
 export interface LogitsSource {
-  start(signal?: AbortSignal): Promise<StepResult>;
-  next(id: number, signal?: AbortSignal): Promise<StepResult>;
+  /** `mask`, when given, makes the grammar mask for the token to draw (a source drawing on the device applies it there). */
+  start(signal?: AbortSignal, mask?: () => Promise<Int32Array>): Promise<StepResult>;
+  next(id: number, signal?: AbortSignal, mask?: () => Promise<Int32Array>): Promise<StepResult>;
   /** Called once generation ended normally (not on error or abort). */
   finish?(): void;
 }
@@ -177,26 +204,39 @@ export async function* decodeLoop(ctx: EngineContext, prompt: number[], opts: Re
   const context = [...prompt];
   const logprobs: TokenLogprob[] | undefined = opts.logprobs === undefined ? undefined : [];
   let finish: FinishReason | null = opts.maxTokens === 0 ? 'length' : null;
-  if (finish === null) {
-    let last = await source.start(signal);
-    for (;;) {
-      if (signal?.aborted) throw new AbortError();
-      const id = isToken(last) ? last.token : sampleToken(last, opts.sampling, rng, context);
-      if (logprobs && !isToken(last)) logprobs.push(logprobsOf(last, id, opts.logprobs!, ctx.tokenizer));
-      if (stopIds.has(id)) {
-        finish = 'eos';
-        break;
+  const constraint = finish === null && opts.constraint ? await ctx.constraints.start(opts.constraint) : null;
+  const mask = constraint ? () => constraint.bitmask() : undefined;
+  try {
+    if (finish === null) {
+      let last = await source.start(signal, mask);
+      for (;;) {
+        if (signal?.aborted) throw new AbortError();
+        // Logits come back masked here; a token drawn on the device was drawn under the mask.
+        if (constraint && !isToken(last)) {
+          last = last.slice();  // the logits may be a sequence's own last row
+          await constraint.mask(last);
+        }
+        const id = isToken(last) ? last.token : sampleToken(last, opts.sampling, rng, context, prompt.length);
+        if (logprobs && !isToken(last)) logprobs.push(logprobsOf(last, id, opts.logprobs!, ctx.tokenizer));
+        if (stopIds.has(id)) {
+          finish = 'eos';
+          break;
+        }
+        constraint?.accept(id);
+        generated.push(id);
+        opts.onToken?.(id, logprobs?.[logprobs.length - 1]);
+        context.push(id);
+        const piece = stream.push(id);
+        if (stream.stopped !== null) finish = 'stop';
+        else if (generated.length >= opts.maxTokens) finish = 'length';
+        if (piece) yield piece;
+        if (finish !== null) break;
+        last = await source.next(id, signal, mask);
       }
-      generated.push(id);
-      context.push(id);
-      const piece = stream.push(id);
-      if (stream.stopped !== null) finish = 'stop';
-      else if (generated.length >= opts.maxTokens) finish = 'length';
-      if (piece) yield piece;
-      if (finish !== null) break;
-      last = await source.next(id, signal);
+      source.finish?.();
     }
-    source.finish?.();
+  } finally {
+    constraint?.dispose();
   }
   const tail = stream.finish();
   if (tail) yield tail;
@@ -217,20 +257,23 @@ export async function* generateOne(ctx: EngineContext, prompt: number[], opts: R
   const cache = opts.embeds ? null : ctx.prefixCache;
   let cached = 0;
   // On CUDA, tokens are drawn on the device whenever the sampler needs nothing but the logits
-  // (no repetition penalty or min-p, no logprobs): the logits then never cross to the host.
+  // (no penalties, bias or min-p, no logprobs): the logits then never cross to the host, and a
+  // grammar's mask goes to the device instead.
   const sp = opts.sampling;
-  const onDevice = ctx.deviceSampling && sp.repetitionPenalty === 1 && sp.minP === 0 && opts.logprobs === undefined;
+  const onDevice = ctx.deviceSampling && !needsHost(sp) && opts.logprobs === undefined;
   const seed = ((sp.seed % 2 ** 53) + 2 ** 53) % 2 ** 53;
   const spec = (step: number): SampleSpec => ({ temperature: sp.temperature, topK: sp.topK, topP: sp.topP, seed, step });
   let drawn = 0;
   const seq = ctx.newSequence();
-  const draw = async (tokens: number[], sig?: AbortSignal): Promise<StepResult> => {
-    const out = await seq.run({ tokens }, { logits: 'last', signal: sig, sample: spec(drawn++) });
+  const draw = async (tokens: number[], sig?: AbortSignal, mask?: () => Promise<Int32Array>): Promise<StepResult> => {
+    const sample = spec(drawn++);
+    if (mask) sample.mask = await mask();
+    const out = await seq.run({ tokens }, { logits: 'last', signal: sig, sample });
     return { token: out.token! };
   };
   try {
     const source: LogitsSource = {
-      async start(sig) {
+      async start(sig, mask) {
         const hit = cache?.lookup(prompt);
         if (hit) {
           seq.restore(hit);
@@ -240,7 +283,7 @@ export async function* generateOne(ctx: EngineContext, prompt: number[], opts: R
         let last: StepResult;
         if (onDevice && cached < prompt.length) {
           await feed(seq, embeds, Int32Array.from(prompt.slice(cached, -1)), 'none', false, sig);
-          last = await draw(prompt.slice(-1), sig);
+          last = await draw(prompt.slice(-1), sig, mask);
         } else {
           last = (await feed(seq, embeds, Int32Array.from(prompt.slice(cached)), 'last', false, sig)).logits;
           drawn++;
@@ -248,7 +291,7 @@ export async function* generateOne(ctx: EngineContext, prompt: number[], opts: R
         if (cached < prompt.length) cache?.store(seq.snapshot());
         return last;
       },
-      next: async (id, sig) => (onDevice ? draw([id], sig) : seq.evaluate([id], { logits: 'last', signal: sig })),
+      next: async (id, sig, mask) => (onDevice ? draw([id], sig, mask) : seq.evaluate([id], { logits: 'last', signal: sig })),
       // The state after everything evaluated (prompt and all but the last token), for the next turn.
       finish() {
         if (seq.position > prompt.length) cache?.store(seq.snapshot());

@@ -7,6 +7,8 @@ import path from 'node:path';
 import { JambaConfig, readConfig } from './config';
 import { DisposedError, InvalidArgumentError, JambaError, fromNative } from './errors';
 import { ChatMessage, ChatOptions, renderChat } from './chat';
+import { ConstraintCompiler } from './constraints/grammar';
+import { CHAT_KEYS, GENERATE_KEYS, checkKeys, keys } from './options';
 import { EngineContext, GenerateOptions, GenerationResult, ResolvedGenerate, feed, generateOne, resolveGenerateOptions, runToEnd } from './generation';
 import { generateWithRetrieval } from './ralm/generate';
 import { resolveRetrieval } from './ralm/options';
@@ -53,6 +55,12 @@ export interface LoadOptions {
    */
   memoryLimitBytes?: number;
 }
+
+const INPUT_KEYS = keys<InputOptions>()(['inputsEmbeds', 'signal']);
+const SCORE_KEYS = keys<ScoreOptions>()(['context', 'inputsEmbeds', 'signal']);
+const LOAD_KEYS = keys<LoadOptions>()([
+  'device', 'maxSequences', 'contextLength', 'expertsInt8', 'prefixCacheBytes', 'passageCacheBytes', 'maxPassTokens', 'onProgress', 'memoryLimitBytes',
+]);
 
 /** A soft prompt for the calls that take one. */
 export interface InputOptions {
@@ -123,6 +131,16 @@ export class JambaModel {
   private readonly eosIds: number[];
   private readonly scheduler: BatchScheduler;
   private readonly prefixCache: PrefixCache | null;
+  /**
+   * Where a chat reply ends unless `stop` says otherwise: generation_config.json's `stop_strings`
+   * (the embedded model's blank line before the next speaker). Plain generation ignores them, so
+   * a text prompt goes on as text.
+   */
+  readonly chatStops: readonly string[];
+  /** The most positions a sequence may hold: `contextLength` (CUDA's default 4096), at most max_position_embeddings. */
+  readonly contextLength: number;
+  /** Grammars compiled for this model's vocabulary (xgrammar is loaded on first use). */
+  private readonly constraints: ConstraintCompiler;
   /** States after [BOS; passage] for retrieval-augmented generation and scoring. @internal */
   readonly passageCache: PrefixCache | null;
   private fingerprintValue: string | undefined;
@@ -139,11 +157,15 @@ export class JambaModel {
     options: LoadOptions,
   ) {
     this.handle = handle;
-    const gen = readGenerationEos(dir);
-    this.eosIds = [...new Set([...config.eosTokenIds, ...gen, ...(tokenizer.eosTokenId !== null ? [tokenizer.eosTokenId] : [])])];
+    const gen = readGenerationConfig(dir);
+    this.eosIds = [...new Set([...config.eosTokenIds, ...gen.eos, ...(tokenizer.eosTokenId !== null ? [tokenizer.eosTokenId] : [])])];
+    this.chatStops = gen.stopStrings;
+    const limit = config.maxPositionEmbeddings;
+    this.contextLength = Math.min(options.contextLength ?? (handle.device() === 'cuda' ? 4096 : limit), limit);
     this.scheduler = new BatchScheduler((s, t, o) => this.forward(s, t, o), config.vocabSize, config.hiddenSize, options.maxPassTokens ?? 4096);
     const cacheBytes = options.prefixCacheBytes ?? 256 * 2 ** 20;
     this.prefixCache = cacheBytes > 0 ? new PrefixCache(cacheBytes) : null;
+    this.constraints = new ConstraintCompiler(tokenizer, config.vocabSize, this.eosIds);
     const passageBytes = options.passageCacheBytes ?? 128 * 2 ** 20;
     this.passageCache = passageBytes > 0 ? new PrefixCache(passageBytes) : null;
   }
@@ -152,6 +174,7 @@ export class JambaModel {
   static async load(dir: string = defaultModelDir(), options: LoadOptions = {}): Promise<JambaModel> {
     if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('dir must be a path to a model folder');
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object');
+    checkKeys(options, 'loadModel options', LOAD_KEYS);
     const asked = options.device ?? 'cpu';
     if (asked !== 'cpu' && asked !== 'auto' && asked !== 'cuda') throw new InvalidArgumentError(`device must be 'cpu', 'auto' or 'cuda', got ${String(asked)}`);
     let device: 'cpu' | 'cuda' = 'cpu';
@@ -296,6 +319,7 @@ export class JambaModel {
   score(inputs: Array<string | ArrayLike<number>>, options?: ScoreOptions): Promise<ScoreResult[]>;
   async score(input: string | ArrayLike<number> | Array<string | ArrayLike<number>>, options: ScoreOptions = {}): Promise<ScoreResult | ScoreResult[]> {
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object');
+    checkKeys(options, 'score options', SCORE_KEYS);
     this.native();
     const embeds = options.inputsEmbeds === undefined ? undefined : checkEmbeds(options.inputsEmbeds, this.config.hiddenSize, 'inputsEmbeds');
     const context = options.context === undefined ? [] : await this.promptIds(options.context, 'context', true);
@@ -314,6 +338,7 @@ export class JambaModel {
   /** A fresh sequence fed with `inputsEmbeds` then `ids`, returning every row (and hidden states). */
   private async runAll(ids: ArrayLike<number>, options: InputOptions, hidden: boolean): Promise<RunResult> {
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object');
+    checkKeys(options, 'options', INPUT_KEYS);
     const tokens = toTokenArray(ids, this.config.vocabSize, 'ids');
     const embeds = options.inputsEmbeds === undefined ? new Float32Array(0) : checkEmbeds(options.inputsEmbeds, this.config.hiddenSize, 'inputsEmbeds');
     if (tokens.length === 0 && embeds.length === 0) throw new InvalidArgumentError('ids is empty');
@@ -363,6 +388,26 @@ export class JambaModel {
       return generateWithRetrieval(this, this.engine(), ids, opts, resolveRetrieval(options.retrieval, this), options.signal);
     }
     return generateOne(this.engine(), ids, opts, options.signal);
+  }
+
+  /**
+   * Evaluates `prompt` (ids, used as given) once and keeps its state in the prefix cache, so that
+   * the generations that follow from it skip the prefill: several choices of one prompt, say.
+   * Does nothing when the prefix cache is off (`prefixCacheBytes: 0`).
+   */
+  async prefill(prompt: ArrayLike<number>, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const ids = Array.from(toTokenArray(prompt, this.config.vocabSize, 'prompt'));
+    if (!this.prefixCache || ids.length === 0) return;
+    const hit = this.prefixCache.lookup(ids);
+    if (hit && hit.tokens.length === ids.length) return;
+    const seq = this.createSequence();
+    try {
+      if (hit) seq.restore(hit);
+      await feed(seq, new Float32Array(0), Int32Array.from(ids.slice(hit?.tokens.length ?? 0)), 'last', false, options.signal);
+      this.prefixCache.store(seq.snapshot());
+    } finally {
+      seq.dispose();
+    }
   }
 
   /** Generates and returns the whole result. */
@@ -428,7 +473,8 @@ export class JambaModel {
     return rerankPassages(this, new PassageStates(this, layout), passages, ids, layout, options.signal);
   }
 
-  private resolve(options: GenerateOptions): ResolvedGenerate {
+  private resolve(options: GenerateOptions, ...extraKeys: Array<readonly string[]>): ResolvedGenerate {
+    if (options !== null && typeof options === 'object') checkKeys(options, 'options', GENERATE_KEYS, ...extraKeys);
     const opts = resolveGenerateOptions(options, this.config.vocabSize);
     if (options.inputsEmbeds !== undefined) opts.embeds = checkEmbeds(options.inputsEmbeds, this.config.hiddenSize, 'inputsEmbeds');
     return opts;
@@ -441,7 +487,8 @@ export class JambaModel {
 
   /** Streams the assistant's reply to `messages`, rendered with the model's chat template. */
   async *chat(messages: ChatMessage[], options: ChatOptions & GenerateOptions = {}): AsyncGenerator<string, GenerationResult, void> {
-    const opts = this.resolve(options);
+    const opts = this.resolve(options, CHAT_KEYS);
+    if (options.stop === undefined && options.chatTemplate === undefined) opts.stops = [...this.chatStops];
     const text = this.renderChat(messages, options);
     // The template writes the BOS itself.
     const ids = await this.tokenizer.encode(text, { addSpecialTokens: false });
@@ -524,6 +571,7 @@ export class JambaModel {
       vocab: this.config.vocabSize,
       eosIds: this.eosIds,
       prefixCache: this.prefixCache,
+      constraints: this.constraints,
     };
   }
 
@@ -546,16 +594,18 @@ function cudaUnavailable(): string | null {
   return null;
 }
 
-function readGenerationEos(dir: string): number[] {
+/** generation_config.json's end-of-sequence ids and stop strings (transformers' names); absent or unreadable, none. */
+function readGenerationConfig(dir: string): { eos: number[]; stopStrings: string[] } {
   const file = path.join(dir, 'generation_config.json');
-  if (!fs.existsSync(file)) return [];
+  if (!fs.existsSync(file)) return { eos: [], stopStrings: [] };
   try {
-    const g = JSON.parse(fs.readFileSync(file, 'utf8')) as { eos_token_id?: unknown };
-    const e = g.eos_token_id;
+    const g = JSON.parse(fs.readFileSync(file, 'utf8')) as { eos_token_id?: unknown; stop_strings?: unknown };
+    const e = g.eos_token_id, st = g.stop_strings;
     const list = Array.isArray(e) ? e : e === undefined || e === null ? [] : [e];
-    return list.filter((v): v is number => Number.isInteger(v) && (v as number) >= 0);
+    const stops = Array.isArray(st) ? st : typeof st === 'string' ? [st] : [];
+    return { eos: list.filter((v): v is number => Number.isInteger(v) && (v as number) >= 0), stopStrings: stops.filter((v): v is string => typeof v === 'string' && v !== '') };
   } catch {
-    return [];
+    return { eos: [], stopStrings: [] };
   }
 }
 

@@ -17,13 +17,37 @@ export interface SamplingOptions {
   repetitionPenalty?: number;
   /** How many of the last context tokens the penalty looks at (default: all). */
   repetitionLastN?: number;
+  /** Subtracted from the logit of every token already generated (OpenAI's presence_penalty, in [-2, 2]; 0: off). */
+  presencePenalty?: number;
+  /** Subtracted from a token's logit once per time it was generated (OpenAI's frequency_penalty, in [-2, 2]; 0: off). */
+  frequencyPenalty?: number;
+  /** Added to the logits of these token ids before sampling (OpenAI's logit_bias, each in [-100, 100]). */
+  logitBias?: Record<number, number>;
   /** Seed of the sampler; without it every run differs. */
   seed?: number;
 }
 
 export interface ResolvedSampling {
   temperature: number; topK: number; topP: number; minP: number; repetitionPenalty: number;
-  repetitionLastN: number; seed: number;
+  repetitionLastN: number; presencePenalty: number; frequencyPenalty: number;
+  /** [id, bias] pairs (empty: none). */
+  logitBias: Array<[number, number]>;
+  seed: number;
+}
+
+/** Does sampling need anything but the logits (so it cannot run on the device)? */
+export const needsHost = (s: ResolvedSampling) =>
+  s.repetitionPenalty !== 1 || s.minP !== 0 || s.presencePenalty !== 0 || s.frequencyPenalty !== 0 || s.logitBias.length > 0;
+
+function resolveBias(v: unknown, vocab: number): Array<[number, number]> {
+  if (v === undefined || v === null) return [];
+  if (typeof v !== 'object' || Array.isArray(v)) throw new InvalidArgumentError('logitBias must be an object of token id → bias');
+  return Object.entries(v as Record<string, unknown>).map(([k, b]) => {
+    const id = Number(k);
+    if (!Number.isInteger(id) || id < 0 || id >= vocab || String(id) !== k) throw new InvalidArgumentError(`logitBias: ${JSON.stringify(k)} is not a token id below ${vocab}`);
+    if (typeof b !== 'number' || !Number.isFinite(b) || b < -100 || b > 100) throw new InvalidArgumentError(`logitBias[${k}] must be a number in [-100, 100], got ${String(b)}`);
+    return [id, b];
+  });
 }
 
 function check(name: string, v: unknown, ok: (n: number) => boolean, range: string): number {
@@ -31,7 +55,7 @@ function check(name: string, v: unknown, ok: (n: number) => boolean, range: stri
   return v;
 }
 
-export function resolveSampling(o: SamplingOptions): ResolvedSampling {
+export function resolveSampling(o: SamplingOptions, vocab: number): ResolvedSampling {
   return {
     temperature: check('temperature', o.temperature ?? 0.8, (n) => n >= 0 && n <= 100, 'a number in [0, 100]'),
     topK: check('topK', o.topK ?? 0, (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer'),
@@ -39,6 +63,9 @@ export function resolveSampling(o: SamplingOptions): ResolvedSampling {
     minP: check('minP', o.minP ?? 0, (n) => n >= 0 && n <= 1, 'in [0, 1]'),
     repetitionPenalty: check('repetitionPenalty', o.repetitionPenalty ?? 1, (n) => n > 0 && n <= 100, 'in (0, 100]'),
     repetitionLastN: check('repetitionLastN', o.repetitionLastN ?? Number.MAX_SAFE_INTEGER, (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer'),
+    presencePenalty: check('presencePenalty', o.presencePenalty ?? 0, (n) => n >= -2 && n <= 2, 'in [-2, 2]'),
+    frequencyPenalty: check('frequencyPenalty', o.frequencyPenalty ?? 0, (n) => n >= -2 && n <= 2, 'in [-2, 2]'),
+    logitBias: resolveBias(o.logitBias, vocab),
     seed: o.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : check('seed', o.seed, (n) => Number.isInteger(n), 'an integer') >>> 0,
   };
 }
@@ -87,14 +114,23 @@ export function argmax(row: ArrayLike<number>): number {
 }
 
 /**
- * Picks the next token. `context` is every token so far (prompt and generated) for the penalty.
- * Order, as in transformers: repetition penalty, temperature, top-k, top-p, min-p. Only the
- * candidates that can matter are sorted, so a 65,536-token vocabulary costs O(V), not O(V log V).
+ * Picks the next token. `context` is every token so far (prompt and generated) for the
+ * repetition penalty; the tokens from `generatedFrom` on are the generated ones, which the
+ * presence and frequency penalties count (as OpenAI and vLLM define them). Order: logit bias,
+ * presence and frequency penalties, repetition penalty, then as in transformers temperature,
+ * top-k, top-p, min-p. Only the candidates that can matter are sorted, so a 65,536-token
+ * vocabulary costs O(V), not O(V log V).
  */
-export function sampleToken(logits: Float32Array, s: ResolvedSampling, rng: Rng, context: ArrayLike<number>): number {
+export function sampleToken(logits: Float32Array, s: ResolvedSampling, rng: Rng, context: ArrayLike<number>, generatedFrom = context.length): number {
   let row = logits;
+  if (needsHost(s)) row = Float32Array.from(logits);
+  for (const [id, b] of s.logitBias) if (id < row.length) row[id]! += b;
+  if (s.presencePenalty !== 0 || s.frequencyPenalty !== 0) {
+    const counts = new Map<number, number>();
+    for (let i = generatedFrom; i < context.length; i++) counts.set(context[i]!, (counts.get(context[i]!) ?? 0) + 1);
+    for (const [id, c] of counts) if (id >= 0 && id < row.length) row[id]! -= s.presencePenalty + c * s.frequencyPenalty;
+  }
   if (s.repetitionPenalty !== 1) {
-    row = Float32Array.from(logits);
     const seen = new Set<number>();
     for (let i = Math.max(0, context.length - s.repetitionLastN); i < context.length; i++) seen.add(context[i]!);
     for (const id of seen) {

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ChatMessage, ChatTemplateError, JambaModel, loadModel } from '../lib';
-import { EMBEDDED, SHARED } from './helpers/paths';
+import { EMBEDDED, SHARED, TINY_RANDOM } from './helpers/paths';
 
 const DIR = path.join(SHARED, 'fixtures', 'chat-template');
 const template = fs.readFileSync(path.join(DIR, 'jamba-1.7-mini.chat_template.jinja'), 'utf8');
@@ -27,10 +27,37 @@ test.each(fixture.cases.map((c) => [c.name, c] as const))('renders %s exactly', 
 });
 
 test('a model without a chat template says so', async () => {
-  expect(() => model.renderChat([{ role: 'user', content: 'hi' }])).toThrow(ChatTemplateError);
-  expect(() => model.renderChat([{ role: 'user', content: 'hi' }])).toThrow(/has no chat template/);
-  const it = model.chat([{ role: 'user', content: 'hi' }]);
-  await expect(it.next()).rejects.toBeInstanceOf(ChatTemplateError);
+  const base = await loadModel(TINY_RANDOM);
+  try {
+    expect(() => base.renderChat([{ role: 'user', content: 'hi' }])).toThrow(ChatTemplateError);
+    expect(() => base.renderChat([{ role: 'user', content: 'hi' }])).toThrow(/has no chat template/);
+    const it = base.chat([{ role: 'user', content: 'hi' }]);
+    await expect(it.next()).rejects.toBeInstanceOf(ChatTemplateError);
+  } finally {
+    await base.dispose();
+  }
+});
+
+test('the embedded model chats in its own dialogue format, and a reply ends at the blank line before the next speaker', async () => {
+  const messages: ChatMessage[] = [
+    { role: 'system', content: 'A street in Verona.' }, { role: 'user', content: 'Who art thou?' }, { role: 'assistant', content: 'A friend.' },
+    { role: 'user', name: 'Romeo', content: [{ type: 'text', text: 'Speak' }, { type: 'text', text: ' again.' }] },
+  ];
+  expect(model.renderChat(messages)).toBe('<|startoftext|>A street in Verona.\n\nUSER:\nWho art thou?\n\nJAMBA:\nA friend.\n\nROMEO:\nSpeak again.\n\nJAMBA:\n');
+  expect(model.chatStops).toEqual(['\n\n']);
+  const ids = await model.tokenizer.encode(model.renderChat(messages), { addSpecialTokens: false });
+  const free = await model.complete(ids, { maxTokens: 120, temperature: 0 });
+  let r;
+  const it = model.chat(messages, { maxTokens: 120, temperature: 0 });
+  do r = await it.next(); while (!r.done);
+  const cut = free.text.indexOf('\n\n');
+  expect(cut).toBeGreaterThan(0);
+  expect(r.value.text).toBe(free.text.slice(0, cut));
+  expect(r.value.finishReason).toBe('stop');
+  // An explicit stop, or another template, replaces the default.
+  const it2 = model.chat(messages, { maxTokens: 120, temperature: 0, stop: ['zzz'] });
+  do r = await it2.next(); while (!r.done);
+  expect(r.value.text.length).toBeGreaterThan(cut);
 });
 
 test('messages are validated', () => {

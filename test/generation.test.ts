@@ -43,16 +43,62 @@ test('topK 1 and a tiny topP are greedy; minP 1 keeps only the best token', asyn
 
 test('repetition penalty lowers the logits of tokens already seen', () => {
   const logits = Float32Array.from([2, -2, 1, 0.5]);
-  const s = resolveSampling({ temperature: 0, repetitionPenalty: 4 });
+  const s = resolveSampling({ temperature: 0, repetitionPenalty: 4 }, 4);
   expect(sampleToken(logits, s, new Rng(1), [0])).toBe(2);  // 2/4 = 0.5 < 1
   expect(sampleToken(logits, s, new Rng(1), [])).toBe(0);
   const neg = Float32Array.from([-1, -0.5]);
   expect(sampleToken(neg, s, new Rng(1), [1])).toBe(0);  // -0.5·4 = -2 < -1
 });
 
+test('logit bias adds to logits; presence and frequency penalties count generated tokens only', () => {
+  const logits = Float32Array.from([2, 1.5, 1, 0]);
+  const pick = (o: Parameters<typeof resolveSampling>[0], ctx: number[], from: number) => sampleToken(logits, resolveSampling({ temperature: 0, ...o }, 4), new Rng(1), ctx, from);
+  expect(pick({ logitBias: { 3: 2.5 } }, [], 0)).toBe(3);
+  expect(pick({ logitBias: { 0: -100 } }, [], 0)).toBe(1);
+  // Token 0 was generated twice (positions 1, 2; position 0 is the prompt): 2 − 0.2 − 2 × 0.2 = 1.4 < 1.5.
+  expect(pick({ presencePenalty: 0.2, frequencyPenalty: 0.2 }, [1, 0, 0], 1)).toBe(1);
+  expect(pick({ presencePenalty: 0.2, frequencyPenalty: 0.2 }, [0, 0, 1], 2)).toBe(0);  // token 0 is in the prompt only: not penalised
+  expect(pick({ frequencyPenalty: -2 }, [0, 3, 3], 1)).toBe(3);  // negative: encourages repeats (0 + 2 × 2 > 2)
+  expect(logits).toEqual(Float32Array.from([2, 1.5, 1, 0]));  // the logits themselves are untouched
+  expect(() => resolveSampling({ logitBias: { 4: 1 } }, 4)).toThrow(/logitBias: "4" is not a token id below 4/);
+  expect(() => resolveSampling({ logitBias: { 1: 101 } }, 4)).toThrow(/logitBias\[1\] must be a number in \[-100, 100\]/);
+  expect(() => resolveSampling({ presencePenalty: 3 }, 4)).toThrow(/presencePenalty must be in \[-2, 2\]/);
+});
+
+test('generation honours logit bias and penalties end to end', async () => {
+  const greedy = await model.complete('ROMEO:\n', { maxTokens: 12, temperature: 0 });
+  const banned = greedy.tokens[0]!;
+  const r = await model.complete('ROMEO:\n', { maxTokens: 12, temperature: 0, logitBias: { [banned]: -100 } });
+  expect(r.tokens).not.toContain(banned);
+  const free = await model.complete('ROMEO:\n', { maxTokens: 48, temperature: 0 });
+  const penalised = await model.complete('ROMEO:\n', { maxTokens: 48, temperature: 0, frequencyPenalty: 2 });
+  const repeats = (t: number[]) => t.length - new Set(t).size;
+  expect(repeats(penalised.tokens)).toBeLessThan(repeats(free.tokens));
+});
+
+test('unknown option names are refused with the right spelling', async () => {
+  await expect(model.complete('A', { max_tokens: 3 } as never)).rejects.toThrow("options: unknown option 'max_tokens'; did you mean 'maxTokens'?");
+  await expect(model.complete('A', { temprature: 0 } as never)).rejects.toThrow("unknown option 'temprature'; did you mean 'temperature'?");
+  await expect(model.complete('A', { wibble: 1 } as never)).rejects.toThrow(/unknown option 'wibble'$/);
+  await expect(model.score('A', { contxt: 'B' } as never)).rejects.toThrow("score options: unknown option 'contxt'; did you mean 'context'?");
+  await expect(model.logits([1, 2], { input_embeds: new Float32Array(0) } as never)).rejects.toThrow(/did you mean 'inputsEmbeds'/);
+  await expect(model.chat([{ role: 'user', content: 'x' }], { add_generation_prompt: true } as never).next()).rejects.toThrow(/did you mean 'addGenerationPrompt'/);
+  await expect(loadModel(EMBEDDED, { experts_int8: true } as never)).rejects.toThrow("loadModel options: unknown option 'experts_int8'; did you mean 'expertsInt8'?");
+  expect((await model.complete('A', { maxTokens: 3, temperature: 0 })).tokens).toHaveLength(3);
+});
+
+test('stop may be one string', async () => {
+  const full = await model.complete('ROMEO:\n', { maxTokens: 32, temperature: 0 });
+  const cut = full.text.indexOf(' ', 3);
+  const stop = full.text.slice(cut, cut + 2);
+  const r = await model.complete('ROMEO:\n', { maxTokens: 32, temperature: 0, stop });
+  expect(r.finishReason).toBe('stop');
+  expect(r.text).toBe(full.text.slice(0, full.text.indexOf(stop)));
+});
+
 test('sampling follows the distribution', () => {
   const logits = Float32Array.from([Math.log(0.7), Math.log(0.2), Math.log(0.1)]);
-  const s = resolveSampling({ temperature: 1, seed: 3 });
+  const s = resolveSampling({ temperature: 1, seed: 3 }, 3);
   const rng = new Rng(3);
   const counts = [0, 0, 0];
   for (let i = 0; i < 20000; i++) counts[sampleToken(logits, s, rng, [])]!++;

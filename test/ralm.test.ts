@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { Bm25Retriever, InvalidArgumentError, JambaModel, Passage, Retriever, createServer, loadModel, ralmPerplexity, ralmWindows } from '../lib';
+import { Bm25Retriever, InvalidArgumentError, JambaModel, Passage, Retriever, countWords, createServer, loadModel, ralmPerplexity, ralmWindows, windowedNll } from '../lib';
 import { argmax } from '../lib/sampling';
 import { EMBEDDED } from './helpers/paths';
 
@@ -235,7 +235,74 @@ describe('evaluation under the RALM protocol', () => {
     expect(again.nll).toBe(r.nll);
   });
 
+  test("the 'paper' layout is eval_lm.py's input: no BOS, the passage (title, newline, text) over the window's first tokens, no separator", async () => {
+    const titled: Passage = { ...P2, title: '"Romeo and Juliet"' };
+    const retriever = scripted([[P1], [titled]]);
+    const opts = { window: 40, stride: 4, maxTokens: 56, maxPassageTokens: 10, queryTokens: 6, concurrency: 2, layout: 'paper' as const };
+    const r = await ralmPerplexity(model, ids, { ...opts, retriever });
+    const windows = ralmWindows(56, 40, 4);
+    let sum = 0, count = 0;
+    for (const [i, w] of windows.entries()) {
+      let input = ids.slice(w.begin, w.end);
+      if (i > 0) {
+        const doc = (await enc((i - 1) % 2 === 0 ? P1.text : `${titled.title}\n${titled.text}`)).slice(0, 10);
+        input = [...doc, ...input.slice(doc.length)];
+      }
+      expect(input.length).toBe(w.end - w.begin);
+      const s = await model.score(input);  // scores input[1..]; the targets are the window's last end − targetStart
+      const scored = s.logprobs.slice(Math.max(0, w.targetStart - w.begin - 1));
+      sum += scored.reduce((a, b) => a + b, 0);
+      count += scored.length;
+    }
+    expect(r.layout).toBe('paper');
+    expect(r.tokens).toBe(55);  // the first window's first token has no context
+    expect(count).toBe(55);
+    expect(r.nll).toBeCloseTo(-sum / count, 9);
+    const plain = await ralmPerplexity(model, ids, { window: 40, stride: 4, maxTokens: 56, layout: 'paper' });
+    const first = await model.score(ids.slice(0, 40));
+    expect(plain.tokens).toBe(55);
+    expect(plain.nll).not.toBe(r.nll);
+    expect(first.logprobs).toHaveLength(39);
+  });
+
+  test('word-level perplexity is exp(Σ NLL / words), words counted as eval_lm.py counts them (spaces)', async () => {
+    expect(countWords(' a  b\nc d ')).toBe(5);
+    expect(countWords('no-spaces\there')).toBe(0);
+    const text = 'KING RICHARD III:\nNow is the winter of our discontent, made glorious summer by this sun of York.\n';
+    const tids = await enc(text);
+    expect(countWords(text)).toBe(16);  // 'KING RICHARD III:' has two spaces, the line after it fourteen
+    for (const layout of ['bos', 'paper'] as const) {
+      const r = await ralmPerplexity(model, tids, { window: 12, stride: 4, text, layout });
+      expect(r.words).toBe(16);
+      expect(r.wordPerplexity).toBeCloseTo(Math.exp((r.nll * r.tokens) / 16), 9);
+      expect(r.tokens).toBe(layout === 'bos' ? tids.length : tids.length - 1);
+    }
+    expect((await ralmPerplexity(model, tids, { window: 12 })).wordPerplexity).toBeUndefined();
+    // windowedNll scores every token by default, the final partial window too.
+    const w = await windowedNll(model, tids, { window: 10, text });
+    expect(w.tokens).toBe(tids.length);
+    expect(w.windows).toBe(Math.ceil(tids.length / 10));
+    expect(w.wordPerplexity).toBeCloseTo(Math.exp((w.nll * w.tokens) / 16), 9);
+    expect((await windowedNll(model, tids, { window: 10, fullWindowsOnly: true })).tokens).toBe(tids.length - (tids.length % 10));
+  });
+
+  test('excluded passages are never put in front, and are counted', async () => {
+    const forbidden: Passage = { ...P1, id: 'f', title: '"Richard III"' };
+    const retriever = scripted([[forbidden, P2, P1]]);
+    const opts = { window: 40, stride: 4, maxTokens: 48, maxPassageTokens: 10, queryTokens: 6, concurrency: 1 };
+    const r = await ralmPerplexity(model, ids, { ...opts, retriever, exclude: { titles: ['Richard III'] } });
+    const only2 = await ralmPerplexity(model, ids, { ...opts, retriever: scripted([[P2]]) });
+    expect(r.nll).toBe(only2.nll);
+    expect(r.excluded).toBe(r.retrievals);
+    expect(r.retrievals).toBe(ralmWindows(48, 40, 4).length - 1);
+    const gen = await model.complete('ROMEO:\n', { maxTokens: 8, temperature: 0, retrieval: { retriever: scripted([[forbidden, P2]]), exclude: { ids: ['f'] } } });
+    expect(gen.retrievals!.every((x) => x.passage!.id === 'p2' && x.excluded === 1)).toBe(true);
+    await expect(model.complete('A', { retrieval: { retriever, exclude: { ids: 'f' as unknown as string[] } } })).rejects.toThrow(/retrieval.exclude.ids must be an array of strings/);
+  });
+
   test('bad evaluation options are refused by name', async () => {
+    await expect(ralmPerplexity(model, ids, { layout: 'other' as 'bos' })).rejects.toThrow(/layout must be 'bos' or 'paper'/);
+    await expect(ralmPerplexity(model, ids, { text: 5 as unknown as string })).rejects.toThrow(/text must be a string/);
     await expect(ralmPerplexity(model, ids, { window: 1 })).rejects.toThrow(/window must be an integer ≥ 2/);
     await expect(ralmPerplexity(model, ids, { window: 16, retriever: scripted([[P1]]), maxPassageTokens: 14 })).rejects.toThrow(/must exceed maxPassageTokens/);
     await expect(ralmPerplexity(model, [5])).rejects.toThrow(/fewer than 2 tokens/);
@@ -258,21 +325,43 @@ describe('CLI and server', () => {
       tokens: number[]; retrievals: Array<{ passage: string; atToken: number }>;
     };
     expect(out.retrievals.map((r) => r.atToken)).toEqual([0, 4]);
-    expect(out.retrievals[0]!.passage).toBe(`${path.join(corpus, 'b.txt')}#0`);
+    expect(out.retrievals[0]!.passage).toBe('corpus/b.txt#0');
     const lib = await model.complete('JULIET:\nO Romeo', { maxTokens: 8, temperature: 0, retrieval: { retriever: Bm25Retriever.load(index), stride: 4 } });
     expect(out.tokens).toEqual(lib.tokens);
 
     const text = path.join(tmp, 'text.txt');
     fs.writeFileSync(text, 'KING RICHARD III:\nNow is the winter of our discontent, made glorious summer by this sun of York.\n');
     const ev = JSON.parse(cli('eval', '--ralm', '--corpus', corpus, '--window', '40', '--max-passage-tokens', '16', '--json', text)) as {
-      withoutRetrieval: { nll: number; tokens: number }; withRetrieval: { nll: number; tokens: number; retrievals: number };
+      withoutRetrieval: { nll: number; tokens: number }; withRetrieval: { nll: number; tokens: number; retrievals: number; words: number; wordPerplexity: number };
     };
     const textIds = await enc(fs.readFileSync(text, 'utf8'));
     const retriever = await Bm25Retriever.fromPath(corpus);
-    const want = await ralmPerplexity(model, textIds, { window: 40, maxPassageTokens: 16, retriever });
+    const want = await ralmPerplexity(model, textIds, { window: 40, maxPassageTokens: 16, retriever, text: fs.readFileSync(text, 'utf8') });
     expect(ev.withRetrieval.nll).toBe(want.nll);
     expect(ev.withoutRetrieval.nll).toBe((await ralmPerplexity(model, textIds, { window: 40, maxPassageTokens: 16 })).nll);
     expect(ev.withRetrieval.tokens).toBe(textIds.length);
+    // Word-level perplexity, both layouts, exclusion by title file, and the SQLite index.
+    expect(ev.withRetrieval.words).toBe(countWords(fs.readFileSync(text, 'utf8')));
+    expect(ev.withRetrieval.wordPerplexity).toBeCloseTo(want.wordPerplexity ?? Math.exp((want.nll * want.tokens) / ev.withRetrieval.words), 9);
+    const titles = path.join(tmp, 'titles.txt');
+    fs.writeFileSync(titles, 'nothing\n');
+    const sqlite = path.join(tmp, 'corpus.sqlite');
+    cli('index', '--corpus', corpus, '--out', sqlite);
+    expect(Bm25Retriever.load(sqlite).kind).toBe('sqlite');
+    const paper = JSON.parse(cli('eval', '--ralm', '--corpus', sqlite, '--window', '24', '--max-passage-tokens', '16', '--layout', 'paper',
+      '--exclude-titles', titles, '--exclude-overlap', '--overlap-words', '8', '--json', text)) as {
+      layout: string; withRetrieval: { nll: number; tokens: number; excluded: number; wordPerplexity: number };
+    };
+    const wantPaper = await ralmPerplexity(model, textIds, { window: 24, maxPassageTokens: 16, retriever: Bm25Retriever.load(sqlite), layout: 'paper',
+      text: fs.readFileSync(text, 'utf8'), exclude: { titles: ['nothing'], overlapText: fs.readFileSync(text, 'utf8'), overlapWords: 8 } });
+    expect(paper.layout).toBe('paper');
+    expect(paper.withRetrieval.nll).toBe(wantPaper.nll);
+    expect(paper.withRetrieval.tokens).toBe(textIds.length - 1);
+    expect(paper.withRetrieval.excluded).toBe(wantPaper.excluded);
+    expect(wantPaper.excluded).toBeGreaterThan(0);  // P1's passage shares 8 words in a row with the text
+    const plainEval = JSON.parse(cli('eval', '--window', '10', '--json', text)) as { tokens: number; words: number; wordPerplexity: number };
+    expect(plainEval.tokens).toBe(textIds.length);
+    expect(plainEval.words).toBe(countWords(fs.readFileSync(text, 'utf8')));
     expect(() => cli('ralm', '--corpus', path.join(__dirname, '..', 'models', 'jamba-tiny-shakespeare', 'model.safetensors'), 'x'))
       .toThrow(/model.safetensors: is a binary file/);
   });
@@ -291,7 +380,15 @@ describe('CLI and server', () => {
       expect(body.choices[0]!.text).toBe(lib.text);
       const stream = await (await post({ prompt: 'JULIET:', max_tokens: 4, stream: true, retrieval: {} })).text();
       expect(stream).toContain('"retrievals":[{"at_token":0');
-      for (const [retrieval, param] of [[{ corpus: 'nope' }, 'retrieval.corpus'], [{ stride: 0 }, 'retrieval.stride'], [{ k: 3 }, 'retrieval.k'], ['x', 'retrieval']] as const) {
+      // The prompt matches both passages, P1 (sun, York) above P2 (Romeo); P1 excluded, P2 is used.
+      const both = 'Romeo, the sun of York';
+      expect((await (await Bm25Retriever.fromTexts([P1.text, P2.text])).retrieve(both, 2)).map((p) => p.id)).toEqual(['text[0]#0', 'text[1]#0']);
+      const ex = (await (await post({ prompt: both, max_tokens: 2, temperature: 0, retrieval: { exclude: { ids: ['text[0]#0'] } } })).json()) as {
+        retrievals: Array<{ passage: { id: string }; excluded: number }>;
+      };
+      expect(ex.retrievals[0]).toMatchObject({ passage: { id: 'text[1]#0' }, excluded: 1 });
+      for (const [retrieval, param] of [[{ corpus: 'nope' }, 'retrieval.corpus'], [{ stride: 0 }, 'retrieval.stride'], [{ k: 3 }, 'retrieval.k'], ['x', 'retrieval'],
+        [{ exclude: { titles: 'x' } }, 'retrieval.exclude.titles'], [{ exclude: { nope: 1 } }, 'retrieval.exclude.nope'], [{ exclude: [] }, 'retrieval.exclude']] as const) {
         const bad = await post({ prompt: 'A', retrieval });
         expect(bad.status).toBe(400);
         expect(((await bad.json()) as { error: { param: string } }).error.param).toBe(param);

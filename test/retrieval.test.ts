@@ -1,11 +1,16 @@
 /**
- * The built-in retriever: chunking, BM25 scores against a hand computation of the formula,
- * saved indexes, progress and abort, and bad corpora refused with errors that name the file.
+ * The built-in retriever: the Lucene English analyzer, BM25 scores against a hand computation
+ * of Lucene's formula, streamed corpora (text, JSONL, DPR TSV), saved indexes (JSON and SQLite,
+ * which must rank alike), progress and abort, contamination filtering, and bad corpora refused
+ * with errors that name the file.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { AbortError, Bm25Retriever, CorpusError, InvalidArgumentError, chunkText } from '../lib';
+import {
+  AbortError, Bm25Retriever, CorpusError, Exclusion, InvalidArgumentError, LUCENE_ENGLISH_STOP_WORDS, Passage, analyze, chunkText, luceneLength,
+  retrieveAllowed, standardTokens,
+} from '../lib';
 
 let tmp: string;
 beforeAll(() => {
@@ -14,6 +19,29 @@ beforeAll(() => {
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 const words = (n: number, w = (i: number) => `w${i}`) => Array.from({ length: n }, (_, i) => w(i)).join(' ');
+
+describe('the English analyzer (Lucene\'s, as Pyserini)', () => {
+  test('the standard tokenizer follows Unicode word boundaries', () => {
+    expect(standardTokens("The U.S.A. isn't 3,141.59 e-mail wi_fi café's O'Neil's x:y 1.5 a.b. --- _ 東京タワー"))
+      .toEqual(['The', 'U.S.A', "isn't", '3,141.59', 'e', 'mail', 'wi_fi', "café's", "O'Neil's", 'x:y', '1.5', 'a.b', '東', '京', 'タワー']);
+    expect(standardTokens('x'.repeat(600))).toEqual(['x'.repeat(255), 'x'.repeat(255), 'x'.repeat(90)]);
+  });
+
+  test('possessives, lower case, the 33 stop words, Porter stems', () => {
+    expect(LUCENE_ENGLISH_STOP_WORDS.size).toBe(33);
+    expect(analyze("The dog's toys AND the Cats’s running were relational; it is THERE")).toEqual(['dog', 'toi', 'cat', 'run', 'were', 'relat']);
+    // Porter's own examples (Porter 1980), as Lucene's PorterStemmer gives them.
+    const porter: Array<[string, string]> = [['caresses', 'caress'], ['ponies', 'poni'], ['ties', 'ti'], ['motoring', 'motor'], ['conflated', 'conflat'],
+      ['hopping', 'hop'], ['happy', 'happi'], ['relational', 'relat'], ['generalization', 'gener'], ['oscillators', 'oscil'], ['is', 'is']];
+    for (const [w, st] of porter) expect(analyze(w === 'is' ? 'isx' : w)).toEqual([w === 'is' ? 'isx' : st]);
+    expect(analyze('Dogs DOGS dogs', 'standard')).toEqual(['dogs', 'dogs', 'dogs']);
+  });
+
+  test("Lucene's one-byte length encoding", () => {
+    for (let i = 0; i < 24; i++) expect(luceneLength(i)).toBe(i);
+    expect([24, 25, 40, 54, 55, 100, 1000].map(luceneLength)).toEqual([24, 25, 40, 54, 54, 96, 984]);
+  });
+});
 
 describe('chunking', () => {
   test('passages of N words, keeping the text between their first and last word as written', async () => {
@@ -47,45 +75,52 @@ describe('chunking', () => {
 
 describe('BM25', () => {
   const corpus = [
-    'the cat sat on the mat',
-    'the dog chased the cat around the garden',
-    'a bird sang in the garden at dawn',
-    'dogs and cats and birds',
-    'the mat was red',
+    { title: 'Cats', text: "the cat sat on the cat's mat" },
+    { title: 'Dogs', text: 'the dog chased the cat around the garden, running and running' },
+    { title: 'Birds', text: 'a bird sang in the garden at dawn' },
+    { title: 'Animals', text: 'dogs and cats and birds' },
+    { title: 'Mats', text: `the mat was red ${words(60)}` },
   ];
 
   /**
-   * BM25 written out from its definition (Lucene's idf), over lower-cased word tokens, with
-   * MiniSearch's one difference: a passage's length is its number of distinct terms.
+   * Lucene's BM25 written out by hand: terms from the analyzer (title and text in one field),
+   * dl = terms kept, idf = ln(1 + (N − df + 0.5) / (df + 0.5)), query terms weighted by count.
    */
-  function bm25(query: string, k1: number, b: number): number[] {
-    const toks = corpus.map((d) => d.toLowerCase().split(/[^a-z]+/).filter(Boolean));
-    const len = (t: string[]) => new Set(t).size;
-    const avg = toks.reduce((a, t) => a + len(t), 0) / toks.length;
-    const q = query.toLowerCase().split(/[^a-z]+/).filter(Boolean);
-    return toks.map((t) => q.reduce((s, term) => {
-      const tf = t.filter((x) => x === term).length;
-      if (tf === 0) return s;
-      const df = toks.filter((d) => d.includes(term)).length;
-      const idf = Math.log(1 + (toks.length - df + 0.5) / (df + 0.5));
-      return s + idf * (tf * (k1 + 1)) / (tf + k1 * (1 - b + (b * len(t)) / avg));
-    }, 0));
+  function lucene(query: string, k1: number, b: number, norms: boolean): number[] {
+    const docs = corpus.map((d) => analyze(`${d.title}\n${d.text}`));
+    const avg = docs.reduce((a, t) => a + t.length, 0) / docs.length;
+    return docs.map((t) => {
+      let score = 0;
+      for (const term of new Set(analyze(query))) {
+        const qc = analyze(query).filter((x) => x === term).length;
+        const tf = t.filter((x) => x === term).length;
+        if (tf === 0) continue;
+        const df = docs.filter((d) => d.includes(term)).length;
+        const idf = Math.log(1 + (docs.length - df + 0.5) / (df + 0.5));
+        const dl = norms ? luceneLength(t.length) : t.length;
+        score += (qc * idf * tf) / (tf + k1 * (1 - b + (b * dl) / avg));
+      }
+      return score;
+    });
   }
 
-  test.each([[0.9, 0.4], [1.2, 0.75]])('scores and ranks by BM25 (k1 %p, b %p)', async (k1, b) => {
-    const r = await Bm25Retriever.fromTexts(corpus, { k1, b });
-    for (const query of ['cat mat', 'garden dog', 'the red mat', 'birds']) {
-      const want = bm25(query, k1, b).map((score, i) => ({ i, score })).filter((x) => x.score > 0)
+  test.each([[0.9, 0.4, false], [1.2, 0.75, false], [0.9, 0.4, true]])('scores and ranks as Lucene (k1 %p, b %p, Lucene norms %p)', async (k1, b, luceneNorms) => {
+    const r = await Bm25Retriever.fromTexts(corpus, { k1, b, luceneNorms });
+    expect(r.params).toEqual({ k1, b, luceneNorms, analyzer: 'english' });
+    for (const query of ['cat mat', 'garden dog running', 'the red mat mat', 'birds', "Cats' DOGS", 'w7 w8 mat']) {
+      const want = lucene(query, k1, b, luceneNorms).map((score, i) => ({ i, score })).filter((x) => x.score > 0)
         .sort((x, y) => y.score - x.score || x.i - y.i);
       const got = await r.retrieve(query, 10);
       expect(got.map((p) => p.id)).toEqual(want.map((w) => `text[${w.i}]#0`));
-      got.forEach((p, j) => expect(p.score).toBeCloseTo(want[j]!.score, 10));
+      got.forEach((p, j) => expect(p.score).toBeCloseTo(want[j]!.score, 12));
     }
-    expect((await r.retrieve('cat', 1)).map((p) => p.text)).toEqual([corpus[0]]);
-    expect(await r.retrieve('zebra', 3)).toEqual([]);
+    expect((await r.retrieve('cat', 1)).map((p) => p.title)).toEqual(['Cats']);
+    expect(await r.retrieve('zebra the', 3)).toEqual([]);
+    // The encoding changes the long passage's length (62 terms read back as 60), so its score.
+    if (!luceneNorms) expect((await r.retrieve('red', 1))[0]!.score).not.toBeCloseTo(lucene('red', k1, b, true)[4]!, 12);
   });
 
-  test('files and folders are chunked and indexed; passages name their source', async () => {
+  test('files and folders are streamed, chunked and indexed; passages name their file relative to the path given', async () => {
     const dir = path.join(tmp, 'docs');
     fs.mkdirSync(path.join(dir, 'sub'), { recursive: true });
     fs.writeFileSync(path.join(dir, 'a.txt'), `${words(150)} unicorn`);
@@ -94,25 +129,74 @@ describe('BM25', () => {
     const r = await Bm25Retriever.fromPath(dir);
     expect(r.size).toBe(3);
     const [hit] = await r.retrieve('unicorn', 1);
-    expect(hit!.id).toBe(`${path.join(dir, 'a.txt')}#1`);
-    expect(hit!.metadata).toEqual({ source: path.join(dir, 'a.txt') });
-    expect((await r.retrieve('dragons', 5)).map((p) => p.id)).toEqual([`${path.join(dir, 'sub', 'b.md')}#0`]);
+    expect(hit!.id).toBe('docs/a.txt#1');
+    expect(hit!.metadata).toEqual({ source: 'docs/a.txt' });
+    expect((await r.retrieve('dragons', 5)).map((p) => p.id)).toEqual(['docs/sub/b.md#0']);
+    expect((await (await Bm25Retriever.fromPath(path.join(dir, 'a.txt'))).retrieve('unicorn', 1))[0]!.id).toBe('a.txt#1');
   });
 
-  test('an index saved and loaded gives the same results; a damaged one is refused by name', async () => {
-    const r = await Bm25Retriever.fromTexts(corpus.map((text, i) => ({ text, title: `Doc ${i}` })));
+  test('a file read in 1 MiB pieces gives the passages of the whole text, multi-byte characters and long words across pieces included', async () => {
+    const text = Array.from({ length: 150_000 }, (_, i) => (i % 997 === 0 ? 'é'.repeat(250) : i % 13 === 0 ? `ünïcödé${i}\n` : `w${i}`)).join(' ');
+    expect(Buffer.byteLength(text)).toBeGreaterThan(2 ** 20 + 10_000);
+    const file = path.join(tmp, 'big.txt');
+    fs.writeFileSync(file, text);
+    const r = await Bm25Retriever.fromPath(file);
+    const want = await chunkText(text);
+    expect(r.size).toBe(want.length);
+    const json = path.join(tmp, 'big.json');
+    r.save(json);
+    const saved = JSON.parse(fs.readFileSync(json, 'utf8')) as { passages: Array<{ text: string }> };
+    expect(saved.passages.map((p) => p.text)).toEqual(want);
+  });
+
+  test('JSONL records and DPR TSV passages keep their ids and titles; bad lines are named', async () => {
+    const jsonl = path.join(tmp, 'psgs.jsonl');
+    fs.writeFileSync(jsonl, [
+      { id: 'doc1', title: '"Anarchism"', text: 'Anarchism is a political philosophy' },
+      { id: 7, contents: 'Autism\nAutism is a developmental disorder' },
+      { id: 'long', title: 'Long', text: words(150) },
+    ].map((x) => JSON.stringify(x)).join('\n') + '\n\n');
+    const r = await Bm25Retriever.fromPath(jsonl);
+    expect(r.size).toBe(4);
+    const [a] = await r.retrieve('political anarchism', 1);
+    expect([a!.id, a!.title, a!.text]).toEqual(['doc1', '"Anarchism"', 'Anarchism is a political philosophy']);
+    expect((await r.retrieve('developmental', 1))[0]!.id).toBe('7');
+    expect((await r.retrieve('w120', 1))[0]!.id).toBe('long#1');
+    const tsv = path.join(tmp, 'psgs_w100.tsv');
+    fs.writeFileSync(tsv, 'id\ttext\ttitle\n1\t"Aaron is a ""prophet"" in the Bible"\tAaron\n2\tAbba were a Swedish pop group\tABBA\n');
+    const t = await Bm25Retriever.fromPath(tsv);
+    expect((await t.retrieve('prophet', 1)).map((p) => [p.id, p.title, p.text])).toEqual([['1', 'Aaron', 'Aaron is a "prophet" in the Bible']]);
+    const bad = path.join(tmp, 'bad.jsonl');
+    fs.writeFileSync(bad, '{"id": "a", "text": "fine"}\n{"id": "b"}\n');
+    await expect(Bm25Retriever.fromPath(bad)).rejects.toThrow(`${bad}: line 2 is not a record`);
+    fs.writeFileSync(bad, '{"id": "a", "text": "fine"}\nnot json\n');
+    await expect(Bm25Retriever.fromPath(bad)).rejects.toThrow(`${bad}: line 2 is not JSON`);
+    const badTsv = path.join(tmp, 'bad.tsv');
+    fs.writeFileSync(badTsv, 'a\tb\n1\t2\n');
+    await expect(Bm25Retriever.fromPath(badTsv)).rejects.toThrow(/bad.tsv: has no header line/);
+  });
+
+  test('an index saved and loaded gives the same results; a version 1 index is re-analyzed; a damaged one is refused by name', async () => {
+    const r = await Bm25Retriever.fromTexts(corpus.map((d, i) => ({ ...d, title: `Doc ${i}` })), { luceneNorms: true });
     const file = path.join(tmp, 'index.json');
     r.save(file);
     const back = Bm25Retriever.load(file);
+    expect(back.params).toEqual(r.params);
     for (const q of ['cat', 'garden dawn', 'Doc 3']) expect(await back.retrieve(q, 5)).toEqual(await r.retrieve(q, 5));
     expect((await back.retrieve('dawn', 1))[0]!.title).toBe('Doc 2');
+    const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    const v1 = path.join(tmp, 'v1.json');
+    fs.writeFileSync(v1, JSON.stringify({ ...saved, version: 1, params: { k1: 0.9, b: 0.4, d: 0 }, index: {} }));
+    expect(await Bm25Retriever.load(v1).retrieve('garden', 3)).toEqual(await (await Bm25Retriever.fromTexts(corpus.map((d, i) => ({ ...d, title: `Doc ${i}` })))).retrieve('garden', 3));
     const bad = path.join(tmp, 'bad.json');
     for (const [content, msg] of [
       ['{"format":"jamba-bm25"', /bad.json: is not a saved index \(not JSON/],
       ['{"format":"other"}', /bad.json: is not a saved jamba-bm25 index/],
-      [JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), version: 9 }), /bad.json: has index version 9/],
-      [JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), passages: [{ id: 1 }] }), /bad.json: has a malformed passage list/],
-      [JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), index: { nonsense: true } }), /bad.json: has a malformed index/],
+      [JSON.stringify({ ...saved, version: 9 }), /bad.json: has index version 9/],
+      [JSON.stringify({ ...saved, passages: [{ id: 1 }] }), /bad.json: has a malformed passage list/],
+      [JSON.stringify({ ...saved, params: { k1: -1, b: 0.4 } }), /bad.json: has malformed BM25 parameters: params.k1 must be a non-negative number/],
+      [JSON.stringify({ ...saved, params: { k1: 1, b: 0.4, analyzer: 'klingon' } }), /bad.json: has malformed BM25 parameters: params.analyzer must be/],
+      [JSON.stringify({ ...saved, version: 1, params: { k1: 0.9, b: 0.4, d: 0.5 } }), /bad.json: has malformed BM25 parameters: d is 0.5/],
     ] as Array<[string, RegExp]>) {
       fs.writeFileSync(bad, content);
       expect(() => Bm25Retriever.load(bad)).toThrow(msg);
@@ -120,12 +204,63 @@ describe('BM25', () => {
     expect(() => Bm25Retriever.load(path.join(tmp, 'missing.json'))).toThrow(CorpusError);
   });
 
+  test('a SQLite index ranks and scores exactly as the memory index, from a file that is complete or absent', async () => {
+    const dir = path.join(tmp, 'sq');
+    fs.mkdirSync(dir);
+    const vocab = Array.from({ length: 300 }, (_, i) => `t${i}`);
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    // Enough passages for several build batches, with repeated terms and titles.
+    const lines = Array.from({ length: 12_500 }, (_, i) => JSON.stringify({ id: `p${i}`, title: i % 3 ? `T${i % 50}` : undefined,
+      text: Array.from({ length: 8 + (i % 13) }, () => vocab[Math.floor(rnd() ** 2 * vocab.length)]).join(' ') }));
+    const src = path.join(dir, 'corpus.jsonl');
+    fs.writeFileSync(src, lines.join('\n'));
+    const mem = await Bm25Retriever.fromPath(src);
+    const file = path.join(dir, 'index.sqlite');
+    const progress: number[] = [];
+    const disk = await Bm25Retriever.buildSqlite(src, file, { sqliteBatch: 3000, onProgress: (d) => progress.push(d) });
+    try {
+      expect(disk.kind).toBe('sqlite');
+      expect(disk.size).toBe(mem.size);
+      expect(progress.at(-1)).toBe(12_500);
+      for (const q of ['t0 t1 t299', 't5 t5 t17 T3', 't250', 'T49 t100 t101 t102 t103', 'absent t2']) {
+        const [a, b] = [await mem.retrieve(q, 20), await disk.retrieve(q, 20)];
+        expect(b).toEqual(a);
+        expect(a.length).toBe(20);
+      }
+      // Its blocks: at least one per batch (flushed at passages 4000, 8000, 12000 and the end), so several per term.
+      const blocks = (new (require('better-sqlite3'))(file, { readonly: true }) as { prepare(q: string): { get(): { n: number } }; close(): void });
+      expect(blocks.prepare("SELECT COUNT(*) AS n FROM postings WHERE term = 't0'").get().n).toBeGreaterThanOrEqual(4);
+      blocks.close();
+      // Pruning (MaxScore, skipped blocks) never changes the k best: they equal the head of the full ranking.
+      for (const q of ['t0 t1 t2 t3', 't0 t0 t299 t150', 't1 t7 T12 t40 t41 t42 t43']) {
+        const all = await disk.retrieve(q, 20_000);
+        for (const k of [1, 5, 50]) expect(await disk.retrieve(q, k)).toEqual(all.slice(0, k));
+      }
+      const reopened = Bm25Retriever.load(file);
+      expect(await reopened.retrieve('t3 t4', 5)).toEqual(await mem.retrieve('t3 t4', 5));
+      reopened.close();
+      expect(fs.readdirSync(dir).sort()).toEqual(['corpus.jsonl', 'index.sqlite']);
+    } finally {
+      disk.close();
+    }
+    // Aborted: no index file, no temporary file.
+    const ac = new AbortController();
+    const aborted = path.join(dir, 'aborted.sqlite');
+    await expect(Bm25Retriever.buildSqlite(src, aborted, { signal: ac.signal, onProgress: () => ac.abort() })).rejects.toThrow(AbortError);
+    expect(fs.readdirSync(dir).sort()).toEqual(['corpus.jsonl', 'index.sqlite']);
+    // A SQLite file that is not an index, and a damaged one.
+    const other = path.join(dir, 'other.sqlite');
+    fs.writeFileSync(other, Buffer.concat([Buffer.from('SQLite format 3\0'), Buffer.alloc(100)]));
+    expect(() => Bm25Retriever.load(other)).toThrow(/other.sqlite: (is not a readable index|cannot open the SQLite index)/);
+  });
+
   test('indexing reports progress and stops on abort', async () => {
     const texts = Array.from({ length: 4500 }, (_, i) => `document ${i} about topic${i % 7}`);
-    const seen: Array<[number, number]> = [];
-    const r = await Bm25Retriever.fromTexts(texts, { onProgress: (d, t) => seen.push([d, t]) });
+    const seen: number[] = [];
+    const r = await Bm25Retriever.fromTexts(texts, { onProgress: (d) => seen.push(d) });
     expect(r.size).toBe(4500);
-    expect(seen).toEqual([[2000, 4500], [4000, 4500], [4500, 4500]]);
+    expect(seen).toEqual([2000, 4000, 4500]);
     const ac = new AbortController();
     const p = Bm25Retriever.fromTexts(texts, { signal: ac.signal, onProgress: () => ac.abort() });
     await expect(p).rejects.toThrow(AbortError);
@@ -148,12 +283,47 @@ describe('BM25', () => {
     await expect(Bm25Retriever.fromTexts([])).rejects.toThrow(InvalidArgumentError);
     await expect(Bm25Retriever.fromTexts([42 as unknown as string])).rejects.toThrow(/corpus\[0\] must be a string/);
     await expect(Bm25Retriever.fromTexts(['a'], { b: 2 })).rejects.toThrow(/b must be in \[0, 1\]/);
+    await expect(Bm25Retriever.fromTexts(['a'], { analyzer: 'x' as 'english' })).rejects.toThrow(/analyzer must be 'english' or 'standard'/);
     // A huge single line is indexed, in bounded passages.
     const huge = path.join(tmp, 'huge.txt');
     fs.writeFileSync(huge, `${words(30_000)} needle`);
     const r = await Bm25Retriever.fromPath(huge);
     expect(r.size).toBe(301);
-    expect((await r.retrieve('needle', 1))[0]!.id).toBe(`${huge}#300`);
+    expect((await r.retrieve('needle', 1))[0]!.id).toBe('huge.txt#300');
     await expect(r.retrieve('x', 0)).rejects.toThrow(/k must be a positive integer/);
+  });
+});
+
+describe('contamination filtering', () => {
+  const P = (id: string, text: string, title?: string): Passage => (title === undefined ? { id, text } : { id, text, title });
+  const eval_ = words(80, (i) => `e${i}`);
+
+  test('by title (quotes ignored), by id, and by a shared run of words', () => {
+    const x = new Exclusion({ titles: ['Anarchism', '"Autism"'], ids: ['p9'], overlapText: eval_, overlapWords: 32 });
+    expect(x.excludes(P('a', 'x', '"Anarchism"'))).toBe(true);
+    expect(x.excludes(P('a', 'x', 'Autism'))).toBe(true);
+    expect(x.excludes(P('a', 'x', 'Anarchy'))).toBe(false);
+    expect(x.excludes(P('p9', 'x'))).toBe(true);
+    const run = (from: number, n: number) => words(n, (i) => `e${from + i}`);
+    expect(x.excludes(P('b', `before ${run(10, 32)} after`))).toBe(true);
+    expect(x.excludes(P('b', `before ${run(10, 31)} after ${run(50, 31)}`))).toBe(false);
+    expect(x.excludes(P('b', `${run(48, 32)}`))).toBe(true);
+    expect(x.excludes(P('b', `${run(49, 32)}`))).toBe(false);  // e49..e80: e80 is past the text
+    expect(new Exclusion({ overlapText: eval_, overlapWords: 3 }).excludes(P('c', 'e7\ne8   e9'))).toBe(true);
+    expect(() => new Exclusion({ titles: 'x' as unknown as string[] })).toThrow(/exclude.titles must be an array of strings/);
+    expect(() => new Exclusion({ overlapWords: 0 })).toThrow(/exclude.overlapWords must be a positive integer/);
+  });
+
+  test('the retriever is asked for more until k allowed passages are found, and the passed-over ones are counted', async () => {
+    const ranked = Array.from({ length: 40 }, (_, i) => P(`p${i}`, `text ${i}`, i < 20 ? 'Forbidden' : `T${i}`));
+    const asked: number[] = [];
+    const retriever = { retrieve: async (_q: string, k: number) => (asked.push(k), ranked.slice(0, k)) };
+    const got = await retrieveAllowed(retriever, 'q', 2, new Exclusion({ titles: ['Forbidden'] }));
+    expect(got.passages.map((p) => p.id)).toEqual(['p20', 'p21']);
+    expect(got.excluded).toBe(20);
+    expect(asked).toEqual([16, 32]);
+    const none = await retrieveAllowed(retriever, 'q', 1, new Exclusion({ titles: ['Forbidden', ...ranked.slice(20).map((p) => p.title!)] }));
+    expect(none).toEqual({ passages: [], excluded: 40 });
+    expect((await retrieveAllowed(retriever, 'q', 3, null)).passages.map((p) => p.id)).toEqual(['p0', 'p1', 'p2']);
   });
 });

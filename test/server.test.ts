@@ -133,7 +133,17 @@ test.each([
   ['top_p zero', { prompt: 'x', top_p: 0 }, 400, 'invalid_value', 'top_p'],
   ['token ids past the vocabulary', { prompt: [1, 5000] }, 400, 'invalid_value', 'prompt'],
   ['stop of the wrong type', { prompt: 'x', stop: [3] }, 400, 'invalid_value', 'stop'],
-  ['n > 1', { prompt: 'x', n: 3 }, 400, 'invalid_value', 'n'],
+  ['n past 16', { prompt: 'x', n: 17 }, 400, 'invalid_value', 'n'],
+  ['best_of (defined, not implemented)', { prompt: 'x', best_of: 3 }, 400, 'invalid_value', 'best_of'],
+  ['suffix (defined, not implemented)', { prompt: 'x', suffix: 'y' }, 400, 'invalid_value', 'suffix'],
+  ['a field OpenAI does not define', { prompt: 'x', max_tokenz: 3 }, 400, 'invalid_value', 'max_tokenz'],
+  ['a chat-only field on completions', { prompt: 'x', tools: [] }, 400, 'invalid_value', 'tools'],
+  ['logit_bias past the vocabulary', { prompt: 'x', logit_bias: { 5000: 1 } }, 400, 'invalid_value', 'logit_bias'],
+  ['logit_bias out of range', { prompt: 'x', logit_bias: { 5: 101 } }, 400, 'invalid_value', 'logit_bias'],
+  ['presence_penalty out of range', { prompt: 'x', presence_penalty: 3 }, 400, 'invalid_value', 'presence_penalty'],
+  ['response_format of an unknown type', { prompt: 'x', response_format: { type: 'xml' } }, 400, 'invalid_value', 'response_format'],
+  ['a grammar that is not a string', { prompt: 'x', grammar: 5 }, 400, 'invalid_value', 'grammar'],
+  ['user not a string', { prompt: 'x', user: 5 }, 400, 'invalid_value', 'user'],
   ['stream not a boolean', { prompt: 'x', stream: 'yes' }, 400, 'invalid_value', 'stream'],
   ['unknown model', { prompt: 'x', model: 'gpt-4o' }, 404, 'model_not_found', 'model'],
 ])('%s is rejected with an OpenAI-shaped error', async (_n, body, status, code, param) => {
@@ -144,6 +154,167 @@ test.each([
   expect(e.error.type).toBe('invalid_request_error');
   if (code) expect(e.error.code).toBe(code);
   expect(e.error.param).toBe(param);
+});
+
+test('every other OpenAI field works: n choices from one prefill, prompt lists, logit_bias, penalties, metadata', async () => {
+  // n = 3 seeded: three different, reproducible choices; the prompt was evaluated once.
+  const prompt = 'KING HENRY V:\nOnce more unto the breach';
+  const before = model.stats.prefixCache.hits;
+  const req = { prompt, max_tokens: 12, temperature: 1, seed: 7, n: 3, user: 'u1', metadata: { a: '1' }, store: false, service_tier: 'auto' };
+  const a = await (await post(`${base}/v1/completions`, req)).json() as { choices: Array<{ index: number; text: string }>; usage: { prompt_tokens: number; completion_tokens: number } };
+  expect(a.choices.map((c) => c.index)).toEqual([0, 1, 2]);
+  expect(new Set(a.choices.map((c) => c.text)).size).toBe(3);
+  expect(model.stats.prefixCache.hits - before).toBeGreaterThanOrEqual(3);
+  const ids = await model.tokenizer.encode(prompt);
+  expect(a.usage.prompt_tokens).toBe(ids.length);
+  for (const [j, c] of a.choices.entries()) expect(c.text).toBe((await model.complete(prompt, { maxTokens: 12, temperature: 1, seed: 7 + j })).text);
+  // Streamed, every choice's pieces carry its index and add up to the same texts.
+  const ev = events(await (await post(`${base}/v1/completions`, { ...req, stream: true })).text()).slice(0, -1)
+    .map((e) => JSON.parse(e) as { choices: Array<{ index: number; text: string }> });
+  const texts = ['', '', ''];
+  for (const e of ev) texts[e.choices[0]!.index] += e.choices[0]!.text;
+  expect(texts).toEqual(a.choices.map((c) => c.text));
+  // A list of prompts: choices prompt-major.
+  const list = await (await post(`${base}/v1/completions`, { prompt: ['ROMEO:', 'JULIET:'], max_tokens: 6, temperature: 0, n: 2 })).json() as { choices: Array<{ index: number; text: string }> };
+  const romeo = (await model.complete('ROMEO:', { maxTokens: 6, temperature: 0 })).text, juliet = (await model.complete('JULIET:', { maxTokens: 6, temperature: 0 })).text;
+  expect(list.choices.map((c) => c.text)).toEqual([romeo, romeo, juliet, juliet]);
+  // logit_bias: a token banned never appears; penalties change the greedy text as in the library.
+  const greedy = await model.complete('ROMEO:\n', { maxTokens: 10, temperature: 0 });
+  const banned = await (await post(`${base}/v1/completions`, { prompt: 'ROMEO:\n', max_tokens: 10, temperature: 0, logit_bias: { [greedy.tokens[0]!]: -100 } })).json() as { choices: Array<{ text: string }> };
+  expect(banned.choices[0]!.text).toBe((await model.complete('ROMEO:\n', { maxTokens: 10, temperature: 0, logitBias: { [greedy.tokens[0]!]: -100 } })).text);
+  expect(banned.choices[0]!.text).not.toBe(greedy.text);
+  const pen = await (await post(`${base}/v1/completions`, { prompt: 'ROMEO:\n', max_tokens: 30, temperature: 0, presence_penalty: 1.5, frequency_penalty: 0.5 })).json() as { choices: Array<{ text: string }> };
+  expect(pen.choices[0]!.text).toBe((await model.complete('ROMEO:\n', { maxTokens: 30, temperature: 0, presencePenalty: 1.5, frequencyPenalty: 0.5 })).text);
+});
+
+test('structured output and content-part arrays through the server', async () => {
+  const schema = { type: 'object', additionalProperties: false, required: ['who', 'ok'], properties: { who: { enum: ['Romeo', 'Juliet'] }, ok: { type: 'boolean' } } };
+  for (const url of ['/v1/completions', '/v1/chat/completions']) {
+    const body = url.includes('chat') ? { messages: [{ role: 'user', content: [{ type: 'text', text: 'Who' }, { type: 'text', text: ' speaks?' }] }] } : { prompt: 'ROMEO:\n' };
+    const r = await (await post(`${base}${url}`, { ...body, max_tokens: 40, temperature: 0.7, seed: 1, response_format: { type: 'json_schema', json_schema: { name: 'x', schema, strict: true } } })).json() as {
+      choices: Array<{ text?: string; message?: { content: string }; finish_reason: string }>;
+    };
+    const out = JSON.parse(r.choices[0]!.text ?? r.choices[0]!.message!.content) as { who: string; ok: boolean };
+    expect(['Romeo', 'Juliet']).toContain(out.who);
+    expect(typeof out.ok).toBe('boolean');
+    expect(r.choices[0]!.finish_reason).toBe('stop');
+  }
+  const g = await (await post(`${base}/v1/completions`, { prompt: 'A', max_tokens: 10, grammar: 'root ::= "yea" | "nay"' })).json() as { choices: Array<{ text: string }> };
+  expect(['yea', 'nay']).toContain(g.choices[0]!.text);
+  const bad = await post(`${base}/v1/chat/completions`, { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] });
+  expect(bad.status).toBe(400);
+  expect(((await bad.json()) as { error: { param: string } }).error.param).toBe('messages[0].content[0].type');
+  for (const [field, value] of [['tool_choice', 'required'], ['reasoning_effort', 'low'], ['audio', {}]] as const) {
+    const r = await post(`${base}/v1/chat/completions`, { messages: [{ role: 'user', content: 'x' }], [field]: value });
+    expect(r.status).toBe(400);
+    expect(((await r.json()) as { error: { param: string } }).error.param).toBe(field);
+  }
+});
+
+test('logprobs: token strings keep their spaces and bytes, offsets point into the returned text, streamed or not', async () => {
+  const req = { prompt: 'ROMEO:\nWhat', max_tokens: 20, temperature: 0, logprobs: 2, echo: true };
+  type Lp = { tokens: string[]; token_logprobs: number[]; top_logprobs: Array<Record<string, number>>; text_offset: number[] };
+  const r = await (await post(`${base}/v1/completions`, req)).json() as { choices: Array<{ text: string; logprobs: Lp }> };
+  const { text, logprobs } = r.choices[0]!;
+  const echo = model.tokenizer.decode(await model.tokenizer.encode('ROMEO:\nWhat'));
+  expect(logprobs.text_offset[0]).toBe(echo.length);
+  logprobs.tokens.forEach((t, i) => expect(text.slice(logprobs.text_offset[i], logprobs.text_offset[i]! + t.length)).toBe(t));
+  expect(logprobs.tokens.join('')).toBe(text.slice(echo.length));
+  expect(logprobs.tokens.some((t) => t.startsWith(' '))).toBe(true);
+  // Streamed: the same tokens and offsets, spread over the chunks.
+  const ev = events(await (await post(`${base}/v1/completions`, { ...req, stream: true })).text()).slice(0, -1)
+    .map((e) => JSON.parse(e) as { choices: Array<{ logprobs: Lp | null }> });
+  const streamed = ev.flatMap((e) => e.choices[0]!.logprobs?.tokens ?? []), offsets = ev.flatMap((e) => e.choices[0]!.logprobs?.text_offset ?? []);
+  expect(streamed).toEqual(logprobs.tokens);
+  expect(offsets).toEqual(logprobs.text_offset);
+  // Chat: bytes are the token's own, a space included.
+  type ChatLp = { content: Array<{ token: string; bytes: number[]; logprob: number; top_logprobs: Array<{ token: string }> }> };
+  const c = await (await post(`${base}/v1/chat/completions`, { messages: [{ role: 'user', content: 'Speak' }], max_tokens: 12, temperature: 0, logprobs: true, top_logprobs: 2 })).json() as {
+    choices: Array<{ message: { content: string }; logprobs: ChatLp }>;
+  };
+  const content = c.choices[0]!.logprobs.content;
+  expect(content.map((x) => x.token).join('')).toBe(c.choices[0]!.message.content);
+  for (const x of content) expect(Buffer.from(x.bytes).toString('utf8')).toBe(x.token);
+  expect(content.every((x) => x.top_logprobs.length === 2)).toBe(true);
+  const cs = events(await (await post(`${base}/v1/chat/completions`, { messages: [{ role: 'user', content: 'Speak' }], max_tokens: 12, temperature: 0, logprobs: true, top_logprobs: 2, stream: true })).text())
+    .slice(0, -1).map((e) => JSON.parse(e) as { choices: Array<{ logprobs: ChatLp | null }> });
+  expect(cs.flatMap((e) => e.choices[0]?.logprobs?.content ?? [])).toEqual(content);
+});
+
+test('limits a served model needs: the context window, CORS', async () => {
+  const short = await loadModel(EMBEDDED, { contextLength: 64 });
+  const small = await start({ model: short, cors: 'https://example.org' });
+  try {
+    const ids = await model.tokenizer.encode('ROMEO:');
+    const over = await post(`${small.base}/v1/completions`, { prompt: 'ROMEO:', max_tokens: 65 - ids.length });
+    expect(over.status).toBe(400);
+    expect(((await over.json()) as { error: { code: string; param: string } }).error).toMatchObject({ code: 'context_length_exceeded', param: 'prompt' });
+    expect((await post(`${small.base}/v1/completions`, { prompt: 'ROMEO:', max_tokens: 64 - ids.length })).status).toBe(200);
+    // CORS: the header on answers, and a preflight.
+    const pre = await fetch(`${small.base}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin: 'https://example.org', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } });
+    expect(pre.status).toBe(204);
+    expect(pre.headers.get('access-control-allow-origin')).toBe('https://example.org');
+    expect(pre.headers.get('access-control-allow-methods')).toContain('POST');
+    expect((await fetch(`${small.base}/health`)).headers.get('access-control-allow-origin')).toBe('https://example.org');
+    expect((await fetch(`${base}/health`)).headers.get('access-control-allow-origin')).toBeNull();  // off by default
+  } finally {
+    await small.app.close();
+    await short.dispose();
+  }
+});
+
+test('a request past its time is stopped with 408 request_timeout', async () => {
+  // A timeout shorter than any generation: the request waits its turn, then is stopped.
+  const t = await start({ model, requestTimeoutMs: 1 });
+  try {
+    const r = await post(`${t.base}/v1/completions`, { prompt: 'ROMEO:', max_tokens: 200, temperature: 0 });
+    expect(r.status).toBe(408);
+    expect(((await r.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'request_timeout' });
+    const s = await post(`${t.base}/v1/completions`, { prompt: 'ROMEO:', max_tokens: 200, temperature: 0, stream: true });
+    const text = await s.text();
+    expect(s.status === 408 || text.includes('request_timeout')).toBe(true);
+  } finally {
+    await t.app.close();
+  }
+});
+
+test('embeddings, tokenize and detokenize, and one model by id', async () => {
+  const e = await (await post(`${base}/v1/embeddings`, { input: ['ROMEO:', 'JULIET:'] })).json() as { data: Array<{ index: number; embedding: number[] }>; usage: { prompt_tokens: number } };
+  expect(e.data.map((d) => d.index)).toEqual([0, 1]);
+  const ids = await model.tokenizer.encode('ROMEO:');
+  const h = await model.hiddenStates(ids), H = model.config.hiddenSize;
+  const mean = Array.from({ length: H }, (_, c) => ids.reduce((a, _t, t) => a + h[t * H + c]!, 0) / ids.length);
+  const norm = Math.hypot(...mean);
+  e.data[0]!.embedding.forEach((v, c) => expect(v).toBeCloseTo(mean[c]! / norm, 6));
+  expect(Math.hypot(...e.data[1]!.embedding)).toBeCloseTo(1, 9);
+  expect(e.usage.prompt_tokens).toBe(ids.length + (await model.tokenizer.encode('JULIET:')).length);
+  const bad = await post(`${base}/v1/embeddings`, { input: [] });
+  expect(((await bad.json()) as { error: { param: string } }).error.param).toBe('input');
+  const tok = await (await post(`${base}/tokenize`, { content: 'ROMEO:' })).json() as { tokens: number[] };
+  expect(tok.tokens).toEqual(await model.tokenizer.encode('ROMEO:', { addSpecialTokens: false }));
+  expect(((await (await post(`${base}/tokenize`, { content: 'ROMEO:', add_special: true })).json()) as { tokens: number[] }).tokens).toEqual(ids);
+  expect(((await (await post(`${base}/detokenize`, { tokens: tok.tokens })).json()) as { content: string }).content).toBe('ROMEO:');
+  expect((await post(`${base}/detokenize`, { tokens: [99999] })).status).toBe(400);
+  const one = await (await fetch(`${base}/v1/models/jamba-tiny-shakespeare`)).json() as { id: string; object: string };
+  expect(one).toMatchObject({ id: 'jamba-tiny-shakespeare', object: 'model' });
+  expect((await fetch(`${base}/v1/models/gpt-4o`)).status).toBe(404);
+});
+
+test('chat works with no flags: the embedded model\'s own template, the reply ending before the next speaker', async () => {
+  const plain = await start({ model });
+  try {
+    const r = await (await post(`${plain.base}/v1/chat/completions`, { messages: [{ role: 'user', content: 'Who art thou?' }], max_tokens: 100, temperature: 0 })).json() as {
+      choices: Array<{ message: { content: string }; finish_reason: string }>;
+    };
+    let lib;
+    const it = model.chat([{ role: 'user', content: 'Who art thou?' }], { maxTokens: 100, temperature: 0 });
+    do lib = await it.next(); while (!lib.done);
+    expect(r.choices[0]!.message.content).toBe(lib.value.text);
+    expect(r.choices[0]!.message.content).not.toContain('\n\n');
+    expect(r.choices[0]!.finish_reason).toBe('stop');
+  } finally {
+    await plain.app.close();
+  }
 });
 
 test('chat validation, oversized bodies and unknown routes', async () => {
@@ -170,6 +341,7 @@ test('a full queue answers 429 instead of growing', async () => {
     while ((await metric(s.base, 'jamba_queue_depth')) < 1) await new Promise((res) => setTimeout(res, 5));
     const c = await post(`${s.base}/v1/completions`, slow);
     expect(c.status).toBe(429);
+    expect(c.headers.get('retry-after')).toBe('1');
     expect((await c.json() as { error: { type: string; code: string } }).error).toMatchObject({ type: 'rate_limit_error', code: 'queue_full' });
     ac.abort();
     await a.body?.cancel().catch(() => undefined);

@@ -168,6 +168,10 @@ struct SampleArgs {
 };
 void sample(const float* logits, int64_t rows, int64_t vocab, const SampleArgs* args, int32_t* out, cudaStream_t stream);
 
+// Grammar masks on the device: logits[r, i] = −∞ where bit i of row r's mask is clear. `bits` is
+// [rows, ceil(vocab / 32)] 32-bit words (xgrammar's bitmask layout), uploaded per step.
+void mask_logits(float* logits, int64_t rows, int64_t vocab, const uint32_t* bits, cudaStream_t stream);
+
 // Quantizes E × n rows of k bf16 weights to int8 with one float32 scale per row, on the device
 // (the same rule as the CPU backend: scale = max|w| / 127, q = round-half-even(w / scale)).
 void quantize_int8_rows(const void* w, int64_t rows, int64_t k, int8_t* q, float* scale, cudaStream_t stream);

@@ -1,4 +1,5 @@
-// Token sampling on the device, so logits never cross to the host while generating. A block per
+// Token sampling on the device, so logits never cross to the host while generating (grammar masks
+// too: masked logits are set to −∞ before a draw). A block per
 // row: greedy is an argmax (ties to the lower id, as on the CPU). Otherwise the top-k and top-p
 // cut-offs are found as thresholds by bisection on the value (each step one block-wide count or
 // sum over the row, no sort), and the token is drawn by inverse CDF in id order with a uniform
@@ -146,6 +147,12 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
   if (threadIdx.x == 0) out[r] = s_pick;
 }
 
+__global__ void mask_kernel(float* __restrict__ logits, int64_t vocab, int64_t words, const uint32_t* __restrict__ bits) {
+  const int64_t r = blockIdx.y, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= vocab) return;
+  if (!((bits[r * words + (i >> 5)] >> (i & 31)) & 1u)) logits[r * vocab + i] = -INFINITY;
+}
+
 __global__ void quantize_kernel(const bf16* __restrict__ w, int64_t k, int8_t* __restrict__ q, float* __restrict__ scale) {
   const bf16* row = w + blockIdx.x * k;
   float amax = 0.f;
@@ -166,6 +173,12 @@ void sample(const float* logits, int64_t rows, int64_t vocab, const SampleArgs* 
   if (rows == 0) return;
   sample_kernel<<<unsigned(rows), kThreads, 0, stream>>>(logits, vocab, args, out);
   JAMBA_CUDA_LAUNCHED("sample");
+}
+
+void mask_logits(float* logits, int64_t rows, int64_t vocab, const uint32_t* bits, cudaStream_t stream) {
+  if (rows == 0) return;
+  mask_kernel<<<dim3(blocks_for(vocab, 256), unsigned(rows)), 256, 0, stream>>>(logits, vocab, (vocab + 31) / 32, bits);
+  JAMBA_CUDA_LAUNCHED("mask_logits");
 }
 
 void quantize_int8_rows(const void* w, int64_t rows, int64_t k, int8_t* q, float* scale, cudaStream_t stream) {

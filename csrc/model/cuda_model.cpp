@@ -600,7 +600,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   };
   std::vector<int32_t> tokens;
   for (auto& t : req.tokens) tokens.insert(tokens.end(), t.begin(), t.end());
-  void *d_tokens, *logits_rows, *xf, *xsel, *xb, *d_last, *d_sample_args, *d_sampled;
+  void *d_tokens, *logits_rows, *xf, *xsel, *xb, *d_last, *d_sample_args, *d_sampled, *d_masks;
   bool sampling = false, all_sampled = !req.sample.empty();
   for (const SampleSpec& sp : req.sample) {
     sampling = sampling || sp.on;
@@ -608,6 +608,14 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   }
   if (!req.sample.empty() && req.sample.size() != req.states.size()) fail("invalid_argument", "sample: one entry per sequence");
   if (sampling && req.logits != ForwardRequest::Logits::Last) fail("invalid_argument", "sampling in the pass needs logits 'last'");
+  const int64_t mask_words = (V + 31) / 32;
+  bool masked = false;
+  for (size_t q = 0; q < req.sample.size(); ++q) {
+    if (req.sample[q].mask.empty()) continue;
+    if (int64_t(req.sample[q].mask.size()) != mask_words)
+      fail("invalid_argument", "sample[" + std::to_string(q) + "].mask has " + std::to_string(req.sample[q].mask.size()) + " words, needs " + std::to_string(mask_words));
+    masked = true;
+  }
   want(&d_tokens, tokens.size() * 4 + 4);
   want(reinterpret_cast<void**>(&ws.d_slot), size_t(ws.S) * 4);
   want(reinterpret_cast<void**>(&ws.d_past), size_t(ws.S) * 4);
@@ -617,6 +625,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   want(&d_last, size_t(ws.S) * 4);
   want(&d_sample_args, size_t(ws.S) * sizeof(cuda::SampleArgs));
   want(&d_sampled, size_t(ws.S) * 4);
+  want(&d_masks, masked ? size_t(ws.S * mask_words) * 4 : 4);
   want(reinterpret_cast<void**>(&ws.h), size_t(T * H) * 4);
   want(&ws.x, size_t(T * H) * 2);
   want(&ws.delta, size_t(T * H) * 2);
@@ -721,11 +730,20 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
     } else {
       compute(false);
     }
-    std::vector<cuda::SampleArgs> sargs;
+    std::vector<cuda::SampleArgs> sargs;  // host staging, alive until the pass's final synchronisation
+    std::vector<uint32_t> bits;
     if (sampling) {
       for (const SampleSpec& sp : req.sample)
         sargs.push_back({sp.on ? sp.temperature : 0.f, sp.top_k, sp.on ? sp.top_p : 1.f, sp.seed, sp.step});
       put(d_sample_args, sargs.data(), sargs.size() * sizeof(cuda::SampleArgs));
+      if (masked) {
+        // Rows without a grammar allow every token.
+        bits.assign(size_t(ws.S * mask_words), 0xffffffffu);
+        for (size_t q = 0; q < req.sample.size(); ++q)
+          if (!req.sample[q].mask.empty()) std::copy(req.sample[q].mask.begin(), req.sample[q].mask.end(), bits.begin() + int64_t(q) * mask_words);
+        put(d_masks, bits.data(), bits.size() * 4);
+        cuda::mask_logits(static_cast<float*>(logits_rows), ws.S, V, static_cast<uint32_t*>(d_masks), s);
+      }
       cuda::sample(static_cast<float*>(logits_rows), ws.S, V, static_cast<cuda::SampleArgs*>(d_sample_args), static_cast<int32_t*>(d_sampled), s);
       res.sampled.resize(size_t(ws.S));
       check(cudaMemcpyAsync(res.sampled.data(), d_sampled, size_t(ws.S) * 4, cudaMemcpyDeviceToHost, s), "sampled");

@@ -17,6 +17,8 @@ struct SampleSpec {
   int top_k = 0;
   float top_p = 1.f;
   uint64_t seed = 0, step = 0;
+  // Grammar-constrained decoding: bit i of word i / 32 set where token i is allowed (empty: all).
+  std::vector<uint32_t> mask;
 };
 
 struct ForwardRequest {

@@ -467,8 +467,9 @@ Napi::Object CudaOps(Napi::Env env) {
     return result(o, ms, {{"out", js(o.env, download(out, size_t(T * H * D), t))}});
   }));
 
-  // sample({ logits, rows, vocab, temperature, topK, topP, seed, step, steps? }) → Int32Array: the same
-  // settings for every row; with `steps` (an Int32Array), row r draws at step steps[r].
+  // sample({ logits, rows, vocab, temperature, topK, topP, seed, step, steps?, mask? }) → Int32Array: the
+  // same settings for every row; with `steps` (an Int32Array), row r draws at step steps[r]; with
+  // `mask` ([rows × ceil(vocab / 32)] bit words), only allowed tokens are drawn.
   ops.Set("sample", op(env, "sample", [](const Opts& o) -> Napi::Value {
     const int64_t R = o.i("rows"), V = o.i("vocab");
     const double top_p = o.f("topP", 1), top_k = o.f("topK", 0);
@@ -479,6 +480,12 @@ Napi::Object CudaOps(Napi::Env env) {
     for (int64_t r = 0; r < R; ++r)
       args[size_t(r)] = {float(o.f("temperature", 0)), int(top_k), float(top_p), uint64_t(o.f("seed", 0)), uint64_t(steps[size_t(r)])};
     Dev dargs(args.data(), args.size() * sizeof(cuda::SampleArgs));
+    if (o.has("mask")) {
+      const std::vector<int32_t> bits = o.i32("mask", size_t(R * ((V + 31) / 32)));
+      Dev dbits(bits.data(), bits.size() * 4);
+      cuda::mask_logits(lg.as<float>(), R, V, dbits.as<uint32_t>(), nullptr);
+      check(cudaDeviceSynchronize(), "mask_logits");
+    }
     cuda::sample(lg.as<float>(), R, V, dargs.as<cuda::SampleArgs>(), out.as<int32_t>(), nullptr);
     check(cudaDeviceSynchronize(), "sample");
     return js(o.env, out.get<int32_t>(size_t(R)));

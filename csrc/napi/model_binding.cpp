@@ -388,6 +388,13 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
         spec.step = uint64_t(num("step", 0));
         if (!(spec.temperature >= 0) || spec.top_k < 0 || !(spec.top_p > 0 && spec.top_p <= 1))
           return fail_js("invalid_argument", "forward: options.sample[" + std::to_string(i) + "] has an invalid temperature, topK or topP");
+        if (o.Has("mask") && !o.Get("mask").IsUndefined()) {
+          Napi::Value mv = o.Get("mask");
+          if (!mv.IsTypedArray() || mv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+            return fail_js("invalid_argument", "forward: options.sample[" + std::to_string(i) + "].mask must be an Int32Array");
+          Napi::Int32Array m = mv.As<Napi::Int32Array>();
+          spec.mask.assign(reinterpret_cast<const uint32_t*>(m.Data()), reinterpret_cast<const uint32_t*>(m.Data()) + m.ElementLength());
+        }
       }
       w->req.sample.push_back(spec);
     }

@@ -1,7 +1,7 @@
 /** What the CLI commands share: usage errors, number flags, logging, loading a model with a progress bar. */
 import fs from 'node:fs';
-import { loadModel, JambaModel } from './model';
-import { defaultModelDir } from './paths';
+import { loadModel, JambaModel } from '../model';
+import { defaultModelDir } from '../paths';
 
 export class UsageError extends Error {}
 

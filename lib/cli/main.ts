@@ -3,18 +3,19 @@
  * does); logs and errors go to stderr.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
-import { ChatMessage, ChatTemplateError } from './chat';
-import { windowedNll } from './evaluate';
-import { JambaError } from './errors';
-import { GenerateOptions } from './generation';
-import { JambaModel, loadModel } from './model';
-import { defaultModelDir } from './paths';
-import { createServer } from './server';
-import { UsageError, loadTemplate, log, num, open, print, progressBar, readStdin } from './cli-common';
-import { evaluateRalm, index, openCorpus, ralm } from './cli-ralm';
-import type { Bm25Retriever } from './retrieval/bm25';
+import { ChatMessage, ChatTemplateError } from '../chat';
+import { windowedNll } from '../evaluate';
+import { JambaError } from '../errors';
+import { GenerateOptions, resolveGenerateOptions } from '../generation';
+import { JambaModel, loadModel } from '../model';
+import { defaultModelDir, packageRoot } from '../paths';
+import { createServer } from '../server';
+import { UsageError, loadTemplate, log, num, open, print, progressBar, readStdin } from './common';
+import { evaluateRalm, evaluatedPart, index, openCorpus, ralm, ralmEvalFlags } from './ralm';
+import type { Bm25Retriever } from '../retrieval/bm25';
 
 const HELP: Record<string, string> = {
   main: `Usage: jamba <command> [options]
@@ -29,7 +30,7 @@ Commands:
   chat                talk with a chat model, keeping the conversation's history
   serve               an OpenAI-compatible HTTP server (completions, chat, models, health, metrics)
 
-Run 'jamba <command> --help' for a command's options.`,
+Run 'jamba <command> --help' for a command's options; 'jamba --version' prints the version.`,
   generate: `Usage: jamba generate [PROMPT] [options]
 
 Streams the continuation of PROMPT (or of standard input when PROMPT is '-' or absent and stdin
@@ -51,7 +52,10 @@ Options:
   eval: `Usage: jamba eval FILE [options]
 
 Tokenizes FILE (no special tokens), optionally keeps the part from --from-fraction on, and scores
-it in independent windows of BOS + --window tokens.
+every token in independent windows of BOS + --window tokens (the last window may be shorter).
+Reports the token-level perplexity (comparable within one tokenizer) and the word-level one,
+exp(Σ NLL / words), words counted as AI21's eval_lm.py counts them (the spaces of the evaluated
+text), which is what the In-Context RALM paper reports.
 
 With --ralm, scores it instead under the In-Context RALM protocol (windows of --window tokens
 sliding by --stride, each scoring the tokens no earlier one did), once with a passage retrieved
@@ -64,14 +68,20 @@ Options:
   --model DIR                checkpoint folder (default: the embedded model)
   --window N                 tokens per window after the BOS (default 512; 1024 with --ralm)
   --max-tokens N             score at most N tokens
+  --full-windows-only        drop a final partial window
   --from-fraction F          start at token floor(F × n) (0.9 gives the tiny-Shakespeare validation split)
   --ralm                     evaluate with and without retrieval
-  --corpus PATH              (with --ralm) a file, a folder or a saved index (.json from 'jamba index')
+  --corpus PATH              (with --ralm) a file, a folder or a saved index (from 'jamba index')
   --corpus-to-fraction F     (with --ralm) index only each corpus file's tokens before floor(F × n)
+  --layout L                 'bos' (default: BOS, passage, '\\n', text) or 'paper' (eval_lm.py's input exactly)
   --stride N                 tokens between retrievals (default 4)
   --query-tokens N           query length in tokens (default 32)
   --max-passage-tokens N     (default 256)
   --rerank K                 rerank the top K passages with the model (default: off)
+  --exclude-titles FILE      never retrieve passages with these titles (one a line)
+  --exclude-ids FILE         never retrieve passages with these ids (one a line)
+  --exclude-overlap          never retrieve a passage sharing --overlap-words words in a row with FILE
+  --overlap-words N          (default 32)
   --experts-int8             quantize MoE experts to int8 at load
   --json                     print one JSON object
   -h, --help`,
@@ -96,13 +106,18 @@ Options:
   -h, --help`,
   index: `Usage: jamba index --corpus PATH --out FILE [options]
 
-Cuts the corpus (a file or a folder, UTF-8 text) into passages and writes a BM25 index that
-'jamba ralm', 'jamba eval --ralm' and 'jamba serve --corpus' load instead of indexing again.
+Cuts the corpus into passages and writes a BM25 index (Lucene's English analyzer and scoring, as
+Pyserini) that 'jamba ralm', 'jamba eval --ralm' and 'jamba serve --corpus' load instead of
+indexing again. A corpus is files of UTF-8 text, .jsonl records { "id", "title"?, "text" } and
+DPR .tsv passage files, or folders of them; it is read as a stream.
 
 Options:
   --corpus PATH       a file or a folder (repeatable)
   --out FILE          where to write the index
+  --format F          'json' (in memory when loaded) or 'sqlite' (on disk, for corpora larger than
+                      memory); default: sqlite when FILE ends in .sqlite or .db, else json
   --words N           words per passage (default 100)
+  --lucene-norms      passage lengths in Lucene's one-byte encoding, as Pyserini's scores have them
   -h, --help`,
   chat: `Usage: jamba chat [options]
 
@@ -135,6 +150,9 @@ Options:
   --chat-template FILE     a Jinja chat template to use instead of the model's
   --corpus PATH            a corpus (file, folder or saved index) requests may retrieve from,
                            with "retrieval": { "corpus": "default" } (repeatable as NAME=PATH)
+  --request-timeout S      stop a generation running longer than S seconds (408 request_timeout)
+  --cors ORIGIN            let browsers from ORIGIN call the API ('*': any; default: none)
+  --keep-serving           if the model fails to load, keep answering 503 instead of exiting
   --experts-int8           quantize MoE experts to int8 at load
   -h, --help`,
   inspect: `Usage: jamba inspect [options]
@@ -169,6 +187,7 @@ async function generate(argv: string[]): Promise<number> {
     stop: values.stop,
   };
   for (const k of Object.keys(opts) as Array<keyof GenerateOptions>) if (opts[k] === undefined) delete opts[k];
+  checkGenerateOptions(opts);
   const model = await open(values.model, values['experts-int8'], !!values.json);
   const ac = new AbortController();
   const onSigint = () => ac.abort();
@@ -205,9 +224,8 @@ async function evaluate(argv: string[]): Promise<number> {
     args: argv, allowPositionals: true,
     options: {
       model: { type: 'string' }, window: { type: 'string' }, 'max-tokens': { type: 'string' }, 'from-fraction': { type: 'string' },
-      'experts-int8': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-      ralm: { type: 'boolean' }, corpus: { type: 'string', multiple: true }, 'corpus-to-fraction': { type: 'string' }, stride: { type: 'string' },
-      'query-tokens': { type: 'string' }, 'max-passage-tokens': { type: 'string' }, rerank: { type: 'string' },
+      'full-windows-only': { type: 'boolean' }, 'experts-int8': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      ralm: { type: 'boolean' }, ...ralmEvalFlags,
     },
   });
   if (values.help) return print(HELP.eval!);
@@ -219,26 +237,30 @@ async function evaluate(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError(`cannot read ${file}: ${(e as Error).message}`);
   }
-  if (values.ralm) return evaluateRalm(values, text, file);
-  for (const k of ['corpus', 'corpus-to-fraction', 'stride', 'query-tokens', 'max-passage-tokens', 'rerank'] as const)
+  if (values.ralm) {
+    if (values['full-windows-only']) throw new UsageError('--full-windows-only does not go with --ralm (its windows slide)');
+    return evaluateRalm(values, text, file);
+  }
+  for (const k of Object.keys(ralmEvalFlags) as Array<keyof typeof ralmEvalFlags>)
     if (values[k] !== undefined) throw new UsageError(`--${k} goes with --ralm`);
   const frac = num(values['from-fraction'], 'from-fraction') ?? 0;
   if (frac < 0 || frac >= 1) throw new UsageError('--from-fraction must be in [0, 1)');
+  const window = num(values.window, 'window', true), maxTokens = num(values['max-tokens'], 'max-tokens', true);
   const model = await open(values.model, values['experts-int8'], !!values.json);
   try {
     const t0 = performance.now();
-    const all = await model.tokenizer.encode(text, { addSpecialTokens: false });
-    const ids = all.slice(Math.floor(frac * all.length));
+    const { ids, evaluated } = await evaluatedPart(model, text, frac, maxTokens);
     const r = await windowedNll(model, ids, {
-      window: num(values.window, 'window', true), maxTokens: num(values['max-tokens'], 'max-tokens', true),
+      window, fullWindowsOnly: values['full-windows-only'] ?? false, text: evaluated,
       onProgress: values.json || !process.stderr.isTTY ? undefined : (done, total) => process.stderr.write(`\rjamba: scored ${done}/${total} tokens`),
     });
     const ms = performance.now() - t0;
     if (values.json) {
       process.stdout.write(`${JSON.stringify({ file, ...r, ms: Math.round(ms) })}\n`);
     } else {
-      process.stderr.write('\n');
-      process.stdout.write(`nll ${r.nll.toFixed(6)}  perplexity ${r.perplexity.toFixed(4)}  tokens ${r.tokens}  windows ${r.windows}\n`);
+      if (process.stderr.isTTY) process.stderr.write('\n');
+      process.stdout.write(`nll ${r.nll.toFixed(6)}  perplexity ${r.perplexity.toFixed(4)}  tokens ${r.tokens}  ` +
+                           `word perplexity ${r.wordPerplexity!.toFixed(4)}  words ${r.words}  windows ${r.windows}\n`);
       log(`jamba: ${((r.tokens + r.windows) / (ms / 1000)).toFixed(0)} tok/s`);
     }
     return 0;
@@ -248,6 +270,11 @@ async function evaluate(argv: string[]): Promise<number> {
 }
 
 const fmtBytes = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : b >= 2 ** 20 ? `${(b / 2 ** 20).toFixed(2)} MiB` : `${(b / 1024).toFixed(1)} KiB`);
+
+function version(): string {
+  const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
+  return `jamba-node ${pkg.version} (node ${process.version}, ${process.platform}-${process.arch})`;
+}
 
 async function inspect(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -351,10 +378,12 @@ async function serve(argv: string[]): Promise<number> {
     options: {
       model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, parallel: { type: 'string' }, queue: { type: 'string' },
       'max-body': { type: 'string' }, name: { type: 'string' }, 'chat-template': { type: 'string' }, 'experts-int8': { type: 'boolean' },
-      corpus: { type: 'string', multiple: true }, help: { type: 'boolean', short: 'h' },
+      corpus: { type: 'string', multiple: true }, 'request-timeout': { type: 'string' }, cors: { type: 'string' }, 'keep-serving': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) return print(HELP.serve!);
+  // Every option is checked before the model starts loading.
   const port = num(values.port, 'port', true) ?? 8080;
   if (port < 0 || port > 65535) throw new UsageError('--port must be in [0, 65535]');
   const positive = (v: string | undefined, name: string) => {
@@ -362,39 +391,87 @@ async function serve(argv: string[]): Promise<number> {
     if (n !== undefined && n < 1) throw new UsageError(`--${name} must be at least 1`);
     return n;
   };
-  const host = values.host ?? '127.0.0.1';
-  const dir = values.model ?? defaultModelDir();
-  const model = loadModel(dir, { expertsInt8: values['experts-int8'] ?? false, onProgress: progressBar(false) });
-  // Corpora index in the background too; requests naming one answer 503 until it is ready.
-  const corpora: Record<string, Promise<Bm25Retriever>> = {};
+  const timeout = num(values['request-timeout'], 'request-timeout');
+  if (timeout !== undefined && !(timeout > 0)) throw new UsageError('--request-timeout must be a positive number of seconds');
+  if (values.cors !== undefined && values.cors === '') throw new UsageError('--cors needs an origin (or * for any)');
+  const server = {
+    modelName: values.name, parallel: positive(values.parallel, 'parallel'), queueSize: positive(values.queue, 'queue'),
+    bodyLimit: positive(values['max-body'], 'max-body'), chatTemplate: loadTemplate(values['chat-template']),
+    requestTimeoutMs: timeout === undefined ? undefined : Math.round(timeout * 1000), cors: values.cors,
+  };
+  const specs: Array<[string, string]> = [];
   for (const spec of values.corpus ?? []) {
     const eq = spec.indexOf('=');
     const name = eq > 0 ? spec.slice(0, eq) : 'default';
-    if (corpora[name]) throw new UsageError(`two corpora are named '${name}': give them as NAME=PATH`);
-    corpora[name] = openCorpus([eq > 0 ? spec.slice(eq + 1) : spec], false);
+    if (specs.some(([n]) => n === name)) throw new UsageError(`two corpora are named '${name}': give them as NAME=PATH`);
+    specs.push([name, eq > 0 ? spec.slice(eq + 1) : spec]);
+  }
+  const host = values.host ?? '127.0.0.1';
+  const dir = values.model ?? defaultModelDir();
+  const model = loadModel(dir, { expertsInt8: values['experts-int8'] ?? false, onProgress: progressBar(false) });
+  model.catch(() => undefined);  // reported below
+  // Corpora index in the background too; requests naming one answer 503 until it is ready.
+  const corpora: Record<string, Promise<Bm25Retriever>> = {};
+  for (const [name, p] of specs) {
+    corpora[name] = openCorpus([p], false);
     corpora[name].catch((e: Error) => log(`jamba: corpus '${name}' failed to load: ${e.message}`));
   }
-  const app = await createServer({
-    corpora, model, modelName: values.name, parallel: positive(values.parallel, 'parallel'), queueSize: positive(values.queue, 'queue'),
-    bodyLimit: positive(values['max-body'], 'max-body'), chatTemplate: loadTemplate(values['chat-template']),
-  });
-  const address = await app.listen({ port, host });
+  const app = await createServer({ corpora, model, ...server });
+  let address: string;
+  try {
+    address = await app.listen({ port, host });
+  } catch (e) {
+    await app.close();
+    await (await model.catch(() => undefined))?.dispose();
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new UsageError(`port ${port} on ${host} is already in use (--port picks another)`);
+    if (code === 'EACCES') throw new UsageError(`no permission to listen on port ${port} of ${host}`);
+    throw e;
+  }
   log(`jamba: listening on ${address} (loading ${dir}; /health answers 503 until it is ready)`);
-  model.then(() => log('jamba: model ready'), (e: Error) => log(`jamba: the model failed to load: ${e.message}`));
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+  const stopped = new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
   });
-  log('jamba: shutting down');
+  let failed: Error | undefined;
+  await Promise.race([stopped, model.then(() => log('jamba: model ready'), (e: Error) => {
+    if (!values['keep-serving']) failed = e;
+    else log(`jamba: the model failed to load: ${e.message} (serving 503s, --keep-serving)`);
+  })]);
+  if (!failed) await stopped;
+  log(failed ? 'jamba: the model failed to load; shutting down' : 'jamba: shutting down');
   await app.close();
   await (await model.catch(() => undefined))?.dispose();
+  if (failed) throw failed;
   return 0;
 }
 
-/** Runs the CLI; resolves to the exit code. */
+/** Sampling and length options, checked before any model loads (vocabulary-dependent checks come later). */
+function checkGenerateOptions(o: GenerateOptions): void {
+  try {
+    resolveGenerateOptions(o, Number.MAX_SAFE_INTEGER);
+  } catch (e) {
+    throw new UsageError((e as Error).message.replace(/^(\w+)/, (k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`));
+  }
+}
+
+/** `--temperature -1` is the option and its value: negative numbers are joined to the option before parsing. */
+function joinNegativeValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!, next = argv[i + 1];
+    if (a.startsWith('--') && !a.includes('=') && next !== undefined && /^-(\d|\.\d)/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
 export async function main(argv: string[]): Promise<number> {
-  const [cmd, ...rest] = argv;
+  const [cmd, ...rest] = joinNegativeValues(argv);
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code === 'EPIPE') process.exit(0);  // `jamba generate … | head` is not an error
   });
@@ -407,7 +484,11 @@ export async function main(argv: string[]): Promise<number> {
       case 'serve': return await serve(rest);
       case 'ralm': return await ralm(rest, HELP.ralm!);
       case 'index': return await index(rest, HELP.index!);
-      case undefined: case '-h': case '--help': case 'help': return print(HELP.main!);
+      case '-h': case '--help': case 'help': return print(HELP.main!);
+      case '-v': case '--version': case 'version': return print(version());
+      case undefined:
+        log(HELP.main!);
+        return 2;
       default: throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${HELP.main}`);
     }
   } catch (e) {

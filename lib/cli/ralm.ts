@@ -1,25 +1,29 @@
 /** The retrieval commands: `jamba ralm`, `jamba index`, and `jamba eval --ralm`. */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { UsageError, log, num, open, print } from './cli-common';
-import { CorpusError } from './errors';
-import type { GenerateOptions } from './generation';
-import type { JambaModel } from './model';
-import { ralmPerplexity } from './ralm/eval';
-import type { RetrievalOptions } from './ralm/types';
-import { Bm25Retriever } from './retrieval/bm25';
-import { readCorpus } from './retrieval/corpus';
+import { UsageError, log, num, open, print } from './common';
+import { CorpusError } from '../errors';
+import type { GenerateOptions } from '../generation';
+import type { JambaModel } from '../model';
+import { RalmEvalResult, ralmPerplexity } from '../ralm/eval';
+import type { RetrievalOptions } from '../ralm/types';
+import { Bm25Retriever } from '../retrieval/bm25';
+import { corpusFiles, readTextFile } from '../retrieval/corpus';
+import type { ExcludeOptions } from '../retrieval/exclude';
+import { isSqliteFile } from '../retrieval/sqlite-index';
 
 const isTty = () => process.stderr.isTTY;
 
-function indexProgress(quiet: boolean): ((done: number, total: number) => void) | undefined {
+function indexProgress(quiet: boolean): ((done: number) => void) | undefined {
   if (quiet || !isTty()) return undefined;
-  return (done, total) => process.stderr.write(`\rjamba: indexing passages ${done}/${total}${done >= total ? '\n' : ''}`);
+  return (done) => process.stderr.write(`\rjamba: indexed ${done} passages`);
 }
 
-/** Is `file` an index written by `jamba index` (a JSON object naming its format)? */
+/** Is `file` an index written by `jamba index` (SQLite, or a JSON object naming its format)? */
 function looksLikeIndex(file: string): boolean {
-  if (!file.endsWith('.json') || !fs.existsSync(file) || !fs.statSync(file).isFile()) return false;
+  if (!fs.existsSync(file) || !fs.statSync(file).isFile()) return false;
+  if (isSqliteFile(file)) return true;
+  if (!file.endsWith('.json')) return false;
   const fd = fs.openSync(file, 'r');
   try {
     const head = Buffer.alloc(64);
@@ -41,16 +45,16 @@ export async function openCorpus(paths: string[], quiet: boolean, cut?: { model:
     if (cut) throw new UsageError('--corpus-to-fraction needs the corpus text, not a saved index');
     r = Bm25Retriever.load(paths[0]!);
   } else if (cut) {
-    const docs = readCorpus(paths, true);
     const texts = [];
-    for (const d of docs) {
-      const ids = await cut.model.tokenizer.encode(d.text, { addSpecialTokens: false });
-      texts.push({ text: cut.model.tokenizer.decode(ids.slice(0, Math.floor(cut.fraction * ids.length))), source: d.source });
+    for (const { file, name } of corpusFiles(paths)) {
+      const ids = await cut.model.tokenizer.encode(await readTextFile(file), { addSpecialTokens: false });
+      texts.push({ text: cut.model.tokenizer.decode(ids.slice(0, Math.floor(cut.fraction * ids.length))), source: name });
     }
     r = await Bm25Retriever.fromTexts(texts, { onProgress: indexProgress(quiet) });
   } else {
     r = await Bm25Retriever.fromPath(paths, { onProgress: indexProgress(quiet) });
   }
+  if (!quiet && isTty()) process.stderr.write('\n');
   if (!quiet) log(`jamba: ${r.size} passages ready in ${(performance.now() - t0).toFixed(0)} ms`);
   return r;
 }
@@ -131,20 +135,57 @@ export async function ralm(argv: string[], help: string): Promise<number> {
 
 export async function index(argv: string[], help: string): Promise<number> {
   const { values } = parseArgs({
-    args: argv, options: { corpus: { type: 'string', multiple: true }, out: { type: 'string' }, words: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    args: argv, options: {
+      corpus: { type: 'string', multiple: true }, out: { type: 'string' }, words: { type: 'string' }, format: { type: 'string' },
+      'lucene-norms': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+    },
   });
   if (values.help) return print(help);
   if (!values.corpus?.length || !values.out) throw new UsageError('--corpus PATH and --out FILE are required');
   const words = positive(values.words, 'words');
+  const format = values.format ?? (/\.(sqlite|db)$/i.test(values.out) ? 'sqlite' : 'json');
+  if (format !== 'json' && format !== 'sqlite') throw new UsageError(`--format must be 'json' or 'sqlite', got ${JSON.stringify(format)}`);
+  const options = { chunk: words ? { words } : {}, luceneNorms: values['lucene-norms'] ?? false, onProgress: indexProgress(false) };
   const t0 = performance.now();
-  const r = await Bm25Retriever.fromPath(values.corpus, { chunk: words ? { words } : {}, onProgress: indexProgress(false) });
-  try {
-    r.save(values.out);
-  } catch (e) {
-    throw new CorpusError(`cannot write the index: ${(e as Error).message}`, values.out);
+  let r: Bm25Retriever;
+  if (format === 'sqlite') {
+    r = await Bm25Retriever.buildSqlite(values.corpus, values.out, options);
+  } else {
+    r = await Bm25Retriever.fromPath(values.corpus, options);
+    try {
+      r.save(values.out);
+    } catch (e) {
+      throw new CorpusError(`cannot write the index: ${(e as Error).message}`, values.out);
+    }
   }
-  log(`jamba: indexed ${r.size} passages in ${(performance.now() - t0).toFixed(0)} ms → ${values.out}`);
+  if (isTty()) process.stderr.write('\n');
+  log(`jamba: indexed ${r.size} passages in ${(performance.now() - t0).toFixed(0)} ms → ${values.out} (${format})`);
+  r.close();
   return 0;
+}
+
+/** The flags of `jamba eval` that go with --ralm. */
+export const ralmEvalFlags = {
+  ...retrievalFlags, 'corpus-to-fraction': { type: 'string' }, layout: { type: 'string' }, 'exclude-titles': { type: 'string' },
+  'exclude-ids': { type: 'string' }, 'exclude-overlap': { type: 'boolean' }, 'overlap-words': { type: 'string' },
+} as const;
+
+/**
+ * The tokens `jamba eval` scores (from --from-fraction on, at most --max-tokens) and their text:
+ * the file's own text when it is scored whole, else the scored tokens decoded.
+ */
+export async function evaluatedPart(model: JambaModel, text: string, frac: number, maxTokens: number | undefined): Promise<{ ids: number[]; evaluated: string }> {
+  const all = await model.tokenizer.encode(text, { addSpecialTokens: false });
+  const ids = all.slice(Math.floor(frac * all.length), maxTokens === undefined ? undefined : Math.floor(frac * all.length) + maxTokens);
+  return { ids, evaluated: ids.length === all.length ? text : model.tokenizer.decode(ids) };
+}
+
+function lines(file: string, flag: string): string[] {
+  try {
+    return fs.readFileSync(file, 'utf8').split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.trim() !== '');
+  } catch (e) {
+    throw new UsageError(`--${flag}: cannot read ${file}: ${(e as Error).message}`);
+  }
 }
 
 /** `jamba eval --ralm`: the same tokens scored with and without retrieval. */
@@ -156,26 +197,39 @@ export async function evaluateRalm(values: Record<string, unknown>, text: string
   const cutFrac = num(values['corpus-to-fraction'] as string | undefined, 'corpus-to-fraction');
   if (frac < 0 || frac >= 1) throw new UsageError('--from-fraction must be in [0, 1)');
   if (cutFrac !== undefined && (cutFrac <= 0 || cutFrac > 1)) throw new UsageError('--corpus-to-fraction must be in (0, 1]');
+  const layout = (values.layout as string | undefined) ?? 'bos';
+  if (layout !== 'bos' && layout !== 'paper') throw new UsageError(`--layout must be 'bos' or 'paper', got ${JSON.stringify(layout)}`);
+  const overlapWords = positive(values['overlap-words'] as string | undefined, 'overlap-words');
+  if (overlapWords !== undefined && !values['exclude-overlap']) throw new UsageError('--overlap-words goes with --exclude-overlap');
+  const exclude: ExcludeOptions = {};
+  if (values['exclude-titles']) exclude.titles = lines(values['exclude-titles'] as string, 'exclude-titles');
+  if (values['exclude-ids']) exclude.ids = lines(values['exclude-ids'] as string, 'exclude-ids');
+  const maxTokens = positive(values['max-tokens'] as string | undefined, 'max-tokens');
   const model = await open(values.model as string | undefined, values['experts-int8'] as boolean | undefined, quiet);
   try {
     const retriever = await openCorpus(corpus, quiet, cutFrac === undefined ? undefined : { model, fraction: cutFrac });
-    const all = await model.tokenizer.encode(text, { addSpecialTokens: false });
-    const ids = all.slice(Math.floor(frac * all.length));
+    const { ids, evaluated } = await evaluatedPart(model, text, frac, maxTokens);
+    if (values['exclude-overlap']) {
+      exclude.overlapText = evaluated;
+      if (overlapWords !== undefined) exclude.overlapWords = overlapWords;
+    }
     const { retriever: _r, ...ropts } = retrievalOptions(values, retriever);
     void _r;
-    const common = { ...ropts, window: positive(values.window as string | undefined, 'window'), maxTokens: positive(values['max-tokens'] as string | undefined, 'max-tokens') };
+    const common = { ...ropts, layout, text: evaluated, window: positive(values.window as string | undefined, 'window') } as const;
     const progress = (label: string) => (quiet || !isTty() ? undefined : (d: number, t: number) => process.stderr.write(`\rjamba: ${label} ${d}/${t} windows`));
     const plain = await ralmPerplexity(model, ids, { ...common, onProgress: progress('without retrieval') });
     if (!quiet && isTty()) process.stderr.write('\n');
-    const withR = await ralmPerplexity(model, ids, { ...common, retriever, onProgress: progress('with retrieval') });
+    const withR = await ralmPerplexity(model, ids, { ...common, retriever, exclude, onProgress: progress('with retrieval') });
     if (!quiet && isTty()) process.stderr.write('\n');
     if (quiet) {
-      process.stdout.write(`${JSON.stringify({ file, passages: retriever.size, withoutRetrieval: plain, withRetrieval: withR, overhead: withR.ms / plain.ms })}\n`);
+      process.stdout.write(`${JSON.stringify({ file, passages: retriever.size, layout, withoutRetrieval: plain, withRetrieval: withR, overhead: withR.ms / plain.ms })}\n`);
     } else {
-      const line = (name: string, r: typeof plain) => `${name}  nll ${r.nll.toFixed(6)}  perplexity ${r.perplexity.toFixed(4)}  tokens ${r.tokens}  windows ${r.windows}  ${(r.ms / 1000).toFixed(1)} s`;
+      const line = (name: string, r: RalmEvalResult) => `${name}  nll ${r.nll.toFixed(6)}  perplexity ${r.perplexity.toFixed(4)}  tokens ${r.tokens}  ` +
+        `word perplexity ${r.wordPerplexity!.toFixed(4)}  words ${r.words}  windows ${r.windows}  ${(r.ms / 1000).toFixed(1)} s`;
       process.stdout.write(`${line('without retrieval', plain)}\n${line('with retrieval   ', withR)}\n`);
-      log(`jamba: retrieval changed perplexity by ${(100 * (withR.perplexity / plain.perplexity - 1)).toFixed(2)}%; ` +
-          `time ×${(withR.ms / plain.ms).toFixed(2)} (${withR.cachedPassageStates}/${withR.retrievals} passage states from the cache)`);
+      log(`jamba: layout ${layout}; retrieval changed word perplexity by ${(100 * (withR.wordPerplexity! / plain.wordPerplexity! - 1)).toFixed(2)}%; ` +
+          `time ×${(withR.ms / plain.ms).toFixed(2)} (${withR.cachedPassageStates}/${withR.retrievals} passage states from the cache); ` +
+          `${withR.excluded} retrieved passages excluded`);
     }
     return 0;
   } finally {

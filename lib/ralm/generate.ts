@@ -8,21 +8,19 @@
  */
 import { InvalidArgumentError } from '../errors';
 import { EngineContext, GenerationResult, LogitsSource, ResolvedGenerate, decodeLoop, feed } from '../generation';
-import type { JambaModel } from '../model';
+import { retrieveAllowed } from '../retrieval/exclude';
 import type { Passage } from '../retrieval/types';
 import type { Sequence } from '../sequence';
 import { PassageStates } from './passages';
 import { rerankPassages } from './rerank';
-import type { RankedPassage, ResolvedRetrieval, Retrieval } from './types';
+import type { RalmModel, RankedPassage, ResolvedRetrieval, Retrieval } from './types';
 
-/** Picks the passage for a prefix: the retriever's best, or the reranker's. */
-export async function choosePassage(model: JambaModel, states: PassageStates, r: ResolvedRetrieval, prefix: number[], signal?: AbortSignal):
-    Promise<{ query: string; passage: Passage | null; candidates?: RankedPassage[] }> {
+/** Picks the passage for a prefix: the retriever's best allowed one, or the reranker's. */
+export async function choosePassage(model: RalmModel, states: PassageStates, r: ResolvedRetrieval, prefix: number[], signal?: AbortSignal):
+    Promise<{ query: string; passage: Passage | null; candidates?: RankedPassage[]; excluded: number }> {
   const query = model.tokenizer.decode(prefix.slice(-r.queryTokens));
-  const found = await r.retriever.retrieve(query, r.rerank ? r.rerank.k : 1, { signal });
-  if (!Array.isArray(found) || found.some((p) => !p || typeof p.id !== 'string' || typeof p.text !== 'string'))
-    throw new InvalidArgumentError('retrieval.retriever.retrieve() must return an array of passages, each with a string id and text');
-  if (!r.rerank || found.length === 0) return { query, passage: found[0] ?? null };
+  const { passages: found, excluded } = await retrieveAllowed(r.retriever, query, r.rerank ? r.rerank.k : 1, r.exclusion, signal);
+  if (!r.rerank || found.length === 0) return { query, passage: found[0] ?? null, excluded };
   const layout = { tokens: r.rerank.tokens, maxPassageTokens: r.maxPassageTokens, separator: r.separator, maxContextTokens: r.maxContextTokens };
   let ranked: RankedPassage[];
   if (!r.rerank.model || r.rerank.model === model) {
@@ -34,12 +32,12 @@ export async function choosePassage(model: JambaModel, states: PassageStates, r:
     const otherLayout = { ...layout, maxContextTokens: Math.min(layout.maxContextTokens, other.config.maxPositionEmbeddings) };
     ranked = await rerankPassages(other, new PassageStates(other, otherLayout), found, ids, otherLayout, signal);
   }
-  return { query, passage: ranked[0]!.passage, candidates: ranked };
+  return { query, passage: ranked[0]!.passage, candidates: ranked, excluded };
 }
 
 const passageKey = (p: Passage | null) => (p ? `${p.id}\u0000${PassageStates.text(p)}` : '');
 
-export async function* generateWithRetrieval(model: JambaModel, ctx: EngineContext, prompt: number[], opts: ResolvedGenerate,
+export async function* generateWithRetrieval(model: RalmModel, ctx: EngineContext, prompt: number[], opts: ResolvedGenerate,
                                               r: ResolvedRetrieval, signal?: AbortSignal): AsyncGenerator<string, GenerationResult, void> {
   const states = new PassageStates(model, r);
   const withBos = states.bos !== null && prompt[0] === states.bos;
@@ -54,7 +52,7 @@ export async function* generateWithRetrieval(model: JambaModel, ctx: EngineConte
   const refresh = async (pending: number[], sig?: AbortSignal): Promise<Float32Array> => {
     const choice = await choosePassage(model, states, r, prefix, sig);
     const key = passageKey(choice.passage);
-    const record: Retrieval = { atToken: generated, query: choice.query, passage: choice.passage, kept: false, cachedState: false };
+    const record: Retrieval = { atToken: generated, query: choice.query, passage: choice.passage, kept: false, cachedState: false, excluded: choice.excluded };
     if (choice.candidates) record.candidates = choice.candidates;
     retrievals.push(record);
     sinceRetrieval = 0;

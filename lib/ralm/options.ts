@@ -1,7 +1,7 @@
 /** Validation of the retrieval options, naming the field at fault. */
 import { InvalidArgumentError } from '../errors';
-import type { JambaModel } from '../model';
-import type { ResolvedRetrieval, RetrievalOptions } from './types';
+import { Exclusion } from '../retrieval/exclude';
+import type { RalmModel, ResolvedRetrieval, RetrievalOptions } from './types';
 
 function int(v: unknown, name: string, dflt: number, min: number): number {
   const x = v ?? dflt;
@@ -9,7 +9,7 @@ function int(v: unknown, name: string, dflt: number, min: number): number {
   return x;
 }
 
-export function resolveRetrieval(o: RetrievalOptions, model: JambaModel): ResolvedRetrieval {
+export function resolveRetrieval(o: RetrievalOptions, model: RalmModel): ResolvedRetrieval {
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError('retrieval must be an object');
   if (!o.retriever || typeof o.retriever.retrieve !== 'function') throw new InvalidArgumentError('retrieval.retriever must have a retrieve(query, k) method');
   const separator = o.separator ?? '\n';
@@ -22,7 +22,7 @@ export function resolveRetrieval(o: RetrievalOptions, model: JambaModel): Resolv
   if (o.rerank !== undefined && o.rerank !== false) {
     const r = o.rerank === true ? {} : o.rerank;
     if (r === null || typeof r !== 'object') throw new InvalidArgumentError('retrieval.rerank must be a boolean or an object');
-    if (r.model !== undefined && (typeof r.model !== 'object' || typeof r.model.score !== 'function'))
+    if (r.model !== undefined && (typeof r.model !== 'object' || typeof r.model.createSequence !== 'function'))
       throw new InvalidArgumentError('retrieval.rerank.model must be a loaded JambaModel');
     rerank = { k: int(r.k, 'rerank.k', 16, 1), tokens: int(r.tokens, 'rerank.tokens', 16, 1), model: r.model };
   }
@@ -31,6 +31,6 @@ export function resolveRetrieval(o: RetrievalOptions, model: JambaModel): Resolv
     throw new InvalidArgumentError(`retrieval.maxPassageTokens ${maxPassageTokens} leaves no room for the prefix within maxContextTokens ${maxContextTokens}`);
   return {
     retriever: o.retriever, stride: int(o.stride, 'stride', 4, 1), queryTokens: int(o.queryTokens, 'queryTokens', 32, 1),
-    maxPassageTokens, rerank, separator, maxContextTokens,
+    maxPassageTokens, rerank, separator, maxContextTokens, exclusion: o.exclude === undefined ? null : new Exclusion(o.exclude, 'retrieval.exclude'),
   };
 }

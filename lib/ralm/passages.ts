@@ -5,9 +5,9 @@
  * after it still has to be evaluated, since what it conditions on changed.
  */
 import { feed } from '../generation';
-import type { JambaModel } from '../model';
 import type { Passage } from '../retrieval/types';
 import type { Sequence } from '../sequence';
+import type { RalmModel } from './types';
 
 export interface PassageLayout {
   maxPassageTokens: number;
@@ -22,7 +22,7 @@ export class PassageStates {
   private sep: number[] | undefined;
   private memo = new Map<string, number[]>();
 
-  constructor(private readonly model: JambaModel, private readonly layout: PassageLayout) {
+  constructor(private readonly model: RalmModel, private readonly layout: PassageLayout) {
     this.bos = model.config.bosTokenId ?? model.tokenizer.bosTokenId;
   }
 

@@ -4,18 +4,17 @@
  * log p(y' | [passage; prefix without y']). The true continuation is unknown when generating, so
  * the recent past stands in for it. All candidates are scored at once (they share forward passes).
  */
-import type { JambaModel } from '../model';
 import type { Passage } from '../retrieval/types';
 import { scoreTokens } from '../score';
 import { PassageLayout, PassageStates } from './passages';
-import type { RankedPassage } from './types';
+import type { RalmModel, RankedPassage } from './types';
 
 export interface RerankLayout extends PassageLayout {
   tokens: number;
 }
 
 /** Candidates with their scores, best first (ties keep the retriever's order). */
-export async function rerankPassages(model: JambaModel, states: PassageStates, candidates: Passage[], prefix: number[],
+export async function rerankPassages(model: RalmModel, states: PassageStates, candidates: Passage[], prefix: number[],
                                      layout: RerankLayout, signal?: AbortSignal): Promise<RankedPassage[]> {
   // Without a prefix there is nothing to predict: the retriever's order stands.
   if (prefix.length === 0 || candidates.length < 2) return candidates.map((passage) => ({ passage, score: 0 }));

@@ -1,6 +1,23 @@
-/** Options and reports of In-Context RALM (Ram et al., 2023). */
-import type { JambaModel } from '../model';
+/**
+ * Options and reports of In-Context RALM (Ram et al., 2023), and what RALM needs of a model.
+ * RALM is built on the model's public surface (`RalmModel`, which a JambaModel is): nothing in
+ * lib/ralm imports the model, which imports RALM for its `retrieval` option.
+ */
+import type { JambaConfig } from '../config';
+import type { PrefixCache } from '../prefix-cache';
+import type { Exclusion, ExcludeOptions } from '../retrieval/exclude';
 import type { Passage, Retriever } from '../retrieval/types';
+import type { Sequence } from '../sequence';
+import type { JambaTokenizer } from '../tokenizer';
+
+/** The model as RALM uses it: its tokenizer, sizes, sequences and passage-state cache. */
+export interface RalmModel {
+  readonly config: Pick<JambaConfig, 'vocabSize' | 'maxPositionEmbeddings' | 'bosTokenId'>;
+  readonly tokenizer: JambaTokenizer;
+  /** Snapshots of states after `[BOS] passage separator`, by their tokens (null: no cache). @internal */
+  readonly passageCache: PrefixCache | null;
+  createSequence(): Sequence;
+}
 
 export interface RerankOptions {
   /** Candidates asked of the retriever and reranked (default 16, the paper's). */
@@ -11,7 +28,7 @@ export interface RerankOptions {
    * The model that scores candidates (default: the generating model). A smaller one works nearly
    * as well (the paper's Table 3); its tokenizer may differ, since text is re-encoded for it.
    */
-  model?: JambaModel;
+  model?: RalmModel;
 }
 
 export interface RetrievalOptions {
@@ -28,6 +45,8 @@ export interface RetrievalOptions {
   separator?: string;
   /** Passage plus prefix never exceed this many tokens; the prefix loses tokens from its start (default: max_position_embeddings). */
   maxContextTokens?: number;
+  /** Passages never put in front: by title, by id, or by a run of words shared with a text (contamination filtering). */
+  exclude?: ExcludeOptions;
 }
 
 /** One retrieval during a generation. */
@@ -43,6 +62,8 @@ export interface Retrieval {
   kept: boolean;
   /** The passage's state came from the passage cache instead of being evaluated. */
   cachedState: boolean;
+  /** Passages the retriever ranked above the one used (or above the reranked candidates) that `exclude` passed over. */
+  excluded: number;
 }
 
 export interface RankedPassage {
@@ -56,7 +77,8 @@ export interface ResolvedRetrieval {
   stride: number;
   queryTokens: number;
   maxPassageTokens: number;
-  rerank: { k: number; tokens: number; model: JambaModel | undefined } | null;
+  rerank: { k: number; tokens: number; model: RalmModel | undefined } | null;
   separator: string;
   maxContextTokens: number;
+  exclusion: Exclusion | null;
 }

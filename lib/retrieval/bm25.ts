@@ -1,110 +1,111 @@
 /**
- * The built-in sparse retriever: BM25 over passages of a corpus, on MiniSearch. MiniSearch has
- * no dependencies and no native code, ships its own types, scores with BM25 (k1, b and BM25+'s d
- * are parameters), indexes incrementally and serializes to JSON, which is everything this needs;
- * the paper's retriever was BM25 too (Pyserini), and its defaults k1 = 0.9, b = 0.4, d = 0 (plain
- * BM25) are ours. One difference from Lucene remains: MiniSearch measures a passage's length in
- * distinct terms rather than in terms, which for passages of about 100 words changes little. Indexing yields to the event loop between batches, so progress is reported and
- * an AbortSignal is honoured while a large corpus is indexed.
+ * The built-in sparse retriever: BM25 over the passages of a corpus, scored as Lucene (and so
+ * Pyserini, the paper's retriever) scores it — the English analyzer, k1 = 0.9, b = 0.4, a
+ * passage's title in the same field as its text, query terms weighted by their count (see
+ * analyzer.ts and bm25-score.ts). Two stores behind one class:
+ *
+ * - in memory, built from texts, files or folders and saved as one JSON file (the passages and
+ *   parameters; the postings are rebuilt when it is loaded);
+ * - on disk, a SQLite file written by `Bm25Retriever.buildSqlite` for corpora larger than memory
+ *   (sqlite-index.ts).
+ *
+ * `Bm25Retriever.load(file)` opens either. Indexing yields to the event loop between batches, so
+ * progress is reported and an AbortSignal is honoured while a large corpus is indexed.
  */
 import fs from 'node:fs';
-import MiniSearch from 'minisearch';
 import { AbortError, CorpusError, InvalidArgumentError } from '../errors';
-import { ChunkOptions, chunkText, resolveChunkOptions } from './chunk';
-import { CorpusSource, readCorpus } from './corpus';
+import { AnalyzerName, termCounts } from './analyzer';
+import { topK } from './bm25-score';
+import type { ChunkOptions } from './chunk';
+import { CorpusPassage, CorpusSource, corpusPassages } from './corpus';
+import { Bm25Store, IndexParams, PROGRESS_BATCH, resolveParams } from './index-store';
+import { MemoryStore } from './memory-index';
+import { SQLITE_BATCH, SqliteStore, buildSqliteIndex, isSqliteFile } from './sqlite-index';
 import type { Passage, RetrieveOptions, Retriever } from './types';
 
 export interface Bm25Options {
-  /** Term-frequency saturation (default 0.9). */
+  /** Term-frequency saturation (default 0.9, Pyserini's). */
   k1?: number;
-  /** Length normalization (default 0.4). */
+  /** Length normalization (default 0.4, Pyserini's). */
   b?: number;
-  /** BM25+ lower bound per matching term (default 0: plain BM25). */
-  d?: number;
+  /** 'english' (default: Lucene's EnglishAnalyzer, as Pyserini) or 'standard' (tokens lower-cased, no stop words or stemming). */
+  analyzer?: AnalyzerName;
+  /** Passage lengths in Lucene's one-byte encoding, as Pyserini's scores have them (default false: exact lengths). */
+  luceneNorms?: boolean;
   /** How documents are cut into passages (default: 100 words). */
   chunk?: ChunkOptions;
-  /** Called after each batch of passages is indexed: passages done and in all. */
-  onProgress?: (done: number, total: number) => void;
+  /**
+   * SQLite indexes: passages whose postings are held in memory before being written (default
+   * 50,000; memory while building grows with it, the index's blocks per term shrink with it).
+   */
+  sqliteBatch?: number;
+  /** Called after each batch of passages is indexed, and once at the end with `done` = total. */
+  onProgress?: (done: number) => void;
   signal?: AbortSignal;
 }
 
-interface StoredPassage {
-  id: string;
-  text: string;
-  title?: string;
-  source: string;
-}
+const FORMAT = 'jamba-bm25';
 
 interface IndexFile {
   format: 'jamba-bm25';
-  version: 1;
-  params: { k1: number; b: number; d: number };
-  passages: StoredPassage[];
-  index: unknown;
-}
-
-const FORMAT = 'jamba-bm25';
-/** MiniSearch's default word separator: what it splits documents and queries on. */
-const SPACE_OR_PUNCTUATION = /[\n\r\p{Z}\p{P}]+/u;
-const BATCH = 2000;
-
-function miniSearchOptions() {
-  // Passages are stored here, not in MiniSearch; its ids are passage indices.
-  return { fields: ['text', 'title'], idField: 'n', storeFields: [] as string[] };
-}
-
-function param(v: number | undefined, name: string, dflt: number): number {
-  const x = v ?? dflt;
-  if (typeof x !== 'number' || !Number.isFinite(x) || x < 0) throw new InvalidArgumentError(`${name} must be a non-negative number, got ${String(v)}`);
-  return x;
+  version: 1 | 2;
+  params: Record<string, unknown>;
+  passages: CorpusPassage[];
 }
 
 export class Bm25Retriever implements Retriever {
-  private constructor(
-    private readonly search: MiniSearch,
-    private readonly passages: StoredPassage[],
-    readonly params: { k1: number; b: number; d: number },
-  ) {}
+  private constructor(private readonly store: Bm25Store, readonly params: IndexParams) {}
 
-  /** Indexes a file, a folder or a list of paths. */
+  /** Indexes a file, a folder or a list of paths (text, .jsonl or DPR .tsv) in memory. */
   static async fromPath(paths: string | string[], options: Bm25Options = {}): Promise<Bm25Retriever> {
-    return Bm25Retriever.build(readCorpus(typeof paths === 'string' ? [paths] : paths, true), options);
+    return Bm25Retriever.build(typeof paths === 'string' ? [paths] : paths, true, options);
   }
 
   /** Indexes texts given in memory (strings, or { text, title? } documents). */
   static async fromTexts(texts: Array<string | { text: string; title?: string; source?: string }>, options: Bm25Options = {}): Promise<Bm25Retriever> {
-    return Bm25Retriever.build(readCorpus(texts, false), options);
+    return Bm25Retriever.build(texts, false, options);
   }
 
-  private static async build(docs: ReturnType<typeof readCorpus>, options: Bm25Options): Promise<Bm25Retriever> {
+  /**
+   * Indexes a corpus into a SQLite file at `file` (written whole or not at all), streaming it, so
+   * memory stays bounded whatever the corpus size; the retriever returned reads from that file.
+   */
+  static async buildSqlite(paths: string | string[], file: string, options: Bm25Options = {}): Promise<Bm25Retriever> {
+    const params = Bm25Retriever.check(options);
+    const batch = options.sqliteBatch ?? SQLITE_BATCH;
+    if (!Number.isInteger(batch) || batch < 1) throw new InvalidArgumentError(`sqliteBatch must be a positive integer, got ${String(options.sqliteBatch)}`);
+    await buildSqliteIndex(corpusPassages(paths, true, options.chunk, options.signal), file, params, options.onProgress, batch);
+    return Bm25Retriever.load(file);
+  }
+
+  private static check(options: Bm25Options): IndexParams {
     if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object');
-    const params = { k1: param(options.k1, 'k1', 0.9), b: param(options.b, 'b', 0.4), d: param(options.d, 'd', 0) };
-    if (params.b > 1) throw new InvalidArgumentError(`b must be in [0, 1], got ${params.b}`);
-    resolveChunkOptions(options.chunk);
-    const passages: StoredPassage[] = [];
-    for (const doc of docs) {
-      const pieces = await chunkText(doc.text, options.chunk);
-      pieces.forEach((text, i) => {
-        const p: StoredPassage = { id: `${doc.source}#${i}`, text, source: doc.source };
-        if (doc.title !== undefined) p.title = doc.title;
-        passages.push(p);
-      });
-    }
-    if (passages.length === 0)
-      throw new CorpusError('has no text to index (every document is empty or whitespace)', docs.length === 1 ? docs[0]!.source : `the corpus of ${docs.length} documents`);
-    const search = new MiniSearch(miniSearchOptions());
-    for (let i = 0; i < passages.length; i += BATCH) {
-      if (options.signal?.aborted) throw new AbortError();
-      const batch = passages.slice(i, i + BATCH).map((p, j) => ({ n: i + j, text: p.text, title: p.title ?? '' }));
-      search.addAll(batch);
-      options.onProgress?.(Math.min(passages.length, i + BATCH), passages.length);
-      if (i + BATCH < passages.length) await new Promise((r) => setImmediate(r));
-    }
-    return new Bm25Retriever(search, passages, params);
+    return resolveParams(options);
   }
 
-  /** Loads an index written by `save`. */
+  private static async build(source: CorpusSource, paths: boolean, options: Bm25Options): Promise<Bm25Retriever> {
+    const params = Bm25Retriever.check(options);
+    const passages: CorpusPassage[] = [];
+    for await (const p of corpusPassages(source, paths, options.chunk, options.signal)) {
+      passages.push(p);
+      if (passages.length % PROGRESS_BATCH === 0) {
+        if (options.signal?.aborted) throw new AbortError();
+        options.onProgress?.(passages.length);
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+    if (options.signal?.aborted) throw new AbortError();
+    const r = new Bm25Retriever(new MemoryStore(passages, params.analyzer), params);
+    options.onProgress?.(passages.length);
+    return r;
+  }
+
+  /** Opens an index written by `save` (JSON) or `buildSqlite` (SQLite). */
   static load(file: string): Bm25Retriever {
+    if (isSqliteFile(file)) {
+      const store = SqliteStore.open(file);
+      return new Bm25Retriever(store, store.params);
+    }
     let raw: string;
     try {
       raw = fs.readFileSync(file, 'utf8');
@@ -118,58 +119,62 @@ export class Bm25Retriever implements Retriever {
       throw new CorpusError(`is not a saved index (not JSON: ${(e as Error).message})`, file);
     }
     if (data === null || typeof data !== 'object' || data.format !== FORMAT) throw new CorpusError(`is not a saved ${FORMAT} index`, file);
-    if (data.version !== 1) throw new CorpusError(`has index version ${String(data.version)}; this jamba-node reads version 1`, file);
+    if (data.version !== 1 && data.version !== 2) throw new CorpusError(`has index version ${String(data.version)}; this jamba-node reads versions 1 and 2`, file);
     const ps = data.passages;
     if (!Array.isArray(ps) || ps.length === 0 || ps.some((p) => !p || typeof p.id !== 'string' || typeof p.text !== 'string' || typeof p.source !== 'string' || (p.title !== undefined && typeof p.title !== 'string')))
       throw new CorpusError('has a malformed passage list', file);
-    let params: Bm25Retriever['params'];
+    let params: IndexParams;
     try {
-      params = { k1: param(data.params?.k1, 'params.k1', NaN), b: param(data.params?.b, 'params.b', NaN), d: param(data.params?.d, 'params.d', NaN) };
+      // Version 1 (MiniSearch) indexes are re-analyzed with the English analyzer; their BM25+ d had to be 0.
+      if (data.version === 1 && data.params?.d) throw new InvalidArgumentError(`d is ${String(data.params.d)}: BM25+ is no longer supported`);
+      const given = data.params ?? {};
+      params = resolveParams({ ...(data.version === 1 ? {} : given), k1: given.k1 ?? NaN, b: given.b ?? NaN }, 'params.');
     } catch (e) {
       throw new CorpusError(`has malformed BM25 parameters: ${(e as Error).message}`, file);
     }
-    let search: MiniSearch;
-    try {
-      search = MiniSearch.loadJS(data.index as Parameters<typeof MiniSearch.loadJS>[0], miniSearchOptions());
-    } catch (e) {
-      throw new CorpusError(`has a malformed index: ${(e as Error).message}`, file);
-    }
-    if (search.documentCount !== ps.length) throw new CorpusError(`indexes ${search.documentCount} passages but lists ${ps.length}`, file);
-    return new Bm25Retriever(search, ps, params);
+    return new Bm25Retriever(new MemoryStore(ps, params.analyzer), params);
   }
 
-  /** Writes the passages and the index as one JSON file (loaded with `Bm25Retriever.load`). */
+  /** Writes a memory index's passages and parameters as one JSON file (loaded with `Bm25Retriever.load`). */
   save(file: string): void {
-    const data: IndexFile = { format: FORMAT, version: 1, params: this.params, passages: this.passages, index: this.search.toJSON() };
-    fs.writeFileSync(file, JSON.stringify(data));
+    if (!(this.store instanceof MemoryStore)) throw new InvalidArgumentError('a SQLite index is already saved: copy its file');
+    const fd = fs.openSync(file, 'w');
+    try {
+      // Passage by passage: a large corpus is more than one string can hold.
+      fs.writeSync(fd, `{"format":"${FORMAT}","version":2,"params":${JSON.stringify(this.params)},"passages":[`);
+      this.store.passages.forEach((p, i) => fs.writeSync(fd, (i ? ',' : '') + JSON.stringify(p)));
+      fs.writeSync(fd, ']}');
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   /** Passages indexed. */
   get size(): number {
-    return this.passages.length;
+    return this.store.stats.n;
   }
 
-  /** The passages whose words best match `query`, best first (fewer when fewer match). */
+  /** 'memory' or 'sqlite'. */
+  get kind(): 'memory' | 'sqlite' {
+    return this.store instanceof MemoryStore ? 'memory' : 'sqlite';
+  }
+
+  /** The passages whose terms best match `query` (Lucene's BM25), best first; fewer when fewer match. */
   async retrieve(query: string, k: number, options: RetrieveOptions = {}): Promise<Passage[]> {
     if (typeof query !== 'string') throw new InvalidArgumentError('query must be a string');
     if (!Number.isInteger(k) || k < 1) throw new InvalidArgumentError(`k must be a positive integer, got ${String(k)}`);
     if (options.signal?.aborted) throw new AbortError();
-    const { k1, b, d } = this.params;
-    // MiniSearch multiplies each score by the number of query terms matched (a coordination
-    // factor); dividing it back out leaves plain BM25, the sum over query terms.
-    // A term repeated in the query counts once per occurrence (as BM25 sums over query terms);
-    // searching each distinct term once, weighted by its count, gives that sum at less cost.
-    const counts = new Map<string, number>();
-    for (const t of query.split(SPACE_OR_PUNCTUATION)) if (t) counts.set(t.toLowerCase(), (counts.get(t.toLowerCase()) ?? 0) + 1);
-    const hits = this.search.search([...counts.keys()].join(' '), { combineWith: 'OR', bm25: { k: k1, b, d }, boostTerm: (t) => counts.get(t) ?? 1 })
-      .map((h) => ({ n: h.id as number, score: h.score / Math.max(1, h.queryTerms.length) }));
-    // Ties in score keep corpus order, so results never depend on the index's internal order.
-    hits.sort((x, y) => y.score - x.score || x.n - y.n);
-    return hits.slice(0, k).map((h) => {
-      const s = this.passages[h.n]!;
+    const hits = topK(termCounts(query, this.params.analyzer), (t) => this.store.postings(t), this.store.stats, this.params, k);
+    return hits.map((h) => {
+      const s = this.store.passage(h.doc);
       const p: Passage = { id: s.id, text: s.text, score: h.score, metadata: { source: s.source } };
       if (s.title !== undefined) p.title = s.title;
       return p;
     });
+  }
+
+  /** Closes a SQLite index's file (a memory index has nothing to close). */
+  close(): void {
+    this.store.close();
   }
 }

@@ -35,7 +35,7 @@ export function resolveChunkOptions(o: ChunkOptions = {}): ResolvedChunkOptions 
 }
 
 /** [start, end) character spans of the words of `text`, long words cut at `maxWordChars`. */
-function wordSpans(text: string, maxWordChars: number): Array<[number, number]> {
+export function wordSpans(text: string, maxWordChars: number): Array<[number, number]> {
   const spans: Array<[number, number]> = [];
   for (const m of text.matchAll(/\S+/g)) {
     const start = m.index;
@@ -56,11 +56,9 @@ export function chunkWords(text: string, o: ResolvedChunkOptions): string[] {
   return out;
 }
 
-/** chunkWords, then (with a token counter) splits passages until each has at most maxTokens tokens. */
-export async function chunkText(text: string, options: ChunkOptions = {}): Promise<string[]> {
-  const o = resolveChunkOptions(options);
-  const passages = chunkWords(text, o);
-  if (options.maxTokens === undefined || !options.countTokens) return passages;
+/** A passage of `words` words as is, or (with a token counter) split until each piece has at most maxTokens tokens. */
+export async function fitTokens(passage: string, options: ChunkOptions, o: ResolvedChunkOptions = resolveChunkOptions(options)): Promise<string[]> {
+  if (options.maxTokens === undefined || !options.countTokens) return [passage];
   const out: string[] = [];
   const fit = async (p: string, words: number): Promise<void> => {
     if (words <= 1 || (await options.countTokens!(p)) <= options.maxTokens!) {
@@ -70,6 +68,14 @@ export async function chunkText(text: string, options: ChunkOptions = {}): Promi
     const half = Math.ceil(words / 2);
     for (const q of chunkWords(p, { ...o, words: half })) await fit(q, half);
   };
-  for (const p of passages) await fit(p, o.words);
+  await fit(passage, o.words);
+  return out;
+}
+
+/** chunkWords, then (with a token counter) splits passages until each has at most maxTokens tokens. */
+export async function chunkText(text: string, options: ChunkOptions = {}): Promise<string[]> {
+  const o = resolveChunkOptions(options);
+  const out: string[] = [];
+  for (const p of chunkWords(text, o)) out.push(...(await fitTokens(p, options, o)));
   return out;
 }

@@ -12,9 +12,9 @@ import type { Retrieval } from '../ralm/types';
 import type { Retriever } from '../retrieval/types';
 import type { JambaModel } from '../model';
 import { Admission } from './admission';
-import { ApiError } from './errors';
+import { ApiError, badParam } from './errors';
 import { Metrics } from './metrics';
-import { ChatParams, CompletionParams, RetrievalParams, parseChat, parseCompletion } from './validate';
+import { ChatParams, CompletionParams, RetrievalParams, parseChat, parseCompletion, parseEmbeddings } from './validate';
 
 export interface JambaPluginOptions {
   /** The model, or a promise of it: routes answer 503 until it resolves. */
@@ -29,6 +29,10 @@ export interface JambaPluginOptions {
   maxTokensLimit?: number;
   /** A chat template to use instead of the model's own. */
   chatTemplate?: string;
+  /** A generation running longer than this is aborted with a 408 `request_timeout` (default: none). */
+  requestTimeoutMs?: number;
+  /** Browsers from this origin may call the API (CORS; default: none; '*' for any). */
+  cors?: string;
   /**
    * Corpora requests may retrieve from (In-Context RALM), by name: a request's
    * `"retrieval": { "corpus": NAME }` uses one (the only one when it names none).
@@ -40,8 +44,12 @@ type Kind = 'completion' | 'chat';
 
 const finishReason = (r: GenerationResult['finishReason']) => (r === 'length' ? 'length' : 'stop');
 
-function completionLogprobs(lps: TokenLogprob[]) {
-  let offset = 0;
+/**
+ * OpenAI's completion logprobs: tokens with their leading spaces, and each token's character
+ * offset in the returned text (after `start` characters of echoed prompt).
+ */
+function completionLogprobs(lps: TokenLogprob[], start: number) {
+  let offset = start;
   const text_offset: number[] = [];
   for (const lp of lps) {
     text_offset.push(offset);
@@ -55,19 +63,19 @@ function completionLogprobs(lps: TokenLogprob[]) {
   };
 }
 
+/** OpenAI's chat logprobs: each token's text and exact bytes. */
 function chatLogprobs(lps: TokenLogprob[]) {
-  const bytes = (s: string) => Array.from(Buffer.from(s, 'utf8'));
   return {
     content: lps.map((l) => ({
-      token: l.text, logprob: l.logprob, bytes: bytes(l.text),
-      top_logprobs: l.top.map((t) => ({ token: t.text, logprob: t.logprob, bytes: bytes(t.text) })),
+      token: l.text, logprob: l.logprob, bytes: l.bytes,
+      top_logprobs: l.top.map((t) => ({ token: t.text, logprob: t.logprob, bytes: t.bytes })),
     })),
   };
 }
 
 /** What the response reports of each retrieval. */
 const retrievalsBody = (rs: Retrieval[] | undefined) =>
-  rs?.map((r) => ({ at_token: r.atToken, query: r.query, passage: r.passage && { id: r.passage.id, text: r.passage.text, score: r.passage.score ?? null } }));
+  rs?.map((r) => ({ at_token: r.atToken, query: r.query, passage: r.passage && { id: r.passage.id, text: r.passage.text, score: r.passage.score ?? null }, excluded: r.excluded }));
 
 export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, opts) => {
   // Retrievers resolve in the background; a request for one still loading gets 503.
@@ -90,8 +98,24 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
     if (p.queryTokens !== undefined) o.queryTokens = p.queryTokens;
     if (p.maxPassageTokens !== undefined) o.maxPassageTokens = p.maxPassageTokens;
     if (p.rerank !== undefined) o.rerank = { k: p.rerank };
+    if (p.exclude !== undefined) o.exclude = p.exclude;
     return o;
   };
+
+  if (opts.cors !== undefined) {
+    if (typeof opts.cors !== 'string' || !opts.cors) throw new InvalidArgumentError('cors must be an origin, or * for any');
+    const origin = opts.cors;
+    app.addHook('onRequest', async (_req, reply) => {
+      void reply.header('access-control-allow-origin', origin);
+      if (origin !== '*') void reply.header('vary', 'origin');
+    });
+    // Preflights, for every route.
+    app.options('*', async (req, reply) => reply.code(204)
+      .header('access-control-allow-methods', 'GET, POST, OPTIONS')
+      .header('access-control-allow-headers', String(req.headers['access-control-request-headers'] ?? 'content-type, authorization'))
+      .header('access-control-max-age', '600')
+      .send());
+  }
 
   const metrics = new Metrics();
   const admission = new Admission(opts.parallel ?? 16, opts.queueSize ?? 64);
@@ -138,6 +162,7 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
       api = new ApiError(500, `Internal error: ${err.message}`, 'server_error', 'internal_error');
     }
     if (reply.sent || reply.raw.headersSent) return;
+    if (api.status === 429) void reply.header('retry-after', '1');
     void send(reply, endpoint, api.status, api.body());
   });
 
@@ -146,96 +171,160 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
     const t0 = performance.now();
     const m = ready();
     const params: CompletionParams | ChatParams =
-      kind === 'chat' ? parseChat(req.body, maxTokensLimit) : parseCompletion(req.body, maxTokensLimit, m.config.vocabSize);
+      kind === 'chat' ? parseChat(req.body, maxTokensLimit, m.config.vocabSize) : parseCompletion(req.body, maxTokensLimit, m.config.vocabSize);
     if (params.model !== undefined && params.model !== modelName)
       throw new ApiError(404, `The model '${params.model}' does not exist; this server serves '${modelName}'.`, 'invalid_request_error', 'model_not_found', 'model');
 
-    // A client that goes away aborts its generation, queued, prefilling or decoding.
+    // A client that goes away aborts its generations, queued, prefilling or decoding.
     const ac = new AbortController();
     const onClose = () => {
       if (!reply.raw.writableFinished) ac.abort();
     };
     reply.raw.on('close', onClose);
 
-    let promptIds: number[];
+    let prompts: number[][];
     if (kind === 'chat') {
       const p = params as ChatParams;
       const text = m.renderChat(p.messages, { tools: p.tools, documents: p.documents, chatTemplate: opts.chatTemplate });
-      promptIds = await m.tokenizer.encode(text, { addSpecialTokens: false });
+      prompts = [await m.tokenizer.encode(text, { addSpecialTokens: false })];
     } else {
-      const p = (params as CompletionParams).prompt;
-      promptIds = typeof p === 'string' ? await m.tokenizer.encode(p) : p;
+      prompts = await Promise.all((params as CompletionParams).prompts.map((p) => (typeof p === 'string' ? m.tokenizer.encode(p) : p)));
     }
 
+    const longest = Math.max(...prompts.map((p) => p.length));
+    if (longest + (params.options.maxTokens ?? 16) > m.contextLength)
+      throw new ApiError(400, `The prompt (${longest} tokens) plus max_tokens (${params.options.maxTokens}) exceeds this model's context window of ${m.contextLength} tokens.`,
+        'invalid_request_error', 'context_length_exceeded', kind === 'chat' ? 'messages' : 'prompt');
+
     const genOptions: GenerateOptions = { ...params.options, signal: ac.signal };
+    // A chat reply through the model's own template ends where the template's format says (generation_config's stop_strings).
+    if (kind === 'chat' && !opts.chatTemplate && (genOptions.stop?.length ?? 0) === 0) genOptions.stop = [...m.chatStops];
     if (params.retrieval) genOptions.retrieval = retrieval(params.retrieval);
 
-    await admission.acquire(ac.signal);
+    let timedOut = false;
+    const timer = opts.requestTimeoutMs ? setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, opts.requestTimeoutMs) : undefined;
+    const timeoutError = () => new ApiError(408, `The generation ran past this server's request timeout of ${opts.requestTimeoutMs} ms and was stopped.`, 'timeout_error', 'request_timeout');
+    try {
+      await admission.acquire(ac.signal);
+    } catch (e) {
+      clearTimeout(timer);
+      reply.raw.off('close', onClose);
+      throw timedOut ? timeoutError() : e;
+    }
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${crypto.randomUUID()}`;
     const object = kind === 'chat' ? 'chat.completion' : 'text_completion';
     const head = { id, created: Math.floor(Date.now() / 1000), model: modelName };
+    const n = params.n;
     try {
-      const gen = m.generate(promptIds, genOptions);
-      const usage = (r: GenerationResult) => ({ prompt_tokens: r.promptTokens, completion_tokens: r.tokens.length, total_tokens: r.promptTokens + r.tokens.length });
-      const echo = kind === 'completion' && (params as CompletionParams).echo ? m.tokenizer.decode(promptIds) : '';
+      // Choice i continues prompt ⌊i / n⌋. With n > 1 the prompt is evaluated once and its state
+      // kept in the prefix cache, from which every choice starts; choice j of a prompt samples
+      // with seed + j, so a seeded request is reproducible and its choices differ.
+      if (n > 1) for (const p of prompts) await m.prefill(p, { signal: ac.signal });
+      const choices = prompts.flatMap((p) => Array.from({ length: n }, (_, j) => {
+        const o = { ...genOptions };
+        if (o.seed !== undefined) o.seed += j;
+        // Streamed logprobs: each token's entry as it is chosen, sent with the next chunk.
+        const c = { prompt: p, logprobs: o.logprobs !== undefined, pending: [] as TokenLogprob[], offset: 0, gen: undefined as unknown as AsyncGenerator<string, GenerationResult, void> };
+        if (params.stream && c.logprobs) o.onToken = (_t, lp) => lp && c.pending.push(lp);
+        c.gen = m.generate(p, o);
+        return c;
+      }));
+      const usage = (rs: GenerationResult[]) => {
+        const promptTokens = rs.filter((_, i) => i % n === 0).reduce((a, r) => a + r.promptTokens, 0);
+        const completionTokens = rs.reduce((a, r) => a + r.tokens.length, 0);
+        return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+      };
+      const echoed = (i: number) => (kind === 'completion' && (params as CompletionParams).echo ? m.tokenizer.decode(choices[i]!.prompt) : '');
       let first = true;
       const firstText = () => {
         if (first) metrics.ttft.observe((performance.now() - t0) / 1000);
         first = false;
       };
+      const count = (rs: GenerationResult[]) => {
+        metrics.promptTokens += usage(rs).prompt_tokens;
+        metrics.completionTokens += usage(rs).completion_tokens;
+      };
 
       if (!params.stream) {
-        let r: IteratorResult<string, GenerationResult>;
-        do {
-          r = await gen.next();
-          if (!r.done && r.value) firstText();
-        } while (!r.done);
-        const res = r.value;
-        metrics.promptTokens += res.promptTokens;
-        metrics.completionTokens += res.tokens.length;
-        const choice = kind === 'chat'
-          ? { index: 0, message: { role: 'assistant', content: res.text }, logprobs: res.logprobs ? chatLogprobs(res.logprobs) : null, finish_reason: finishReason(res.finishReason) }
-          : { index: 0, text: echo + res.text, logprobs: res.logprobs ? completionLogprobs(res.logprobs) : null, finish_reason: finishReason(res.finishReason) };
-        const body: Record<string, unknown> = { ...head, object, choices: [choice], usage: usage(res) };
-        if (res.retrievals) body.retrievals = retrievalsBody(res.retrievals);
+        const results = await Promise.all(choices.map(async ({ gen }) => {
+          for (;;) {
+            const r = await gen.next();
+            if (r.done) return r.value;
+            if (r.value) firstText();
+          }
+        }));
+        count(results);
+        const body: Record<string, unknown> = {
+          ...head, object, usage: usage(results),
+          choices: results.map((res, index) => {
+            const c: Record<string, unknown> = kind === 'chat'
+              ? { index, message: { role: 'assistant', content: res.text }, logprobs: res.logprobs ? chatLogprobs(res.logprobs) : null, finish_reason: finishReason(res.finishReason) }
+              : { index, text: echoed(index) + res.text, logprobs: res.logprobs ? completionLogprobs(res.logprobs.slice(0, res.tokens.length), echoed(index).length) : null, finish_reason: finishReason(res.finishReason) };
+            if (res.retrievals && results.length > 1) c.retrievals = retrievalsBody(res.retrievals);
+            return c;
+          }),
+        };
+        if (results[0]!.retrievals) body.retrievals = retrievalsBody(results[0]!.retrievals);
         await send(reply, endpoint, 200, body);
         metrics.latency.observe((performance.now() - t0) / 1000);
         return;
       }
 
-      // Server-sent events, ending with `data: [DONE]`.
+      // Server-sent events, each choice's pieces as they come (marked by index), ending with `data: [DONE]`.
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
       const chunkObject = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
       const event = (data: unknown) => res.write(`data: ${JSON.stringify(data)}\n\n`);
-      const delta = (text: string, finish: string | null, extra: Record<string, unknown> = {}) =>
-        kind === 'chat'
-          ? { ...head, object: chunkObject, choices: [{ index: 0, delta: text || finish === null ? { content: text, ...extra } : {}, logprobs: null, finish_reason: finish }] }
-          : { ...head, object: chunkObject, choices: [{ index: 0, text, logprobs: null, finish_reason: finish }] };
-      if (kind === 'chat') event({ ...head, object: chunkObject, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
-      else if (echo) event(delta(echo, null));
-      let r: IteratorResult<string, GenerationResult>;
-      for (;;) {
-        r = await gen.next();
-        if (r.done) break;
-        if (r.value) {
-          firstText();
-          event(delta(r.value, null));
+      // A chunk carries the logprobs of the tokens chosen since the one before (offsets run on over the choice's text).
+      const delta = (index: number, text: string, finish: string | null, lps: TokenLogprob[] = []) => {
+        const c = choices[index]!;
+        let logprobs: unknown = null;
+        if (c.logprobs) {
+          logprobs = kind === 'chat' ? chatLogprobs(lps) : completionLogprobs(lps, c.offset);
+          for (const l of lps) c.offset += l.text.length;
         }
-      }
-      const done = r.value;
-      metrics.promptTokens += done.promptTokens;
-      metrics.completionTokens += done.tokens.length;
-      const last = delta('', finishReason(done.finishReason)) as Record<string, unknown>;
-      if (done.retrievals) last.retrievals = retrievalsBody(done.retrievals);
-      event(last);
-      if (params.includeUsage) event({ ...head, object: chunkObject, choices: [], usage: usage(done) });
+        return kind === 'chat'
+          ? { ...head, object: chunkObject, choices: [{ index, delta: text || finish === null ? { content: text } : {}, logprobs, finish_reason: finish }] }
+          : { ...head, object: chunkObject, choices: [{ index, text, logprobs, finish_reason: finish }] };
+      };
+      const results = await Promise.all(choices.map(async ({ gen }, index) => {
+        const c = choices[index]!;
+        if (kind === 'chat') event({ ...head, object: chunkObject, choices: [{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
+        else if (echoed(index)) event(delta(index, echoed(index), null));
+        c.offset = echoed(index).length;
+        for (;;) {
+          const r = await gen.next();
+          if (r.done) {
+            const last = delta(index, '', finishReason(r.value.finishReason), c.pending.splice(0)) as Record<string, unknown>;
+            if (r.value.retrievals) last.retrievals = retrievalsBody(r.value.retrievals);
+            event(last);
+            return r.value;
+          }
+          if (r.value) {
+            firstText();
+            event(delta(index, r.value, null, c.pending.splice(0)));
+          }
+        }
+      }));
+      count(results);
+      if (params.includeUsage) event({ ...head, object: chunkObject, choices: [], usage: usage(results) });
       res.end('data: [DONE]\n\n');
       metrics.request(endpoint, 200);
       metrics.latency.observe((performance.now() - t0) / 1000);
     } catch (e) {
-      if (e instanceof AbortError || ac.signal.aborted) {
+      const aborted = e instanceof AbortError || ac.signal.aborted;
+      ac.abort();  // the other choices stop too
+      if (timedOut) {
+        metrics.request(endpoint, 408);
+        if (reply.raw.headersSent) reply.raw.end(`data: ${JSON.stringify(timeoutError().body())}\n\ndata: [DONE]\n\n`);
+        else throw timeoutError();
+        return;
+      }
+      if (aborted) {
         metrics.request(endpoint, 499);
         if (!reply.raw.headersSent) reply.raw.destroy();
         else reply.raw.end();
@@ -249,6 +338,7 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
       }
       throw e;
     } finally {
+      clearTimeout(timer);
       admission.release();
       reply.raw.off('close', onClose);
     }
@@ -260,6 +350,51 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
   app.get('/v1/models', async (_req, reply) => {
     const data = model ? [{ id: modelName, object: 'model', created, owned_by: 'jamba-node' }] : [];
     return send(reply, '/v1/models', 200, { object: 'list', data });
+  });
+
+  app.get('/v1/models/:id', async (req, reply) => {
+    const { id } = req.params as { id: string };
+    if (!model || id !== modelName) throw new ApiError(404, `The model '${id}' does not exist; this server serves '${modelName}'.`, 'invalid_request_error', 'model_not_found', 'model');
+    return send(reply, '/v1/models/{id}', 200, { id: modelName, object: 'model', created, owned_by: 'jamba-node' });
+  });
+
+  // Embeddings: the final hidden states (after the last norm) of every token, averaged and scaled
+  // to unit length. Jamba is a language model, not a trained embedder: good enough to compare
+  // texts of one domain, no match for a model trained for retrieval.
+  app.post('/v1/embeddings', async (req, reply) => {
+    const m = ready();
+    const { inputs, model: asked } = parseEmbeddings(req.body, m.config.vocabSize);
+    if (asked !== undefined && asked !== modelName) throw new ApiError(404, `The model '${asked}' does not exist; this server serves '${modelName}'.`, 'invalid_request_error', 'model_not_found', 'model');
+    const ids = await Promise.all(inputs.map((x) => (typeof x === 'string' ? m.tokenizer.encode(x) : x)));
+    for (const [i, x] of ids.entries())
+      if (x.length > m.contextLength) throw new ApiError(400, `input[${i}] has ${x.length} tokens, more than the context window of ${m.contextLength}.`, 'invalid_request_error', 'context_length_exceeded', 'input');
+    const H = m.config.hiddenSize;
+    const data = await Promise.all(ids.map(async (x, index) => {
+      const h = await m.hiddenStates(x);
+      const v = new Float64Array(H);
+      for (let t = 0; t < x.length; t++) for (let c = 0; c < H; c++) v[c]! += h[t * H + c]!;
+      const norm = Math.hypot(...v) || 1;
+      return { object: 'embedding', index, embedding: Array.from(v, (y) => y / norm) };
+    }));
+    const tokens = ids.reduce((a, x) => a + x.length, 0);
+    return send(reply, '/v1/embeddings', 200, { object: 'list', data, model: modelName, usage: { prompt_tokens: tokens, total_tokens: tokens } });
+  });
+
+  // llama.cpp's server: text to token ids and back.
+  app.post('/tokenize', async (req, reply) => {
+    const m = ready();
+    const b = req.body as { content?: unknown; add_special?: unknown } | null;
+    if (!b || typeof b !== 'object' || typeof b.content !== 'string') throw badParam('content', "'content' must be a string.");
+    if (b.add_special !== undefined && typeof b.add_special !== 'boolean') throw badParam('add_special', "'add_special' must be a boolean.");
+    return send(reply, '/tokenize', 200, { tokens: await m.tokenizer.encode(b.content, { addSpecialTokens: b.add_special === true }) });
+  });
+  app.post('/detokenize', async (req, reply) => {
+    const m = ready();
+    const b = req.body as { tokens?: unknown } | null;
+    const t = b && typeof b === 'object' ? b.tokens : undefined;
+    if (!Array.isArray(t) || t.some((x) => !Number.isInteger(x) || x < 0 || x >= m.tokenizer.vocabSize))
+      throw badParam('tokens', `'tokens' must be an array of token ids below ${m.tokenizer.vocabSize}.`);
+    return send(reply, '/detokenize', 200, { content: m.tokenizer.decode(t as number[]) });
   });
 
   app.get('/health', async (_req, reply) => {

@@ -1,9 +1,15 @@
 /**
  * Request validation for the OpenAI-compatible endpoints: every field's type and range is
- * checked and reported with its name (`param`), before anything reaches the model.
+ * checked and reported with its name (`param`), before anything reaches the model. A field is
+ * honoured, or accepted as metadata that cannot change the output (`user`, `metadata`, `store`,
+ * `service_tier`, `prompt_cache_key`, `safety_identifier`), or refused with a 400 naming it: one
+ * the OpenAI API defines but this server does not implement, or one it does not define at all.
+ * Never silently dropped.
  */
 import type { ChatMessage } from '../chat';
+import { resolveConstraint } from '../constraints/grammar';
 import type { GenerateOptions } from '../generation';
+import { Exclusion, ExcludeOptions } from '../retrieval/exclude';
 import { ApiError, badParam } from './errors';
 
 /** A request's `retrieval` object: which corpus, and the RALM parameters. */
@@ -13,6 +19,7 @@ export interface RetrievalParams {
   queryTokens?: number;
   maxPassageTokens?: number;
   rerank?: number;
+  exclude?: ExcludeOptions;
 }
 
 export interface CommonParams {
@@ -20,12 +27,41 @@ export interface CommonParams {
   retrieval: RetrievalParams | undefined;
   stream: boolean;
   includeUsage: boolean;
+  /** Choices per prompt. */
+  n: number;
   options: GenerateOptions;
 }
 
 export interface CompletionParams extends CommonParams {
-  prompt: string | number[];
+  /** One prompt or several (each gets `n` choices, indexed prompt-major). */
+  prompts: Array<string | number[]>;
   echo: boolean;
+}
+
+/** Fields that carry no instruction for the model: accepted, checked for type, and not used. */
+const METADATA = ['user', 'metadata', 'store', 'service_tier', 'prompt_cache_key', 'safety_identifier'];
+const COMMON = ['model', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'n', 'stop', 'seed', 'logprobs', 'logit_bias',
+  'presence_penalty', 'frequency_penalty', 'response_format', ...METADATA,
+  // Extensions, as llama.cpp's and vLLM's servers name them.
+  'top_k', 'min_p', 'repetition_penalty', 'grammar', 'retrieval'];
+const COMPLETION_FIELDS = new Set([...COMMON, 'prompt', 'echo']);
+const CHAT_FIELDS = new Set([...COMMON, 'messages', 'max_completion_tokens', 'top_logprobs', 'tools', 'tool_choice', 'parallel_tool_calls', 'documents']);
+/** OpenAI fields that would change the output and are not implemented: why, for the 400. */
+const NOT_IMPLEMENTED: Record<string, string> = {
+  best_of: 'server-side best-of ranking is not implemented; ask for n choices and score them',
+  suffix: 'insertion (fill in the middle) is not supported by Jamba',
+  audio: 'audio output is not supported', modalities: 'only text output is supported', prediction: 'predicted outputs are not implemented',
+  functions: "the deprecated 'functions' are not supported; use 'tools'", function_call: "the deprecated 'function_call' is not supported; use 'tool_choice'",
+  reasoning_effort: 'Jamba is not a reasoning model', web_search_options: 'web search is not available', verbosity: 'verbosity control is not implemented',
+};
+const MAX_N = 16;
+
+function checkFields(b: Body, allowed: Set<string>): void {
+  for (const k of Object.keys(b)) {
+    if (allowed.has(k)) continue;
+    if (k in NOT_IMPLEMENTED) throw badParam(k, `'${k}' is not supported by this server: ${NOT_IMPLEMENTED[k]}.`);
+    throw badParam(k, `'${k}' is not a field of this endpoint.`);
+  }
 }
 
 export interface ChatParams extends CommonParams {
@@ -57,15 +93,14 @@ function bool(b: Body, key: string): boolean {
   return v;
 }
 
-function common(b: Body, maxTokensLimit: number): CommonParams {
+function common(b: Body, maxTokensLimit: number, vocab: number): CommonParams {
   const model = b.model;
   if (model !== undefined && typeof model !== 'string') throw badParam('model', "'model' must be a string.");
-  const n = num(b, 'n', 1, 1, true);
-  void n;  // only n = 1 is served
-  for (const k of ['presence_penalty', 'frequency_penalty'] as const) {
-    const v = num(b, k, -2, 2);
-    if (v !== undefined && v !== 0) throw badParam(k, `'${k}' is not supported; use 'repetition_penalty'.`);
-  }
+  for (const k of ['user', 'service_tier', 'prompt_cache_key', 'safety_identifier'])
+    if (b[k] !== undefined && b[k] !== null && typeof b[k] !== 'string') throw badParam(k, `'${k}' must be a string.`);
+  if (b.metadata !== undefined && b.metadata !== null && (typeof b.metadata !== 'object' || Array.isArray(b.metadata))) throw badParam('metadata', "'metadata' must be an object.");
+  if (b.store !== undefined && b.store !== null && typeof b.store !== 'boolean') throw badParam('store', "'store' must be a boolean.");
+  const n = num(b, 'n', 1, MAX_N, true) ?? 1;
   const so = b.stream_options;
   if (so !== undefined && so !== null && (typeof so !== 'object' || Array.isArray(so))) throw badParam('stream_options', "'stream_options' must be an object.");
   const includeUsage = so ? (so as Body).include_usage === true : false;
@@ -87,12 +122,32 @@ function common(b: Body, maxTokensLimit: number): CommonParams {
     topK: num(b, 'top_k', 0, 1e6, true) ?? 0,
     minP: num(b, 'min_p', 0, 1) ?? 0,
     repetitionPenalty: num(b, 'repetition_penalty', 0.01, 100) ?? 1,
+    presencePenalty: num(b, 'presence_penalty', -2, 2) ?? 0,
+    frequencyPenalty: num(b, 'frequency_penalty', -2, 2) ?? 0,
     stop: stop as string[],
     logprobs,
   };
+  const bias = b.logit_bias;
+  if (bias !== undefined && bias !== null) {
+    if (typeof bias !== 'object' || Array.isArray(bias)) throw badParam('logit_bias', "'logit_bias' must be an object mapping token ids to biases.");
+    for (const [k, v] of Object.entries(bias as Body)) {
+      const id = Number(k);
+      if (!Number.isInteger(id) || id < 0 || id >= vocab || String(id) !== k) throw badParam('logit_bias', `'logit_bias' key ${JSON.stringify(k)} is not a token id below ${vocab}.`);
+      if (typeof v !== 'number' || !(v >= -100 && v <= 100)) throw badParam('logit_bias', `'logit_bias[${k}]' must be a number between -100 and 100.`);
+    }
+    options.logitBias = bias as Record<number, number>;
+  }
+  if (b.response_format !== undefined && b.response_format !== null) options.responseFormat = b.response_format as GenerateOptions['responseFormat'];
+  if (b.grammar !== undefined && b.grammar !== null) options.grammar = b.grammar as string;
+  try {
+    resolveConstraint(options.responseFormat, options.grammar);
+  } catch (e) {
+    const param = options.grammar !== undefined && !/responseFormat/.test((e as Error).message) ? 'grammar' : 'response_format';
+    throw badParam(param, (e as Error).message.replace(/responseFormat/g, 'response_format'));
+  }
   if (options.topP === 0) throw badParam('top_p', "'top_p' must be greater than 0.");
   if (seed !== undefined) options.seed = seed;
-  return { model, stream: bool(b, 'stream'), includeUsage, options, retrieval: parseRetrieval(b.retrieval) };
+  return { model, stream: bool(b, 'stream'), includeUsage, n, options, retrieval: parseRetrieval(b.retrieval) };
 }
 
 function parseRetrieval(v: unknown): RetrievalParams | undefined {
@@ -101,7 +156,7 @@ function parseRetrieval(v: unknown): RetrievalParams | undefined {
   // Keys as the client names them, so that errors point at 'retrieval.stride' and so on.
   const r = Object.fromEntries(Object.entries(v as Body).map(([k, x]) => [`retrieval.${k}`, x])) as Body;
   for (const k of Object.keys(r))
-    if (!['corpus', 'stride', 'query_tokens', 'max_passage_tokens', 'rerank'].includes(k.slice(10))) throw badParam(k, `'${k}' is not a retrieval option.`);
+    if (!['corpus', 'stride', 'query_tokens', 'max_passage_tokens', 'rerank', 'exclude'].includes(k.slice(10))) throw badParam(k, `'${k}' is not a retrieval option.`);
   const corpus = r['retrieval.corpus'];
   if (corpus !== undefined && typeof corpus !== 'string') throw badParam('retrieval.corpus', "'retrieval.corpus' must be a string.");
   const out: RetrievalParams = { corpus };
@@ -115,38 +170,92 @@ function parseRetrieval(v: unknown): RetrievalParams | undefined {
   field('stride', 'stride', 4096);
   field('query_tokens', 'queryTokens', 4096);
   field('max_passage_tokens', 'maxPassageTokens', 65536);
+  const ex = r['retrieval.exclude'];
+  if (ex !== undefined && ex !== null) {
+    if (typeof ex !== 'object' || Array.isArray(ex)) throw badParam('retrieval.exclude', "'retrieval.exclude' must be an object.");
+    const e = ex as Body;
+    for (const k of Object.keys(e))
+      if (!['titles', 'ids', 'overlap_text', 'overlap_words'].includes(k)) throw badParam(`retrieval.exclude.${k}`, `'retrieval.exclude.${k}' is not an exclusion option (titles, ids, overlap_text, overlap_words).`);
+    const o: ExcludeOptions = {};
+    if (e.titles !== undefined) o.titles = e.titles as string[];
+    if (e.ids !== undefined) o.ids = e.ids as string[];
+    if (e.overlap_text !== undefined) o.overlapText = e.overlap_text as string;
+    if (e.overlap_words !== undefined) o.overlapWords = e.overlap_words as number;
+    try {
+      new Exclusion(o);
+    } catch (err) {
+      const m = /^exclude\.(\w+)/.exec((err as Error).message);
+      const name = m ? { titles: 'titles', ids: 'ids', overlapText: 'overlap_text', overlapWords: 'overlap_words' }[m[1]!] ?? m[1] : '';
+      throw badParam(`retrieval.exclude${name ? `.${name}` : ''}`, `'retrieval.exclude${name ? `.${name}` : ''}': ${(err as Error).message.replace(/^exclude\.\w+ /, '')}.`);
+    }
+    out.exclude = o;
+  }
   return out;
 }
 
 export function parseCompletion(body: unknown, maxTokensLimit: number, vocab: number): CompletionParams {
   const b = asBody(body);
+  checkFields(b, COMPLETION_FIELDS);
   const p = b.prompt;
-  let prompt: string | number[];
-  if (typeof p === 'string') prompt = p;
-  else if (Array.isArray(p) && p.length === 1 && typeof p[0] === 'string') prompt = p[0];
-  else if (Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t) && t >= 0 && t < vocab)) prompt = p as number[];
-  else throw badParam('prompt', `'prompt' must be a string, or an array of token ids below ${vocab}.`);
-  return { ...common(b, maxTokensLimit), prompt, echo: bool(b, 'echo') };
+  const isIds = (x: unknown): x is number[] => Array.isArray(x) && x.length > 0 && x.every((t) => Number.isInteger(t) && t >= 0 && t < vocab);
+  let prompts: Array<string | number[]>;
+  if (typeof p === 'string' || isIds(p)) prompts = [p];
+  else if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === 'string' || isIds(x))) prompts = p as Array<string | number[]>;
+  else throw badParam('prompt', `'prompt' must be a string, an array of token ids below ${vocab}, or a non-empty array of either.`);
+  const c = common(b, maxTokensLimit, vocab);
+  if (prompts.length * c.n > MAX_N * 4) throw badParam('prompt', `${prompts.length} prompts × n ${c.n} is more than ${MAX_N * 4} choices in one request.`);
+  return { ...c, prompts, echo: bool(b, 'echo') };
 }
 
-export function parseChat(body: unknown, maxTokensLimit: number): ChatParams {
+export function parseChat(body: unknown, maxTokensLimit: number, vocab: number): ChatParams {
   const b = asBody(body);
+  checkFields(b, CHAT_FIELDS);
   const m = b.messages;
   if (!Array.isArray(m) || m.length === 0) throw badParam('messages', "'messages' must be a non-empty array.");
   m.forEach((msg, i) => {
     if (typeof msg !== 'object' || msg === null) throw badParam(`messages[${i}]`, `'messages[${i}]' must be an object.`);
     const { role, content } = msg as Body;
     if (typeof role !== 'string' || !['system', 'user', 'assistant', 'tool', 'developer'].includes(role))
-      throw badParam(`messages[${i}].role`, `'messages[${i}].role' must be one of system, user, assistant, tool.`);
-    if (content !== null && content !== undefined && typeof content !== 'string')
-      throw badParam(`messages[${i}].content`, `'messages[${i}].content' must be a string or null.`);
+      throw badParam(`messages[${i}].role`, `'messages[${i}].role' must be one of system, developer, user, assistant, tool.`);
+    if (Array.isArray(content)) {
+      content.forEach((part, j) => {
+        const where = `messages[${i}].content[${j}]`;
+        if (typeof part !== 'object' || part === null || (part as Body).type !== 'text')
+          throw badParam(`${where}.type`, `'${where}' must be a text part { "type": "text", "text": ... }: this model reads text only.`);
+        if (typeof (part as Body).text !== 'string') throw badParam(`${where}.text`, `'${where}.text' must be a string.`);
+      });
+    } else if (content !== null && content !== undefined && typeof content !== 'string') {
+      throw badParam(`messages[${i}].content`, `'messages[${i}].content' must be a string, an array of text parts, or null.`);
+    }
   });
   for (const k of ['tools', 'documents'] as const)
     if (b[k] !== undefined && b[k] !== null && !Array.isArray(b[k])) throw badParam(k, `'${k}' must be an array.`);
+  const tc = b.tool_choice;
+  if (tc !== undefined && tc !== null && tc !== 'auto' && tc !== 'none')
+    throw badParam('tool_choice', "'tool_choice' may be 'auto' or 'none' here; 'required' and a named function are not implemented yet.");
+  if (b.parallel_tool_calls !== undefined && b.parallel_tool_calls !== null && typeof b.parallel_tool_calls !== 'boolean')
+    throw badParam('parallel_tool_calls', "'parallel_tool_calls' must be a boolean.");
   return {
-    ...common(b, maxTokensLimit),
+    ...common(b, maxTokensLimit, vocab),
     messages: m as ChatMessage[],
-    tools: (b.tools ?? undefined) as unknown[] | undefined,
+    // 'none': the model is not told of the tools, so it cannot call them.
+    tools: tc === 'none' ? undefined : (b.tools ?? undefined) as unknown[] | undefined,
     documents: (b.documents ?? undefined) as unknown[] | undefined,
   };
+}
+
+/** `/v1/embeddings`: `input` a string, token ids, or an array of either; `encoding_format` float only. */
+export function parseEmbeddings(body: unknown, vocab: number): { inputs: Array<string | number[]>; model: string | undefined } {
+  const b = asBody(body);
+  checkFields(b, new Set(['input', 'model', 'encoding_format', 'user', 'dimensions']));
+  if (b.model !== undefined && typeof b.model !== 'string') throw badParam('model', "'model' must be a string.");
+  if (b.encoding_format !== undefined && b.encoding_format !== 'float') throw badParam('encoding_format', "'encoding_format' may only be 'float' here.");
+  if (b.dimensions !== undefined) throw badParam('dimensions', "'dimensions' is not supported: the embedding has the model's hidden size.");
+  const isIds = (x: unknown): x is number[] => Array.isArray(x) && x.length > 0 && x.every((t) => Number.isInteger(t) && t >= 0 && t < vocab);
+  const x = b.input;
+  let inputs: Array<string | number[]>;
+  if ((typeof x === 'string' && x !== '') || isIds(x)) inputs = [x];
+  else if (Array.isArray(x) && x.length > 0 && x.length <= 256 && x.every((y) => (typeof y === 'string' && y !== '') || isIds(y))) inputs = x as Array<string | number[]>;
+  else throw badParam('input', `'input' must be a non-empty string, token ids below ${vocab}, or an array of up to 256 of them.`);
+  return { inputs, model: b.model as string | undefined };
 }

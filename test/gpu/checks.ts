@@ -328,7 +328,7 @@ export const checks: GpuCheck[] = [
     },
   },
   {
-    name: 'sampling on the device: greedy, top-k, top-p, and the distribution',
+    name: 'sampling on the device: greedy, top-k, top-p, the distribution, and grammar masks',
     run(cuda) {
       const V = 1000, R = 3;
       const r = rng(3);
@@ -357,6 +357,20 @@ export const checks: GpuCheck[] = [
       if (topp.some((x) => x > 2)) throw new Error('top-p 0.6 drew outside the smallest set holding 60%');
       if (cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, seed: 42, steps }).join() !== draw.join()) throw new Error('same seed and steps, different draws');
       if (cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, seed: 42, steps: later }).join() === draw.join()) throw new Error('other steps drew the same');
+      // A grammar's bitmask: only allowed ids are drawn, greedy or sampled; greedy takes the best allowed one.
+      const W = Math.ceil(V / 32), mask = new Int32Array(R * W);
+      const allowed = (r: number, id: number) => (id * 7 + r) % 5 === 0;
+      for (let r = 0; r < R; r++) for (let id = 0; id < V; id++) if (allowed(r, id)) mask[r * W + (id >> 5)]! |= 1 << (id & 31);
+      const bestAllowed = Array.from({ length: R }, (_, r) => {
+        let best = -1;
+        for (let j = 0; j < V; j++) if (allowed(r, j) && (best < 0 || logits[r * V + j]! > logits[r * V + best]!)) best = j;
+        return best;
+      });
+      if (cuda.sample({ logits, rows: R, vocab: V, temperature: 0, mask }).join() !== bestAllowed.join()) throw new Error('masked greedy is not the best allowed id');
+      for (let seed = 0; seed < 20; seed++)
+        cuda.sample({ logits, rows: R, vocab: V, temperature: 1.5, topP: 0.99, seed, mask }).forEach((id, r) => {
+          if (!allowed(r, id)) throw new Error(`row ${r} drew ${id}, which its mask forbids`);
+        });
     },
   },
 ];

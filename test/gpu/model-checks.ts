@@ -70,7 +70,7 @@ export const modelChecks: ModelCheck[] = [
     },
   },
   {
-    name: 'on CUDA, batched generation equals alone, snapshots restore exactly, soft prompts reproduce tokens',
+    name: 'on CUDA, batched generation equals alone, snapshots restore exactly, grammar masks on the device, soft prompts reproduce tokens',
     async run() {
       const model = await loadModel(defaultModelDir(), { device: 'cuda', maxSequences: 8, contextLength: 1024 });
       try {
@@ -104,6 +104,12 @@ export const modelChecks: ModelCheck[] = [
         } finally {
           step.dispose();
         }
+        // Constrained decoding with the grammar's mask applied on the device equals the host's masked argmax (logprobs keep logits on the host).
+        const json = { maxTokens: 60, temperature: 0, responseFormat: { type: 'json_schema' as const, json_schema: { schema: {
+          type: 'object', additionalProperties: false, required: ['who', 'n'], properties: { who: { enum: ['Romeo', 'Juliet'] }, n: { type: 'integer', minimum: 0, maximum: 99 } } } } } };
+        const dev = await model.complete(prompts[0]!, json);
+        same('grammar-masked greedy on the device vs on the host', dev.tokens, (await model.complete(prompts[0]!, { ...json, logprobs: 0 })).tokens);
+        JSON.parse(dev.text);
         same('soft prompt logits', Array.from(await model.logits(ids.slice(5), { inputsEmbeds: model.embeddings(ids.slice(0, 5)) })),
           Array.from(await model.logits(ids)));
       } finally {
