@@ -9,6 +9,7 @@ import path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { InvalidArgumentError, JambaError } from './errors';
 import type { JambaTokenizer } from './tokenizer';
+import type { ToolChoice } from './tools';
 
 /** One part of a message's content: text (the only kind a language model reads). */
 export interface ContentPart {
@@ -28,6 +29,14 @@ export interface ChatOptions {
   addGenerationPrompt?: boolean;
   /** Tool (function) definitions, as the template expects them. */
   tools?: unknown[];
+  /**
+   * 'auto' (default): the model may call tools; 'none': it is not shown them; 'required', or
+   * `{ type: 'function', function: { name } }`: it must call one (that one), forced by
+   * constrained decoding. Calls are parsed into `result.toolCalls` (AI21's template format).
+   */
+  toolChoice?: ToolChoice;
+  /** With `toolChoice` 'required': false allows exactly one call (default true: one or more). */
+  parallelToolCalls?: boolean;
   /** Documents for grounded answers, as the template expects them. */
   documents?: unknown[];
   /** A template to use instead of the model's. */

@@ -6,6 +6,7 @@
  */
 import { ConstraintCompiler, ConstraintSpec, ResponseFormat, resolveConstraint } from './constraints/grammar';
 import { AbortError, InvalidArgumentError } from './errors';
+import type { ToolCall } from './tools';
 import type { Retrieval } from './ralm/types';
 import type { PrefixCache } from './prefix-cache';
 import { ResolvedSampling, Rng, SamplingOptions, logSumExp, needsHost, resolveSampling, sampleToken } from './sampling';
@@ -41,7 +42,7 @@ export interface GenerateOptions extends SamplingOptions {
   onToken?: (token: number, logprob?: TokenLogprob) => void;
 }
 
-export type FinishReason = 'eos' | 'length' | 'stop';
+export type FinishReason = 'eos' | 'length' | 'stop' | 'tool_calls';
 
 export interface TokenLogprob {
   token: number;
@@ -67,6 +68,8 @@ export interface GenerationResult {
   logprobs?: TokenLogprob[];
   /** With `retrieval`: each retrieval, where it happened and the passage it put in front. */
   retrievals?: Retrieval[];
+  /** From `chat` with tools: the calls the reply makes (`text` is then the reply's text without them). */
+  toolCalls?: ToolCall[];
 }
 
 /** Tokens of prompt per sequence per forward call while prefilling. */

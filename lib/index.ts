@@ -11,6 +11,7 @@ export { Sequence, EMBEDDING_POSITION } from './sequence';
 export type { EvaluateOptions, LogitsMode, RunOptions, RunResult, SequenceInput } from './sequence';
 export type { GenerateOptions, GenerationResult, FinishReason, TokenLogprob } from './generation';
 export type { ResponseFormat } from './constraints/grammar';
+export type { ToolCall, ToolChoice } from './tools';
 export type { ScoreOptions, ScoreResult } from './score';
 export type { Passage, Retriever, RetrieveOptions } from './retrieval/types';
 export { Bm25Retriever } from './retrieval/bm25';

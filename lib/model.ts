@@ -9,6 +9,7 @@ import { DisposedError, InvalidArgumentError, JambaError, fromNative } from './e
 import { ChatMessage, ChatOptions, renderChat } from './chat';
 import { ConstraintCompiler } from './constraints/grammar';
 import { CHAT_KEYS, GENERATE_KEYS, checkKeys, keys } from './options';
+import { parseToolCalls, toolConstraint } from './tools';
 import { EngineContext, GenerateOptions, GenerationResult, ResolvedGenerate, feed, generateOne, resolveGenerateOptions, runToEnd } from './generation';
 import { generateWithRetrieval } from './ralm/generate';
 import { resolveRetrieval } from './ralm/options';
@@ -489,10 +490,23 @@ export class JambaModel {
   async *chat(messages: ChatMessage[], options: ChatOptions & GenerateOptions = {}): AsyncGenerator<string, GenerationResult, void> {
     const opts = this.resolve(options, CHAT_KEYS);
     if (options.stop === undefined && options.chatTemplate === undefined) opts.stops = [...this.chatStops];
-    const text = this.renderChat(messages, options);
+    const tools = options.toolChoice === 'none' ? undefined : options.tools;
+    const forced = toolConstraint(tools, options.toolChoice, options.parallelToolCalls ?? true);
+    if (forced) {
+      if (opts.constraint) throw new InvalidArgumentError('toolChoice forces a tool call: it cannot be combined with responseFormat or grammar');
+      opts.constraint = forced;
+    }
+    const text = this.renderChat(messages, { ...options, tools });
     // The template writes the BOS itself.
     const ids = await this.tokenizer.encode(text, { addSpecialTokens: false });
-    return yield* this.run(ids, opts, options);
+    const result = yield* this.run(ids, opts, options);
+    const parsed = tools?.length ? parseToolCalls(result.text, `call-${crypto.randomUUID()}`) : null;
+    if (parsed) {
+      result.text = parsed.content;
+      result.toolCalls = parsed.calls;
+      result.finishReason = 'tool_calls';
+    }
+    return result;
   }
 
   /** Config, layer schedule, parameter counts and memory by dtype. */

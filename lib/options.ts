@@ -18,7 +18,7 @@ export const GENERATE_KEYS = keys<GenerateOptions>()([
   'maxTokens', 'stop', 'stopTokenIds', 'logprobs', 'signal', 'inputsEmbeds', 'retrieval', 'responseFormat', 'grammar',
   'onToken',
 ]);
-export const CHAT_KEYS = keys<ChatOptions>()(['addGenerationPrompt', 'tools', 'documents', 'chatTemplate', 'templateVariables']);
+export const CHAT_KEYS = keys<ChatOptions>()(['addGenerationPrompt', 'tools', 'toolChoice', 'parallelToolCalls', 'documents', 'chatTemplate', 'templateVariables']);
 
 function distance(a: string, b: string): number {
   const d = Array.from({ length: b.length + 1 }, (_, j) => j);

@@ -26,7 +26,9 @@ export type ResponseFormat =
 /** What a generation is constrained to, checked. */
 export type ConstraintSpec =
   | { kind: 'json_schema'; schema: string; strict: boolean }
-  | { kind: 'grammar'; ebnf: string };
+  | { kind: 'grammar'; ebnf: string }
+  /** An xgrammar structural tag (JSON): the tool-call format of tools.ts. */
+  | { kind: 'structural_tag'; tag: string };
 
 const CACHE_ENTRIES = 64;
 
@@ -90,6 +92,23 @@ export class TokenConstraint {
   }
 }
 
+/**
+ * A structural tag with each `json_schema` part turned into the grammar of that schema's JSON
+ * without free whitespace (separators ', ' and ': ', as the chat template's tojson writes
+ * arguments): xgrammar's structural tags otherwise allow any whitespace, which a model can pad
+ * with forever.
+ */
+async function compactJsonIn(node: unknown): Promise<unknown> {
+  if (Array.isArray(node)) return Promise.all(node.map(compactJsonIn));
+  if (node === null || typeof node !== 'object') return node;
+  const o = node as Record<string, unknown>;
+  if (o.type === 'json_schema')
+    return { type: 'grammar', grammar: await xgrammar().Testings._jsonSchemaToEBNF(JSON.stringify(o.json_schema), false, -1, [', ', ': '], true) };
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) out[k] = await compactJsonIn(v);
+  return out;
+}
+
 /** Compiles constraints for one model's tokenizer, caching them by spec. */
 export class ConstraintCompiler {
   private compiler: Promise<Xgrammar.GrammarCompiler> | undefined;
@@ -118,10 +137,11 @@ export class ConstraintCompiler {
       const compiler = await this.getCompiler();
       try {
         if (spec.kind === 'grammar') return await compiler.compileGrammar(spec.ebnf, 'root');
+        if (spec.kind === 'structural_tag') return await compiler.compileStructuralTag((await compactJsonIn(JSON.parse(spec.tag))) as Record<string, unknown>);
         // indent -1: none (xgrammar's stand-in for C++'s empty optional).
         return await compiler.compileJSONSchema(spec.schema, false, -1, [',', ':'], spec.strict);
       } catch (e) {
-        const what = spec.kind === 'grammar' ? 'grammar' : 'responseFormat.json_schema.schema';
+        const what = spec.kind === 'grammar' ? 'grammar' : spec.kind === 'structural_tag' ? 'tools (their parameters)' : 'responseFormat.json_schema.schema';
         throw new InvalidArgumentError(`${what} cannot be compiled: ${e instanceof Error ? e.message : String(e)}`);
       }
     })();

@@ -5,11 +5,12 @@
 import crypto from 'node:crypto';
 import path from 'node:path';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { ChatTemplateError } from '../chat';
+import { ChatOptions, ChatTemplateError } from '../chat';
 import { AbortError, InvalidArgumentError, JambaError } from '../errors';
 import type { GenerateOptions, GenerationResult, TokenLogprob } from '../generation';
 import type { Retrieval } from '../ralm/types';
 import type { Retriever } from '../retrieval/types';
+import { possibleCallStart } from '../tools';
 import type { JambaModel } from '../model';
 import { Admission } from './admission';
 import { ApiError, badParam } from './errors';
@@ -42,7 +43,7 @@ export interface JambaPluginOptions {
 
 type Kind = 'completion' | 'chat';
 
-const finishReason = (r: GenerationResult['finishReason']) => (r === 'length' ? 'length' : 'stop');
+const finishReason = (r: GenerationResult['finishReason']) => (r === 'length' || r === 'tool_calls' ? r : 'stop');
 
 /**
  * OpenAI's completion logprobs: tokens with their leading spaces, and each token's character
@@ -183,9 +184,12 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
     reply.raw.on('close', onClose);
 
     let prompts: number[][];
+    const chatOptions: ChatOptions = {};
     if (kind === 'chat') {
       const p = params as ChatParams;
-      const text = m.renderChat(p.messages, { tools: p.tools, documents: p.documents, chatTemplate: opts.chatTemplate });
+      Object.assign(chatOptions, { tools: p.tools, toolChoice: p.toolChoice, parallelToolCalls: p.parallelToolCalls, documents: p.documents });
+      if (opts.chatTemplate !== undefined) chatOptions.chatTemplate = opts.chatTemplate;
+      const text = m.renderChat(p.messages, chatOptions);
       prompts = [await m.tokenizer.encode(text, { addSpecialTokens: false })];
     } else {
       prompts = await Promise.all((params as CompletionParams).prompts.map((p) => (typeof p === 'string' ? m.tokenizer.encode(p) : p)));
@@ -197,8 +201,8 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
         'invalid_request_error', 'context_length_exceeded', kind === 'chat' ? 'messages' : 'prompt');
 
     const genOptions: GenerateOptions = { ...params.options, signal: ac.signal };
-    // A chat reply through the model's own template ends where the template's format says (generation_config's stop_strings).
-    if (kind === 'chat' && !opts.chatTemplate && (genOptions.stop?.length ?? 0) === 0) genOptions.stop = [...m.chatStops];
+    // model.chat ends a reply at the model's chat stops unless the request gives `stop`.
+    if (kind === 'chat' && (genOptions.stop?.length ?? 0) === 0) delete genOptions.stop;
     if (params.retrieval) genOptions.retrieval = retrieval(params.retrieval);
 
     let timedOut = false;
@@ -229,7 +233,7 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
         // Streamed logprobs: each token's entry as it is chosen, sent with the next chunk.
         const c = { prompt: p, logprobs: o.logprobs !== undefined, pending: [] as TokenLogprob[], offset: 0, gen: undefined as unknown as AsyncGenerator<string, GenerationResult, void> };
         if (params.stream && c.logprobs) o.onToken = (_t, lp) => lp && c.pending.push(lp);
-        c.gen = m.generate(p, o);
+        c.gen = kind === 'chat' ? m.chat((params as ChatParams).messages, { ...o, ...chatOptions }) : m.generate(p, o);
         return c;
       }));
       const usage = (rs: GenerationResult[]) => {
@@ -261,7 +265,8 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
           ...head, object, usage: usage(results),
           choices: results.map((res, index) => {
             const c: Record<string, unknown> = kind === 'chat'
-              ? { index, message: { role: 'assistant', content: res.text }, logprobs: res.logprobs ? chatLogprobs(res.logprobs) : null, finish_reason: finishReason(res.finishReason) }
+              ? { index, message: { role: 'assistant', content: res.toolCalls && !res.text ? null : res.text, ...(res.toolCalls ? { tool_calls: res.toolCalls } : {}) },
+                logprobs: res.logprobs ? chatLogprobs(res.logprobs) : null, finish_reason: finishReason(res.finishReason) }
               : { index, text: echoed(index) + res.text, logprobs: res.logprobs ? completionLogprobs(res.logprobs.slice(0, res.tokens.length), echoed(index).length) : null, finish_reason: finishReason(res.finishReason) };
             if (res.retrievals && results.length > 1) c.retrievals = retrievalsBody(res.retrievals);
             return c;
@@ -296,18 +301,34 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
         if (kind === 'chat') event({ ...head, object: chunkObject, choices: [{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
         else if (echoed(index)) event(delta(index, echoed(index), null));
         c.offset = echoed(index).length;
+        // With tools, text that may begin a call block is held back until it is known not to.
+        const tools = kind === 'chat' && (chatOptions.tools?.length ?? 0) > 0;
+        let held = '';
         for (;;) {
           const r = await gen.next();
           if (r.done) {
-            const last = delta(index, '', finishReason(r.value.finishReason), c.pending.splice(0)) as Record<string, unknown>;
-            if (r.value.retrievals) last.retrievals = retrievalsBody(r.value.retrievals);
+            const res = r.value;
+            if (res.toolCalls) {
+              event({ ...head, object: chunkObject, choices: [{ index, delta: { tool_calls: res.toolCalls.map((t, i) => ({ index: i, ...t })) }, logprobs: null, finish_reason: null }] });
+            } else if (held) {
+              event(delta(index, held, null));
+            }
+            const last = delta(index, '', finishReason(res.finishReason), c.pending.splice(0)) as Record<string, unknown>;
+            if (res.retrievals) last.retrievals = retrievalsBody(res.retrievals);
             event(last);
-            return r.value;
+            return res;
           }
-          if (r.value) {
-            firstText();
-            event(delta(index, r.value, null, c.pending.splice(0)));
+          if (!r.value) continue;
+          firstText();
+          let piece = r.value;
+          if (tools) {
+            held += piece;
+            const keep = possibleCallStart(held);
+            piece = held.slice(0, held.length - keep);
+            held = held.slice(held.length - keep);
+            if (!piece) continue;
           }
+          event(delta(index, piece, null, c.pending.splice(0)));
         }
       }));
       count(results);

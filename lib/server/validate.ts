@@ -8,6 +8,7 @@
  */
 import type { ChatMessage } from '../chat';
 import { resolveConstraint } from '../constraints/grammar';
+import { ToolChoice, toolConstraint } from '../tools';
 import type { GenerateOptions } from '../generation';
 import { Exclusion, ExcludeOptions } from '../retrieval/exclude';
 import { ApiError, badParam } from './errors';
@@ -67,6 +68,8 @@ function checkFields(b: Body, allowed: Set<string>): void {
 export interface ChatParams extends CommonParams {
   messages: ChatMessage[];
   tools: unknown[] | undefined;
+  toolChoice: ToolChoice | undefined;
+  parallelToolCalls: boolean;
   documents: unknown[] | undefined;
 }
 
@@ -230,17 +233,24 @@ export function parseChat(body: unknown, maxTokensLimit: number, vocab: number):
   });
   for (const k of ['tools', 'documents'] as const)
     if (b[k] !== undefined && b[k] !== null && !Array.isArray(b[k])) throw badParam(k, `'${k}' must be an array.`);
-  const tc = b.tool_choice;
-  if (tc !== undefined && tc !== null && tc !== 'auto' && tc !== 'none')
-    throw badParam('tool_choice', "'tool_choice' may be 'auto' or 'none' here; 'required' and a named function are not implemented yet.");
+  const tc = b.tool_choice ?? undefined;
   if (b.parallel_tool_calls !== undefined && b.parallel_tool_calls !== null && typeof b.parallel_tool_calls !== 'boolean')
     throw badParam('parallel_tool_calls', "'parallel_tool_calls' must be a boolean.");
+  // 'none': the model is not told of the tools, so it cannot call them.
+  const tools = tc === 'none' ? undefined : (b.tools ?? undefined) as unknown[] | undefined;
+  const c = common(b, maxTokensLimit, vocab);
+  let forced;
+  try {
+    forced = toolConstraint(tools, tc, b.parallel_tool_calls !== false);
+  } catch (e) {
+    const msg = (e as Error).message.replace(/toolChoice/g, 'tool_choice');
+    throw badParam(/^tools\[/.test(msg) ? 'tools' : 'tool_choice', `${msg}.`);
+  }
+  if (forced && (c.options.responseFormat !== undefined || c.options.grammar !== undefined))
+    throw badParam('tool_choice', "'tool_choice' forces a tool call: it cannot be combined with 'response_format' or 'grammar'.");
   return {
-    ...common(b, maxTokensLimit, vocab),
-    messages: m as ChatMessage[],
-    // 'none': the model is not told of the tools, so it cannot call them.
-    tools: tc === 'none' ? undefined : (b.tools ?? undefined) as unknown[] | undefined,
-    documents: (b.documents ?? undefined) as unknown[] | undefined,
+    ...c, messages: m as ChatMessage[], tools, documents: (b.documents ?? undefined) as unknown[] | undefined,
+    toolChoice: tc as ToolChoice | undefined, parallelToolCalls: b.parallel_tool_calls !== false,
   };
 }
 
