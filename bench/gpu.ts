@@ -123,6 +123,17 @@ async function main(): Promise<void> {
         ratio: `${((100 * gbs) / copy).toFixed(0)}% of copy`, target: '≥ 85% of copy' });
     }
   });
+  attempt('sampling', () => {
+    const V = 65536;
+    for (const [batch, o, what] of [[1, { temperature: 0 }, 'greedy'], [1, { temperature: 0.8 }, 'temperature'], [16, { temperature: 0.8 }, 'temperature'],
+      [1, { temperature: 0.8, topP: 0.9 }, 'top-p 0.9']] as const) {
+      const r = cuda.sample({ logits: fill(batch * V, 4), rows: batch, vocab: V, seed: 1, ...o, repeat: 100 });
+      const limit = batch === 1 ? 20 : 60;
+      const target = what === 'top-p 0.9' ? '' : `≤ ${limit} µs`;
+      rows.push({ kernel: `sampling, ${what}`, shape: `${V.toLocaleString('en')} vocabulary, batch ${batch}`, value: `${(r.ms * 1000).toFixed(1)} µs`,
+        ratio: target ? `${(limit / (r.ms * 1000)).toFixed(2)}× target` : '', target });
+    }
+  });
   attempt('decode attention', () => {
     const B = 4, P = 16384, H = 32, KV = 8, D = 128;
     const k = fill(B * P * KV * D), v = fill(B * P * KV * D);

@@ -208,16 +208,28 @@ export async function* decodeLoop(ctx: EngineContext, prompt: number[], opts: Re
   const logprobs: TokenLogprob[] | undefined = opts.logprobs === undefined ? undefined : [];
   let finish: FinishReason | null = opts.maxTokens === 0 ? 'length' : null;
   const constraint = finish === null && opts.constraint ? await ctx.constraints.start(opts.constraint) : null;
-  const mask = constraint ? () => constraint.bitmask() : undefined;
+  // The mask for the token being drawn, made once: by a source that draws on the device (before
+  // its pass), or else here while the pass runs.
+  let bitsFor: Promise<Int32Array> | undefined;
+  const mask = constraint ? () => (bitsFor ??= constraint.bitmask()) : undefined;
   try {
     if (finish === null) {
-      let last = await source.start(signal, mask);
+      // The next mask depends only on the tokens accepted so far, so it is computed while the
+      // forward pass that makes the logits runs on the native threads.
+      const withMask = async (pass: Promise<StepResult>): Promise<[StepResult, Int32Array | undefined]> => {
+        if (!mask) return [await pass, undefined];
+        pass.catch(() => undefined);  // a failed pass is reported by the await below, not as unhandled meanwhile
+        await new Promise((r) => setImmediate(r));  // the pass has started on the native threads
+        const bits = await mask();
+        return [await pass, bits];
+      };
+      let [last, bits] = await withMask(source.start(signal, mask));
       for (;;) {
         if (signal?.aborted) throw new AbortError();
-        // Logits come back masked here; a token drawn on the device was drawn under the mask.
+        // Logits are masked here; a token drawn on the device was drawn under the mask.
         if (constraint && !isToken(last)) {
           last = last.slice();  // the logits may be a sequence's own last row
-          await constraint.mask(last);
+          await constraint.mask(last, bits);
         }
         const id = isToken(last) ? last.token : sampleToken(last, opts.sampling, rng, context, prompt.length);
         if (logprobs && !isToken(last)) logprobs.push(logprobsOf(last, id, opts.logprobs!, ctx.tokenizer));
@@ -226,6 +238,7 @@ export async function* decodeLoop(ctx: EngineContext, prompt: number[], opts: Re
           break;
         }
         constraint?.accept(id);
+        bitsFor = undefined;
         generated.push(id);
         opts.onToken?.(id, logprobs?.[logprobs.length - 1]);
         context.push(id);
@@ -234,7 +247,7 @@ export async function* decodeLoop(ctx: EngineContext, prompt: number[], opts: Re
         else if (generated.length >= opts.maxTokens) finish = 'length';
         if (piece) yield piece;
         if (finish !== null) break;
-        last = await source.next(id, signal, mask);
+        [last, bits] = await withMask(source.next(id, signal, mask));
       }
       source.finish?.();
     }

@@ -158,7 +158,7 @@ export interface NativeCudaOps {
   attention(o: { q: F32; tokens: number; k: F32; v: F32; positions: number; heads: number; kvHeads: number; headDim: number; past: Int32Array;
     decode?: boolean; splits?: number; dtype?: DT; repeat?: number }): Timed<{ out: F32 }>;
   sample(o: { logits: F32; rows: number; vocab: number; temperature?: number; topK?: number; topP?: number; seed?: number; step?: number;
-    steps?: Int32Array; mask?: Int32Array }): Int32Array;
+    steps?: Int32Array; mask?: Int32Array; repeat?: number }): Int32Array & { ms: number };
 }
 
 export interface NativeAddon {

@@ -5,7 +5,7 @@
  * schemas and grammars refused by name.
  */
 import Ajv from 'ajv';
-import { InvalidArgumentError, JambaModel, loadModel } from '../lib';
+import { AbortError, InvalidArgumentError, JambaModel, loadModel } from '../lib';
 import { EMBEDDED } from './helpers/paths';
 
 let model: JambaModel;
@@ -78,6 +78,15 @@ verdict ::= "aye" | "nay" | "perchance"`;
       expect(r.finishReason).toBe('eos');
       expect(r.text).toMatch(/^[A-Z][a-z]{2,8}: (aye|nay|perchance)\.$/);
     }
+  });
+
+  test('an abort stops a constrained generation cleanly', async () => {
+    const ac = new AbortController();
+    const it = model.generate('A', { maxTokens: 200, temperature: 1, seed: 1, grammar: 'root ::= [a-z ]+ "."', signal: ac.signal });
+    await it.next();
+    ac.abort();
+    await expect((async () => { for (;;) if ((await it.next()).done) return; })()).rejects.toThrow(AbortError);
+    expect((await model.complete('A', { maxTokens: 3, temperature: 0, grammar: 'root ::= "ok"' })).text).toBe('ok');
   });
 
   test('bad schemas and grammars are refused by name, and the model stays usable', async () => {

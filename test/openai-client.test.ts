@@ -1,29 +1,38 @@
 /**
- * The official `openai` npm client against the server on loopback: completions, chat, streaming,
- * JSON schema output and tool calls (plain and streamed) round-trip with the client's own types.
+ * The official `openai` npm client against `jamba serve` (the CLI, in its own process, on
+ * loopback): completions, chat, streaming, JSON schema output and tool calls (plain and
+ * streamed) round-trip with the client's own types.
  */
-import fs from 'node:fs';
+import { ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
-import { JambaModel, createServer, loadModel } from '../lib';
+import { JambaModel, loadModel } from '../lib';
 import { EMBEDDED, SHARED } from './helpers/paths';
 import { TOOLS } from './helpers/tools';
 
-const template = fs.readFileSync(path.join(SHARED, 'fixtures', 'chat-template', 'jamba-1.7-mini.chat_template.jinja'), 'utf8');
+const template = path.join(SHARED, 'fixtures', 'chat-template', 'jamba-1.7-mini.chat_template.jinja');
 let model: JambaModel;
-let close: () => Promise<void>;
+let server: ChildProcess;
 let client: OpenAI;
 
 beforeAll(async () => {
   model = await loadModel(EMBEDDED);
-  const app = await createServer({ model, chatTemplate: template });
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  close = () => app.close();
-  client = new OpenAI({ apiKey: 'unused', baseURL: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/v1`, maxRetries: 0 });
+  server = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'jamba.js'), 'serve', '--port', '0', '--chat-template', template], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const base = await new Promise<string>((resolve, reject) => {
+    let err = '';
+    server.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      const m = /listening on (http:\/\/[^ ]+)/.exec(err);
+      if (m && err.includes('model ready')) resolve(m[1]!);
+    });
+    server.on('exit', (code) => reject(new Error(`jamba serve exited with ${code}: ${err}`)));
+  });
+  client = new OpenAI({ apiKey: 'unused', baseURL: `${base}/v1`, maxRetries: 0 });
 });
 afterAll(async () => {
-  await close();
+  const exited = new Promise((r) => server.once('exit', r));
+  server.kill('SIGTERM');
+  await exited;
   await model.dispose();
 });
 

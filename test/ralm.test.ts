@@ -347,18 +347,20 @@ describe('CLI and server', () => {
     fs.writeFileSync(titles, 'nothing\n');
     const sqlite = path.join(tmp, 'corpus.sqlite');
     cli('index', '--corpus', corpus, '--out', sqlite);
-    expect(Bm25Retriever.load(sqlite).kind).toBe('sqlite');
+    const disk = Bm25Retriever.load(sqlite);
+    expect(disk.kind).toBe('sqlite');
     const paper = JSON.parse(cli('eval', '--ralm', '--corpus', sqlite, '--window', '24', '--max-passage-tokens', '16', '--layout', 'paper',
       '--exclude-titles', titles, '--exclude-overlap', '--overlap-words', '8', '--json', text)) as {
       layout: string; withRetrieval: { nll: number; tokens: number; excluded: number; wordPerplexity: number };
     };
-    const wantPaper = await ralmPerplexity(model, textIds, { window: 24, maxPassageTokens: 16, retriever: Bm25Retriever.load(sqlite), layout: 'paper',
+    const wantPaper = await ralmPerplexity(model, textIds, { window: 24, maxPassageTokens: 16, retriever: disk, layout: 'paper',
       text: fs.readFileSync(text, 'utf8'), exclude: { titles: ['nothing'], overlapText: fs.readFileSync(text, 'utf8'), overlapWords: 8 } });
     expect(paper.layout).toBe('paper');
     expect(paper.withRetrieval.nll).toBe(wantPaper.nll);
     expect(paper.withRetrieval.tokens).toBe(textIds.length - 1);
     expect(paper.withRetrieval.excluded).toBe(wantPaper.excluded);
     expect(wantPaper.excluded).toBeGreaterThan(0);  // P1's passage shares 8 words in a row with the text
+    disk.close();
     const plainEval = JSON.parse(cli('eval', '--window', '10', '--json', text)) as { tokens: number; words: number; wordPerplexity: number };
     expect(plainEval.tokens).toBe(textIds.length);
     expect(plainEval.words).toBe(countWords(fs.readFileSync(text, 'utf8')));

@@ -158,7 +158,8 @@ void append_kv(const void* qkv, int64_t ldqkv, DType type, int64_t k_col, int64_
                const int32_t* token_offsets, cudaStream_t stream);
 
 // Sampling on the device: per row of logits [rows, vocab] float32, greedy (temperature 0) or
-// temperature / top-k / top-p from a counter-based generator (Philox keyed by the row's seed,
+// temperature / top-k / top-p (sampling.cu: one pass with Gumbel noise where no cut is asked) from
+// a counter-based generator (Philox keyed by the row's seed,
 // counted by its step, so a generation's draws do not depend on what it is batched with), so
 // logits never cross to the host during generation. `args` holds one entry per row, on the
 // device; out[r] is the chosen id.
@@ -166,7 +167,10 @@ struct SampleArgs {
   float temperature; int top_k; float top_p;
   uint64_t seed; uint64_t step;
 };
-void sample(const float* logits, int64_t rows, int64_t vocab, const SampleArgs* args, int32_t* out, cudaStream_t stream);
+// `workspace` holds sample_workspace(rows) bytes (the one-pass path's per-block bests).
+size_t sample_workspace(int64_t rows);
+void sample(const float* logits, int64_t rows, int64_t vocab, const SampleArgs* args, int32_t* out, void* workspace,
+            cudaStream_t stream);
 
 // Grammar masks on the device: logits[r, i] = −∞ where bit i of row r's mask is clear. `bits` is
 // [rows, ceil(vocab / 32)] 32-bit words (xgrammar's bitmask layout), uploaded per step.

@@ -1,10 +1,16 @@
 // Token sampling on the device, so logits never cross to the host while generating (grammar masks
-// too: masked logits are set to −∞ before a draw). A block per
-// row: greedy is an argmax (ties to the lower id, as on the CPU). Otherwise the top-k and top-p
-// cut-offs are found as thresholds by bisection on the value (each step one block-wide count or
-// sum over the row, no sort), and the token is drawn by inverse CDF in id order with a uniform
-// number from Philox-4x32-10 keyed by (seed, row) and counted by step: the same seed and step
-// give the same token, whatever else runs.
+// too: masked logits are set to −∞ before a draw). Every draw uses Philox-4x32-10 keyed by the
+// row's seed and counted by its step, so the same seed and step give the same token, whatever else
+// runs.
+//
+// - Greedy and plain temperature sampling (no top-k or top-p cut), the common case: one pass over
+//   the row, split among up to 64 blocks. Sampling is the Gumbel-max trick: the argmax of
+//   logit / T + Gumbel noise (one noise value per token, from Philox at (step, token)) is a draw
+//   from softmax(logit / T); greedy is the argmax without noise. Blocks write their best (value,
+//   id), a second kernel keeps the best of those, ties to the lower id (as on the CPU).
+// - With a top-k or top-p cut: a block per row finds the cut-offs as thresholds by bisection on
+//   the value (each step one block-wide count or sum, no sort) and draws by inverse CDF in id
+//   order.
 #include <cstdint>
 
 #include "common.cuh"
@@ -21,9 +27,9 @@ __device__ __forceinline__ uint32_t mulhilo(uint32_t a, uint32_t b, uint32_t& hi
   return uint32_t(p);
 }
 
-// Philox-4x32-10 (Salmon et al., 2011): counter (step), key from the seed.
-__device__ float philox_uniform(uint64_t seed, uint64_t step) {
-  uint32_t c0 = uint32_t(step), c1 = uint32_t(step >> 32), c2 = 0, c3 = 0;
+// Philox-4x32-10 (Salmon et al., 2011): four 32-bit outputs for counter (step, c2), key from the seed.
+__device__ uint4 philox(uint64_t seed, uint64_t step, uint32_t c2_in) {
+  uint32_t c0 = uint32_t(step), c1 = uint32_t(step >> 32), c2 = c2_in, c3 = 0;
   uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
 #pragma unroll
   for (int i = 0; i < 10; ++i) {
@@ -33,7 +39,82 @@ __device__ float philox_uniform(uint64_t seed, uint64_t step) {
     c0 = n0; c1 = l1; c2 = n2; c3 = l0;
     k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
   }
-  return float(c0 >> 8) * (1.0f / 16777216.0f);  // 24 bits: [0, 1)
+  return make_uint4(c0, c1, c2, c3);
+}
+
+__device__ float philox_uniform(uint64_t seed, uint64_t step) {
+  return float(philox(seed, step, 0).x >> 8) * (1.0f / 16777216.0f);  // 24 bits: [0, 1)
+}
+
+/** Gumbel(0, 1) noise from 32 random bits: −log(−log u), u in (0, 1). */
+__device__ __forceinline__ float gumbel(uint32_t bits) {
+  const float u = (float(bits >> 8) + 0.5f) * (1.0f / 16777216.0f);
+  return -logf(-logf(u));
+}
+
+/** Rows drawn by the one-pass path: greedy, or temperature with no top-k or top-p cut. */
+__device__ __forceinline__ bool one_pass(const SampleArgs& a, int64_t vocab) {
+  return a.temperature <= 0.f || ((a.top_k <= 0 || a.top_k >= vocab) && a.top_p >= 1.f);
+}
+
+/** (value, id) pairs: the larger value wins, ties to the lower id. */
+__device__ __forceinline__ void keep_best(float& v, int32_t& i, float ov, int32_t oi) {
+  if (ov > v || (ov == v && oi < i)) { v = ov; i = oi; }
+}
+
+constexpr int kPassThreads = 256, kMaxSplits = 64, kPerSplit = 1024;
+
+__global__ void __launch_bounds__(kPassThreads) one_pass_kernel(const float* __restrict__ logits, int64_t vocab,
+                                                                const SampleArgs* __restrict__ args, int splits,
+                                                                float* __restrict__ part_v, int32_t* __restrict__ part_i) {
+  const int64_t r = blockIdx.y;
+  const SampleArgs a = args[r];
+  if (!one_pass(a, vocab)) return;
+  const float* x = logits + r * vocab;
+  const bool greedy = a.temperature <= 0.f;
+  const float inv_t = greedy ? 1.f : 1.f / a.temperature;
+  // This block's ids, in groups of 4 (one Philox call gives a group's noise).
+  const int64_t groups = (vocab + 3) / 4, per = (groups + splits - 1) / splits;
+  const int64_t g0 = int64_t(blockIdx.x) * per, g1 = g0 + per < groups ? g0 + per : groups;
+  float best = -INFINITY;
+  int32_t best_i = INT32_MAX;
+  for (int64_t g = g0 + threadIdx.x; g < g1; g += kPassThreads) {
+    uint4 bits = make_uint4(0, 0, 0, 0);
+    if (!greedy) bits = philox(a.seed, a.step, uint32_t(g) + 1u);
+    const uint32_t b[4] = {bits.x, bits.y, bits.z, bits.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t i = g * 4 + j;
+      if (i >= vocab) break;
+      const float v = greedy ? x[i] : x[i] * inv_t + gumbel(b[j]);
+      keep_best(best, best_i, v, int32_t(i));
+    }
+  }
+  // Warp, then block.
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) keep_best(best, best_i, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, best_i, o));
+  __shared__ float s_v[kPassThreads / 32];
+  __shared__ int32_t s_i[kPassThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) { s_v[warp] = best; s_i[warp] = best_i; }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kPassThreads / 32; ++w) keep_best(best, best_i, s_v[w], s_i[w]);
+    part_v[r * splits + blockIdx.x] = best;
+    part_i[r * splits + blockIdx.x] = best_i;
+  }
+}
+
+__global__ void one_pass_final_kernel(int64_t vocab, const SampleArgs* __restrict__ args, int splits, const float* __restrict__ part_v,
+                                      const int32_t* __restrict__ part_i, int32_t* __restrict__ out) {
+  const int64_t r = blockIdx.x;
+  if (!one_pass(args[r], vocab)) return;
+  float best = -INFINITY;
+  int32_t best_i = INT32_MAX;
+  for (int j = threadIdx.x; j < splits; j += 32) keep_best(best, best_i, part_v[r * splits + j], part_i[r * splits + j]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) keep_best(best, best_i, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, best_i, o));
+  if (threadIdx.x == 0) out[r] = best_i < vocab ? best_i : 0;  // every logit −∞ or NaN: token 0
 }
 
 __device__ float block_max(float v) {
@@ -51,6 +132,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
                                                           const SampleArgs* __restrict__ args, int32_t* __restrict__ out) {
   const int64_t r = blockIdx.x;
   const SampleArgs a = args[r];
+  if (one_pass(a, vocab)) return;  // drawn by one_pass_kernel
   const float* x = logits + r * vocab;
   float mx = -INFINITY, mn = INFINITY;
   int64_t arg = vocab;
@@ -169,8 +251,20 @@ __global__ void quantize_kernel(const bf16* __restrict__ w, int64_t k, int8_t* _
 
 }  // namespace
 
-void sample(const float* logits, int64_t rows, int64_t vocab, const SampleArgs* args, int32_t* out, cudaStream_t stream) {
+static int splits_for(int64_t vocab) {
+  const int64_t s = (vocab + kPerSplit - 1) / kPerSplit;
+  return int(s < 1 ? 1 : s > kMaxSplits ? kMaxSplits : s);
+}
+
+size_t sample_workspace(int64_t rows) { return size_t(rows) * kMaxSplits * (sizeof(float) + sizeof(int32_t)); }
+
+void sample(const float* logits, int64_t rows, int64_t vocab, const SampleArgs* args, int32_t* out, void* workspace, cudaStream_t stream) {
   if (rows == 0) return;
+  const int splits = splits_for(vocab);
+  float* part_v = static_cast<float*>(workspace);
+  int32_t* part_i = reinterpret_cast<int32_t*>(part_v + rows * splits);
+  one_pass_kernel<<<dim3(unsigned(splits), unsigned(rows)), kPassThreads, 0, stream>>>(logits, vocab, args, splits, part_v, part_i);
+  one_pass_final_kernel<<<unsigned(rows), 32, 0, stream>>>(vocab, args, splits, part_v, part_i, out);
   sample_kernel<<<unsigned(rows), kThreads, 0, stream>>>(logits, vocab, args, out);
   JAMBA_CUDA_LAUNCHED("sample");
 }

@@ -600,7 +600,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   };
   std::vector<int32_t> tokens;
   for (auto& t : req.tokens) tokens.insert(tokens.end(), t.begin(), t.end());
-  void *d_tokens, *logits_rows, *xf, *xsel, *xb, *d_last, *d_sample_args, *d_sampled, *d_masks;
+  void *d_tokens, *logits_rows, *xf, *xsel, *xb, *d_last, *d_sample_args, *d_sampled, *d_masks, *d_sample_ws;
   bool sampling = false, all_sampled = !req.sample.empty();
   for (const SampleSpec& sp : req.sample) {
     sampling = sampling || sp.on;
@@ -625,6 +625,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   want(&d_last, size_t(ws.S) * 4);
   want(&d_sample_args, size_t(ws.S) * sizeof(cuda::SampleArgs));
   want(&d_sampled, size_t(ws.S) * 4);
+  want(&d_sample_ws, cuda::sample_workspace(ws.S));
   want(&d_masks, masked ? size_t(ws.S * mask_words) * 4 : 4);
   want(reinterpret_cast<void**>(&ws.h), size_t(T * H) * 4);
   want(&ws.x, size_t(T * H) * 2);
@@ -744,7 +745,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
         put(d_masks, bits.data(), bits.size() * 4);
         cuda::mask_logits(static_cast<float*>(logits_rows), ws.S, V, static_cast<uint32_t*>(d_masks), s);
       }
-      cuda::sample(static_cast<float*>(logits_rows), ws.S, V, static_cast<cuda::SampleArgs*>(d_sample_args), static_cast<int32_t*>(d_sampled), s);
+      cuda::sample(static_cast<float*>(logits_rows), ws.S, V, static_cast<cuda::SampleArgs*>(d_sample_args), static_cast<int32_t*>(d_sampled), d_sample_ws, s);
       res.sampled.resize(size_t(ws.S));
       check(cudaMemcpyAsync(res.sampled.data(), d_sampled, size_t(ws.S) * 4, cudaMemcpyDeviceToHost, s), "sampled");
     }

@@ -467,9 +467,10 @@ Napi::Object CudaOps(Napi::Env env) {
     return result(o, ms, {{"out", js(o.env, download(out, size_t(T * H * D), t))}});
   }));
 
-  // sample({ logits, rows, vocab, temperature, topK, topP, seed, step, steps?, mask? }) → Int32Array: the
-  // same settings for every row; with `steps` (an Int32Array), row r draws at step steps[r]; with
-  // `mask` ([rows × ceil(vocab / 32)] bit words), only allowed tokens are drawn.
+  // sample({ logits, rows, vocab, temperature, topK, topP, seed, step, steps?, mask?, repeat? }) → Int32Array
+  // (with its `ms` per draw when repeated): the same settings for every row; with `steps` (an
+  // Int32Array), row r draws at step steps[r]; with `mask` ([rows × ceil(vocab / 32)] bit words),
+  // only allowed tokens are drawn.
   ops.Set("sample", op(env, "sample", [](const Opts& o) -> Napi::Value {
     const int64_t R = o.i("rows"), V = o.i("vocab");
     const double top_p = o.f("topP", 1), top_k = o.f("topK", 0);
@@ -486,9 +487,11 @@ Napi::Object CudaOps(Napi::Env env) {
       cuda::mask_logits(lg.as<float>(), R, V, dbits.as<uint32_t>(), nullptr);
       check(cudaDeviceSynchronize(), "mask_logits");
     }
-    cuda::sample(lg.as<float>(), R, V, dargs.as<cuda::SampleArgs>(), out.as<int32_t>(), nullptr);
-    check(cudaDeviceSynchronize(), "sample");
-    return js(o.env, out.get<int32_t>(size_t(R)));
+    Dev ws(cuda::sample_workspace(R));
+    const double ms = timed(o.repeat(), [&] { cuda::sample(lg.as<float>(), R, V, dargs.as<cuda::SampleArgs>(), out.as<int32_t>(), ws.p, nullptr); });
+    Napi::Int32Array ids = js(o.env, out.get<int32_t>(size_t(R)));
+    ids.Set("ms", ms);
+    return ids;
   }));
   return ops;
 }

@@ -70,14 +70,15 @@ export class TokenConstraint {
     return this.matcher.getNextTokenBitmask();
   }
 
-  /** Sets the logits of every token the grammar cannot take next to −∞ (in place). */
-  async mask(logits: Float32Array): Promise<void> {
-    const bits = await this.bitmask();
+  /** Sets the logits of every token `bits` (default: the grammar's next mask) forbids to −∞, in place. */
+  async mask(logits: Float32Array, bits?: Int32Array): Promise<void> {
+    bits ??= await this.bitmask();
     for (let w = 0; w * 32 < this.vocab; w++) {
       const word = bits[w]! | 0;
       if (word === -1) continue;
-      const end = Math.min(32, this.vocab - w * 32);
-      for (let b = 0; b < end; b++) if (!((word >>> b) & 1)) logits[w * 32 + b] = -Infinity;
+      const at = w * 32, end = Math.min(32, this.vocab - at);
+      if (word === 0) logits.fill(-Infinity, at, at + end);
+      else for (let b = 0; b < end; b++) if (!((word >>> b) & 1)) logits[at + b] = -Infinity;
     }
   }
 

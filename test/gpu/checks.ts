@@ -357,6 +357,16 @@ export const checks: GpuCheck[] = [
       if (topp.some((x) => x > 2)) throw new Error('top-p 0.6 drew outside the smallest set holding 60%');
       if (cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, seed: 42, steps }).join() !== draw.join()) throw new Error('same seed and steps, different draws');
       if (cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, seed: 42, steps: later }).join() === draw.join()) throw new Error('other steps drew the same');
+      // The one-pass (Gumbel-max) path over a vocabulary split among several blocks: the same distribution.
+      const BV = 5000, ids8 = [0, 1100, 2200, 2300, 3333, 4095, 4096, 4999];
+      const wide = new Float32Array(rows * BV).fill(-1e4);
+      for (let i = 0; i < rows; i++) ids8.forEach((id, j) => (wide[i * BV + id] = Math.log(p[j]!)));
+      const wideDraw = cuda.sample({ logits: wide, rows, vocab: BV, temperature: 1, seed: 7, steps });
+      ids8.forEach((id, j) => {
+        const f = wideDraw.filter((x) => x === id).length, sd = Math.sqrt(rows * p[j]! * (1 - p[j]!));
+        if (Math.abs(f - rows * p[j]!) > 5 * sd) throw new Error(`vocabulary ${BV}: id ${id}: ${f} draws, expected ${rows * p[j]!}`);
+      });
+      if (wideDraw.some((x) => !ids8.includes(x))) throw new Error('drew an id of logit −10,000');
       // A grammar's bitmask: only allowed ids are drawn, greedy or sampled; greedy takes the best allowed one.
       const W = Math.ceil(V / 32), mask = new Int32Array(R * W);
       const allowed = (r: number, id: number) => (id * 7 + r) % 5 === 0;
