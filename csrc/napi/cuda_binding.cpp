@@ -103,12 +103,12 @@ void poison(Dev& d) { check(cudaMemset(d.p, 0xff, d.bytes), "cudaMemset"); }
 
 Napi::Float32Array js(Napi::Env env, const std::vector<float>& v) {
   auto a = Napi::Float32Array::New(env, v.size());
-  std::memcpy(a.Data(), v.data(), v.size() * 4);
+  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * 4);
   return a;
 }
 Napi::Int32Array js(Napi::Env env, const std::vector<int32_t>& v) {
   auto a = Napi::Int32Array::New(env, v.size());
-  std::memcpy(a.Data(), v.data(), v.size() * 4);
+  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * 4);
   return a;
 }
 

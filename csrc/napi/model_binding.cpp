@@ -226,7 +226,7 @@ class ForwardWorker : public PromiseWorker {
     Napi::Object out = Napi::Object::New(env);
     auto to_js = [&](const std::vector<float>& v) {
       Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
-      std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
+      if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));  // an empty array's data may be null
       return a;
     };
     out.Set("logits", to_js(result_.logits));
@@ -321,7 +321,7 @@ Napi::Value NativeModel::Embed(const Napi::CallbackInfo& info) {
     throw make_error(env, e.kind, e.what());
   }
   Napi::Float32Array out = Napi::Float32Array::New(env, rows.size());
-  std::memcpy(out.Data(), rows.data(), rows.size() * sizeof(float));
+  if (!rows.empty()) std::memcpy(out.Data(), rows.data(), rows.size() * sizeof(float));
   return out;
 }
 
