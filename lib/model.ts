@@ -3,6 +3,7 @@
  * done with it: logits, sequences, streaming and batched generation, inspection, disposal.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { JambaConfig, readConfig } from './config';
 import { DisposedError, InvalidArgumentError, JambaError, fromNative } from './errors';
@@ -581,6 +582,7 @@ export class JambaModel {
       newSequence: () => this.createSequence(),
       hiddenSize: this.config.hiddenSize,
       deviceSampling: this.native().device() === 'cuda',
+      maskDuringPass: this.native().device() === 'cuda' || native().ops.threads() < os.availableParallelism(),
       tokenizer: this.tokenizer,
       vocab: this.config.vocabSize,
       eosIds: this.eosIds,

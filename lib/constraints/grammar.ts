@@ -15,6 +15,7 @@
 import { InvalidArgumentError } from '../errors';
 import type { JambaTokenizer } from '../tokenizer';
 import type * as Xgrammar from '@mlc-ai/web-xgrammar';
+import { rewriteBoundedRepetitions } from './bounded-repetition';
 import { XgrammarModule, xgrammar } from './xgrammar';
 
 /** OpenAI's `response_format`. */
@@ -73,12 +74,24 @@ export class TokenConstraint {
   /** Sets the logits of every token `bits` (default: the grammar's next mask) forbids to −∞, in place. */
   async mask(logits: Float32Array, bits?: Int32Array): Promise<void> {
     bits ??= await this.bitmask();
-    for (let w = 0; w * 32 < this.vocab; w++) {
-      const word = bits[w]! | 0;
-      if (word === -1) continue;
-      const at = w * 32, end = Math.min(32, this.vocab - at);
-      if (word === 0) logits.fill(-Infinity, at, at + end);
-      else for (let b = 0; b < end; b++) if (!((word >>> b) & 1)) logits[at + b] = -Infinity;
+    // Runs of fully forbidden words are filled at once; otherwise only the forbidden tokens are
+    // visited, the set bits of each inverted word, lowest first.
+    const words = Math.ceil(this.vocab / 32);
+    for (let w = 0, at = 0; w < words; w++, at += 32) {
+      if (bits[w] === 0) {
+        let end = w + 1;
+        while (end < words && bits[end] === 0) end++;
+        logits.fill(-Infinity, at, Math.min(end * 32, this.vocab));
+        at += (end - 1 - w) * 32;
+        w = end - 1;
+        continue;
+      }
+      let off = ~bits[w]!;
+      if (at + 32 > this.vocab) off &= (1 << (this.vocab - at)) - 1;
+      while (off !== 0) {
+        logits[at + 31 - Math.clz32(off & -off)] = -Infinity;
+        off &= off - 1;
+      }
     }
   }
 
@@ -93,6 +106,12 @@ export class TokenConstraint {
   }
 }
 
+/** The EBNF of compact JSON valid under `schema` (a JSON string), with separators `[comma, colon]`. */
+async function jsonSchemaEbnf(schema: string, separators: [string, string], strict: boolean): Promise<string> {
+  // indent -1: none (xgrammar's stand-in for C++'s empty optional).
+  return rewriteBoundedRepetitions(await xgrammar().Testings._jsonSchemaToEBNF(schema, false, -1, separators, strict));
+}
+
 /**
  * A structural tag with each `json_schema` part turned into the grammar of that schema's JSON
  * without free whitespace (separators ', ' and ': ', as the chat template's tojson writes
@@ -104,7 +123,7 @@ async function compactJsonIn(node: unknown): Promise<unknown> {
   if (node === null || typeof node !== 'object') return node;
   const o = node as Record<string, unknown>;
   if (o.type === 'json_schema')
-    return { type: 'grammar', grammar: await xgrammar().Testings._jsonSchemaToEBNF(JSON.stringify(o.json_schema), false, -1, [', ', ': '], true) };
+    return { type: 'grammar', grammar: await jsonSchemaEbnf(JSON.stringify(o.json_schema), [', ', ': '], true) };
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(o)) out[k] = await compactJsonIn(v);
   return out;
@@ -137,10 +156,14 @@ export class ConstraintCompiler {
     c = (async () => {
       const compiler = await this.getCompiler();
       try {
-        if (spec.kind === 'grammar') return await compiler.compileGrammar(spec.ebnf, 'root');
         if (spec.kind === 'structural_tag') return await compiler.compileStructuralTag((await compactJsonIn(JSON.parse(spec.tag))) as Record<string, unknown>);
-        // indent -1: none (xgrammar's stand-in for C++'s empty optional).
-        return await compiler.compileJSONSchema(spec.schema, false, -1, [',', ':'], spec.strict);
+        if (spec.kind === 'json_schema') return await compiler.compileGrammar(await jsonSchemaEbnf(spec.schema, [',', ':'], spec.strict), 'root');
+        try {
+          return await compiler.compileGrammar(rewriteBoundedRepetitions(spec.ebnf), 'root');
+        } catch {
+          // The user's own text, for an error message that points into it.
+          return await compiler.compileGrammar(spec.ebnf, 'root');
+        }
       } catch (e) {
         const what = spec.kind === 'grammar' ? 'grammar' : spec.kind === 'structural_tag' ? 'tools (their parameters)' : 'responseFormat.json_schema.schema';
         throw new InvalidArgumentError(`${what} cannot be compiled: ${e instanceof Error ? e.message : String(e)}`);
