@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { JambaConfig, readConfig } from './config';
-import { DisposedError, InvalidArgumentError, JambaError, fromNative } from './errors';
+import { DisposedError, InvalidArgumentError, JambaError, NoDeviceError, fromNative } from './errors';
 import { ChatMessage, ChatOptions, renderChat } from './chat';
 import { ConstraintCompiler } from './constraints/grammar';
 import { CHAT_KEYS, GENERATE_KEYS, checkKeys, keys } from './options';
@@ -21,7 +21,7 @@ import type { Passage } from './retrieval/types';
 import { ScoreOptions, ScoreResult, scoreTokens } from './score';
 import { buildPlan, parameterCounts } from './graph';
 import { ForwardOptions, ForwardResult, NativeModel, NativeSequence, native } from './native';
-import { defaultModelDir } from './paths';
+import { defaultModelDir, packageRoot } from './paths';
 import { PrefixCache } from './prefix-cache';
 import { InsufficientMemoryError, availableMemoryBytes, estimateDeviceBytes, estimateLoadBytes } from './memory';
 import { TensorInfo, assertInside, readCheckpointTensors } from './safetensors';
@@ -183,8 +183,8 @@ export class JambaModel {
     if (asked !== 'cpu') {
       const why = cudaUnavailable();
       if (why === null) device = 'cuda';
-      else if (asked === 'cuda') throw new JambaError('unsupported_device', `device 'cuda': ${why}`);
-      else process.stderr.write(`jamba: device 'auto': ${why}; using the CPU backend\n`);
+      else if (asked === 'cuda') throw why;
+      else process.stderr.write(`jamba: device 'auto': ${why.message.replace(/^device 'cuda': /, '')}; using the CPU backend\n`);
     }
     for (const k of ['maxSequences', 'contextLength'] as const) {
       const v = options[k];
@@ -599,15 +599,34 @@ export class JambaModel {
 }
 
 /** Why the model cannot run on CUDA here, or null when it can. */
-function cudaUnavailable(): string | null {
+/**
+ * Why `device: 'cuda'` cannot be served, as the error it throws: `unsupported_device` for a build
+ * without the CUDA backend (with the reason the install recorded), `no_device` for a CUDA build on
+ * a machine with no usable GPU; null when it can.
+ */
+function cudaUnavailable(): JambaError | null {
   const cuda = native().cuda;
-  if (!cuda) return 'this installation of jamba-node was built without CUDA (build it with `npm run build:cmake` where nvcc is installed)';
+  if (!cuda) return new JambaError('unsupported_device', `device 'cuda': this build of jamba-node has no CUDA backend: ${whyNoCudaBuild()}`);
   try {
     cuda.info();
   } catch (e) {
-    return `no usable CUDA device (${(e as Error).message})`;
+    const err = fromNative(e);
+    return err instanceof JambaError && err.code === 'no_device' ? new NoDeviceError(`device 'cuda': no usable CUDA device (${err.message})`) : err as JambaError;
   }
   return null;
+}
+
+/** The reason scripts/install.js recorded in build/jamba-build.json, with what to do about it. */
+function whyNoCudaBuild(): string {
+  if (process.env.JAMBA_ADDON) return `the addon JAMBA_ADDON names (${process.env.JAMBA_ADDON}) was built without it`;
+  let reason = 'it was built without one';
+  try {
+    const r = (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'build', 'jamba-build.json'), 'utf8')) as { reason?: unknown }).reason;
+    if (typeof r === 'string') reason = r;
+  } catch {
+    // no record: an addon built some other way
+  }
+  return `${reason}. Install where a CUDA toolkit (nvcc) is found to build it (\`npm rebuild jamba-node\`; JAMBA_CUDA=ON makes a failed CUDA build an error)`;
 }
 
 /** generation_config.json's end-of-sequence ids and stop strings (transformers' names); absent or unreadable, none. */

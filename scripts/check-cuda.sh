@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# `npm run check:cuda`: compiles every CUDA source with nvcc for sm_80 and sm_90, warnings as
-# errors, and the CUDA glue with the host compiler, on a machine with no GPU (CI has nvcc but no
-# GPU and no cuBLAS), so the CUDA backend never rots. Prints each kernel's registers, shared
-# memory and spills. Fails if nvcc is missing.
+# `npm run check:cuda`, for kernel work: compiles every CUDA source alone with nvcc for sm_80 and
+# sm_90, warnings as errors, and the CUDA glue with the host compiler, on a machine with no GPU,
+# and prints each kernel's registers, shared memory and spills. (CI builds the backend through
+# `npm install`, with JAMBA_CUDA_WERROR=1.) Fails if nvcc is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}

@@ -1,7 +1,15 @@
-/** Device selection: 'cuda' refuses with the reason, 'auto' falls back to the CPU with one log line. */
-import { JambaError, loadModel } from '../lib';
+/**
+ * Device selection: 'cuda' refuses with the reason, 'auto' falls back to the CPU with one log line;
+ * and the install's build has the CUDA backend wherever a CUDA toolkit is found.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { JambaError, NoDeviceError, loadModel } from '../lib';
 import { native } from '../lib/native';
+import { packageRoot } from '../lib/paths';
 import { EMBEDDED } from './helpers/paths';
+
+const { findCudaToolkit } = require('../scripts/cuda-toolkit') as { findCudaToolkit(): { nvcc: string } | null };
 
 // These run where there is no usable GPU (CI); on a GPU host, test/gpu.test.ts covers 'cuda'.
 const gpu = (() => {
@@ -14,12 +22,25 @@ const gpu = (() => {
 })();
 const noGpu = gpu ? test.skip : test;
 
-noGpu("device 'cuda' without a usable CUDA path throws unsupported_device with the reason", async () => {
+noGpu("device 'cuda' without a usable GPU: no_device from a CUDA build, unsupported_device (with the install's reason) from a CPU one", async () => {
   const err = await loadModel(EMBEDDED, { device: 'cuda' }).catch((e: unknown) => e);
-  expect(err).toBeInstanceOf(JambaError);
-  expect((err as JambaError).code).toBe('unsupported_device');
-  const reason = native().cuda ? /no usable CUDA device/ : /built without CUDA/;
-  expect((err as Error).message).toMatch(reason);
+  if (native().cuda) {
+    expect(err).toBeInstanceOf(NoDeviceError);
+    expect((err as JambaError).code).toBe('no_device');
+    expect((err as Error).message).toMatch(/no usable CUDA device/);
+  } else {
+    expect((err as JambaError).code).toBe('unsupported_device');
+    expect((err as Error).message).toMatch(/has no CUDA backend: .*npm rebuild jamba-node/);
+  }
+});
+
+test('npm install built the CUDA backend exactly where a CUDA toolkit is found (unless JAMBA_CUDA=OFF)', () => {
+  const record = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'build', 'jamba-build.json'), 'utf8')) as { cuda: boolean; reason?: string };
+  const off = ['OFF', '0', 'FALSE', 'NO'].includes((process.env.JAMBA_CUDA ?? '').toUpperCase());
+  expect(record.cuda).toBe(findCudaToolkit() !== null && !off);
+  if (!record.cuda) expect(record.reason).toEqual(expect.any(String));
+  // The sanitizer run loads its own CPU build (JAMBA_ADDON); otherwise the addon is the install's.
+  if (!process.env.JAMBA_ADDON) expect(native().backend).toBe(record.cuda ? 'cpu+cuda' : 'cpu');
 });
 
 noGpu("device 'auto' falls back to the CPU with one log line", async () => {

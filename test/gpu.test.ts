@@ -15,7 +15,7 @@ if (!required) {
 } else {
   test('a CUDA backend is built and a CUDA device is present', () => {
     const addon = native();
-    if (!addon.cuda) throw new Error(`this build of jamba-node has no CUDA backend (backend: ${addon.backend}); build it with \`npm run build:cmake\` on a GPU host`);
+    if (!addon.cuda) throw new Error(`this build of jamba-node has no CUDA backend (backend: ${addon.backend}); install where a CUDA toolkit (nvcc) is found, or see build/jamba-build.json for why it was not built`);
     const info = addon.cuda.info();  // throws NoDeviceError's code where there is no device
     expect(info.totalBytes).toBeGreaterThan(0);
   });
