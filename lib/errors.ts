@@ -57,6 +57,18 @@ export class CorpusError extends JambaError {
   }
 }
 
+/**
+ * The device asked for cannot run this model: the build has no CUDA backend, or a config field
+ * (`field`) lies outside what the CUDA kernels support.
+ */
+export class UnsupportedDeviceError extends JambaError {
+  readonly field: string | undefined;
+  constructor(message: string, field?: string) {
+    super('unsupported_device', field ? `${field}: ${message}` : message);
+    this.field = field;
+  }
+}
+
 /** No usable CUDA device or driver (the CUDA build runs, but this machine cannot). */
 export class NoDeviceError extends JambaError {
   constructor(message: string) {

@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { JambaConfig, readConfig } from './config';
-import { DisposedError, InvalidArgumentError, JambaError, NoDeviceError, fromNative } from './errors';
+import { DisposedError, InvalidArgumentError, JambaError, NoDeviceError, UnsupportedDeviceError, fromNative } from './errors';
+import { cudaUnsupported } from './cuda-support';
 import { ChatMessage, ChatOptions, renderChat } from './chat';
 import { ConstraintCompiler } from './constraints/grammar';
 import { CHAT_KEYS, GENERATE_KEYS, checkKeys, keys } from './options';
@@ -179,13 +180,6 @@ export class JambaModel {
     checkKeys(options, 'loadModel options', LOAD_KEYS);
     const asked = options.device ?? 'cpu';
     if (asked !== 'cpu' && asked !== 'auto' && asked !== 'cuda') throw new InvalidArgumentError(`device must be 'cpu', 'auto' or 'cuda', got ${String(asked)}`);
-    let device: 'cpu' | 'cuda' = 'cpu';
-    if (asked !== 'cpu') {
-      const why = cudaUnavailable();
-      if (why === null) device = 'cuda';
-      else if (asked === 'cuda') throw why;
-      else process.stderr.write(`jamba: device 'auto': ${why.message.replace(/^device 'cuda': /, '')}; using the CPU backend\n`);
-    }
     for (const k of ['maxSequences', 'contextLength'] as const) {
       const v = options[k];
       if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw new InvalidArgumentError(`${k} must be a positive integer`);
@@ -200,6 +194,15 @@ export class JambaModel {
     for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'chat_template.jinja'])
       if (fs.existsSync(path.join(abs, f))) assertInside(abs, path.join(abs, f));
     const config = readConfig(abs);
+    let device: 'cpu' | 'cuda' = 'cpu';
+    if (asked !== 'cpu') {
+      // The model's shapes first (a CUDA build knows its kernels' limits without a device), then the device.
+      const cuda = native().cuda;
+      const why = (cuda ? cudaUnsupported(config, cuda.limits()) : null) ?? cudaUnavailable();
+      if (why === null) device = 'cuda';
+      else if (asked === 'cuda') throw why;
+      else process.stderr.write(`jamba: device 'auto': ${why.message.replace(/^device 'cuda': /, '')}; using the CPU backend\n`);
+    }
     const limit = options.memoryLimitBytes ?? availableMemoryBytes();
     if (options.memoryLimitBytes !== undefined && (!Number.isFinite(limit) || limit < 0)) throw new InvalidArgumentError('memoryLimitBytes must be a non-negative number');
     // A config whose weights alone (at 2 bytes each) cannot fit is refused before reading more.
@@ -606,7 +609,7 @@ export class JambaModel {
  */
 function cudaUnavailable(): JambaError | null {
   const cuda = native().cuda;
-  if (!cuda) return new JambaError('unsupported_device', `device 'cuda': this build of jamba-node has no CUDA backend: ${whyNoCudaBuild()}`);
+  if (!cuda) return new UnsupportedDeviceError(`device 'cuda': this build of jamba-node has no CUDA backend: ${whyNoCudaBuild()}`);
   try {
     cuda.info();
   } catch (e) {

@@ -128,6 +128,9 @@ export interface NativeOps {
   readBandwidth(seconds: number): number;
 }
 
+/** The shapes the CUDA kernels support. */
+export interface CudaLimits { maxDState: number; minConv: number; maxConv: number; maxHeadDim: number; maxGroup: number; maxExperts: number }
+
 type F32 = Float32Array;
 type Timed<T> = T & { ms: number };
 type DT = 'f32' | 'bf16';
@@ -139,6 +142,8 @@ type DT = 'f32' | 'bf16';
  */
 export interface NativeCudaOps {
   info(): { name: string; computeCapability: string; multiprocessors: number; l2Bytes: number; totalBytes: number; freeBytes: number };
+  /** The shapes the kernels support (csrc/cuda/kernels.h); needs no device. */
+  limits(): CudaLimits;
   copyBandwidth(o: { bytes: number; repeat?: number }): number;
   rmsnormResidual(o: { h: F32; delta?: F32; rows: number; cols: number; weight: F32; eps: number; dtype?: DT; repeat?: number }): Timed<{ h: F32; out: F32 }>;
   conv1d(o: { x: F32; tLen: number; channels: number; w: F32; dConv: number; bias?: F32; state: F32; dtype?: DT; repeat?: number }): Timed<{ out: F32; state: F32 }>;

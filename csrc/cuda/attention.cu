@@ -18,7 +18,7 @@ namespace jamba::cuda {
 namespace {
 
 constexpr int kSplitThreads = 128;   // 4 warps
-constexpr int kMaxGroup = 16;        // query heads per KV head
+using limits::kMaxGroup;
 
 struct Partial {  // per (sequence, head, split), then head_dim floats of weighted values
   float m, l;
@@ -272,8 +272,8 @@ void launch_prefill(const AttentionArgs& a, int64_t t_len, cudaStream_t s) {
   if (a.head_dim <= 16) go(std::integral_constant<int, 16>{});
   else if (a.head_dim <= 32) go(std::integral_constant<int, 32>{});
   else if (a.head_dim <= 64) go(std::integral_constant<int, 64>{});
-  else if (a.head_dim <= 128) go(std::integral_constant<int, 128>{});
-  else fail("invalid_argument", "the CUDA prefill attention supports head_dim up to 128, not " + std::to_string(a.head_dim));
+  else if (a.head_dim <= limits::kMaxHeadDim) go(std::integral_constant<int, limits::kMaxHeadDim>{});
+  else fail("invalid_argument", "the CUDA prefill attention supports head_dim up to " + std::to_string(limits::kMaxHeadDim) + ", not " + std::to_string(a.head_dim));
 }
 
 template <typename T>
@@ -302,7 +302,8 @@ size_t decode_attention_workspace(int64_t batch, int heads, int head_dim, int sp
 void decode_attention(const AttentionArgs& a, int64_t batch, int splits, void* partial, cudaStream_t stream) {
   if (batch == 0) return;
   const int G = a.heads / a.kv_heads;
-  if (G > kMaxGroup || a.heads % a.kv_heads) fail("invalid_argument", "decode_attention: heads per KV head must divide and be ≤ 16");
+  if (G > kMaxGroup || a.heads % a.kv_heads)
+    fail("invalid_argument", "decode_attention: heads per KV head must divide and be ≤ " + std::to_string(kMaxGroup));
   if (splits < 1) fail("invalid_argument", "decode_attention: at least one split");
   const dim3 grid{unsigned(batch), unsigned(a.kv_heads), unsigned(splits)};
   float* ws = static_cast<float*>(partial);

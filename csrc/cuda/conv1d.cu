@@ -8,7 +8,8 @@
 namespace jamba::cuda {
 namespace {
 
-constexpr int kMaxConv = 8;
+using limits::kMaxConv;
+static_assert(limits::kMinConv == 2 && kMaxConv == 8, "the switch in the launcher lists 2 to 8");
 constexpr int kTile = 64;      // time steps per thread
 constexpr int kChannels = 128; // channels per block
 

@@ -11,6 +11,18 @@ namespace jamba::cuda {
 
 enum class DType { F32, BF16 };
 
+// The shapes the kernels support, in one place: the launchers refuse anything else, and a model
+// is checked against them once at load (lib/cuda-support.ts, as ggml's supports_op), before any
+// weight is uploaded.
+namespace limits {
+constexpr int kMaxDState = 32;     // selective scan and state update: states per channel
+constexpr int kMinConv = 2;        // causal conv1d taps
+constexpr int kMaxConv = 8;
+constexpr int kMaxHeadDim = 128;   // flash prefill (decode attention takes up to 256)
+constexpr int kMaxGroup = 16;      // query heads per KV head
+constexpr int kMaxExperts = 1024;  // routing
+}  // namespace limits
+
 // h[r] += delta[r] (if delta), then out[r] = h[r] / rms(h[r]) * weight: the residual add of the
 // previous sub-layer fused with the next norm. h is float32 (the residual stream, or a slice of a
 // float32 projection normalised in place); ld* are row strides in elements.

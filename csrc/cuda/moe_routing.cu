@@ -1,22 +1,23 @@
-// MoE routing and data movement on the device. Routing: a warp per token computes the softmax of
-// its router logits and picks the top k by k warp-wide argmax rounds (ties go to the lower
-// expert index, as on the CPU); counts per expert are accumulated with atomics. An exclusive scan
-// turns counts into group offsets, and a scatter gives every (token, slot) its row in the grouped
-// order. Nothing is copied to the host: the expert GEMM reads the offsets on the device.
+// MoE routing and data movement on the device. Routing is one launch of one block (decode
+// routes 1-16 tokens, where launches, not work, cost the time): a warp per token computes the
+// softmax of its router logits and picks the top k by k warp-wide argmax rounds (ties go to the
+// lower expert index, as on the CPU), counting rows per expert in shared memory; one thread turns
+// the counts into group offsets and the list of active experts; then every (token, slot) gets its
+// row in the grouped order. Nothing is copied to the host: the expert GEMM reads the offsets on
+// the device.
 #include "common.cuh"
 #include "kernels.h"
 
 namespace jamba::cuda {
 namespace {
 
-constexpr int kMaxExperts = 1024;
+using limits::kMaxExperts;
+constexpr int kRouteThreads = 1024;
 
-__global__ void topk_kernel(const float* __restrict__ logits, int64_t tokens, int E, int k, int32_t* __restrict__ idx,
-                            float* __restrict__ weight, int32_t* __restrict__ counts) {
-  const int64_t t = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-  const int lane = threadIdx.x & 31;
-  if (t >= tokens) return;
-  const float* lg = logits + t * E;
+// Token t's top k experts and their probabilities, in descending order, by the warp calling it;
+// each pick is counted in `counts` (shared memory).
+__device__ void route_token(const float* __restrict__ lg, int E, int k, int lane, int32_t* __restrict__ idx,
+                            float* __restrict__ weight, int32_t* counts) {
   float mx = -INFINITY;
   for (int e = lane; e < E; e += 32) mx = fmaxf(mx, lg[e]);
   mx = warp_max(mx);
@@ -41,49 +42,54 @@ __global__ void topk_kernel(const float* __restrict__ logits, int64_t tokens, in
     }
     if (lane == (best_e & 31)) {
       taken |= 1u << (best_e >> 5);
-      idx[t * k + j] = best_e;
-      weight[t * k + j] = best;
+      idx[j] = best_e;
+      weight[j] = best;
       atomicAdd(&counts[best_e], 1);
     }
   }
 }
 
-// One block: offsets = exclusive scan of counts (E + 1 entries), the list of experts with rows;
-// counts are zeroed to serve as the scatter's cursors, which count them back up.
-__global__ void offsets_kernel(int32_t* __restrict__ counts, int E, int32_t* __restrict__ offsets, int32_t* __restrict__ active) {
-  __shared__ int32_t s[kMaxExperts + 1];
+__global__ void __launch_bounds__(kRouteThreads) route_kernel(
+    const float* __restrict__ logits, int64_t tokens, int E, int k, int32_t* __restrict__ idx, float* __restrict__ weight,
+    int32_t* __restrict__ counts, int32_t* __restrict__ offsets, int32_t* __restrict__ active, int32_t* __restrict__ row_of,
+    int32_t* __restrict__ token_of_row, float* __restrict__ row_weight) {
+  __shared__ int32_t count[kMaxExperts];  // rows per expert, then the scatter's cursors
+  __shared__ int32_t start[kMaxExperts + 1];
   __shared__ int32_t list[kMaxExperts];
-  for (int e = threadIdx.x; e < E; e += blockDim.x) s[e] = counts[e];
+  for (int e = threadIdx.x; e < E; e += blockDim.x) count[e] = 0;
+  __syncthreads();
+  const int lane = threadIdx.x & 31;
+  for (int64_t t = threadIdx.x / 32; t < tokens; t += blockDim.x / 32)
+    route_token(logits + t * E, E, k, lane, idx + t * k, weight + t * k, count);
   __syncthreads();
   if (threadIdx.x == 0) {
     int32_t run = 0, n = 0;
     for (int e = 0; e < E; ++e) {
-      const int32_t c = s[e];
+      const int32_t c = count[e];
       if (c) list[n++] = e;
-      s[e] = run;
+      start[e] = run;
       run += c;
     }
-    s[E] = run;
+    start[E] = run;
     for (int e = n; e < E; ++e) list[e] = -1;
   }
   __syncthreads();
-  for (int e = threadIdx.x; e <= E; e += blockDim.x) offsets[e] = s[e];
+  for (int e = threadIdx.x; e <= E; e += blockDim.x) offsets[e] = start[e];
   for (int e = threadIdx.x; e < E; e += blockDim.x) {
-    counts[e] = 0;
+    counts[e] = count[e];
     active[e] = list[e];
   }
-}
-
-__global__ void scatter_kernel(const int32_t* __restrict__ idx, const float* __restrict__ weight, int64_t n, int k,
-                               const int32_t* __restrict__ offsets, int32_t* __restrict__ cursor, int32_t* __restrict__ row_of,
-                               int32_t* __restrict__ token_of_row, float* __restrict__ row_weight) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const int e = idx[i];
-  const int32_t row = offsets[e] + atomicAdd(&cursor[e], 1);
-  row_of[i] = row;
-  token_of_row[row] = int32_t(i / k);
-  row_weight[row] = weight[i];
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += blockDim.x) count[e] = 0;
+  __syncthreads();
+  // The picks written above by other warps of this block are visible after the barriers.
+  for (int64_t i = threadIdx.x; i < tokens * k; i += blockDim.x) {
+    const int e = idx[i];
+    const int32_t row = start[e] + atomicAdd(&count[e], 1);
+    row_of[i] = row;
+    token_of_row[row] = int32_t(i / k);
+    row_weight[row] = weight[i];
+  }
 }
 
 template <typename T>
@@ -121,12 +127,8 @@ void moe_route(const float* logits, int64_t tokens, int experts, int k, int32_t*
                cudaStream_t stream) {
   if (experts < 1 || experts > kMaxExperts || k < 1 || k > experts)
     fail("invalid_argument", "moe_route: " + std::to_string(experts) + " experts, top " + std::to_string(k));
-  JAMBA_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int32_t) * size_t(experts), stream));
-  if (tokens > 0) topk_kernel<<<blocks_for(tokens, 8), 256, 0, stream>>>(logits, tokens, experts, k, idx, weight, counts);
-  offsets_kernel<<<1, 256, 0, stream>>>(counts, experts, offsets, active);
-  if (tokens > 0)
-    scatter_kernel<<<blocks_for(tokens * k, 256), 256, 0, stream>>>(idx, weight, tokens * k, k, offsets, counts, row_of,
-                                                                     token_of_row, row_weight);
+  route_kernel<<<1, kRouteThreads, 0, stream>>>(logits, tokens, experts, k, idx, weight, counts, offsets, active, row_of,
+                                               token_of_row, row_weight);
   JAMBA_CUDA_LAUNCHED("moe_route");
 }
 

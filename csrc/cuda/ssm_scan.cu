@@ -88,8 +88,8 @@ void launch(const ScanArgs& a, float* state, float* pool, const int32_t* slot, i
   if (a.d_state <= 4) go(std::integral_constant<int, 4>{});
   else if (a.d_state <= 8) go(std::integral_constant<int, 8>{});
   else if (a.d_state <= 16) go(std::integral_constant<int, 16>{});
-  else if (a.d_state <= 32) go(std::integral_constant<int, 32>{});
-  else fail("invalid_argument", "the CUDA selective scan supports d_state up to 32, not " + std::to_string(a.d_state));
+  else if (a.d_state <= limits::kMaxDState) go(std::integral_constant<int, limits::kMaxDState>{});
+  else fail("invalid_argument", "the CUDA selective scan supports d_state up to " + std::to_string(limits::kMaxDState) + ", not " + std::to_string(a.d_state));
 }
 
 void run(const ScanArgs& a, float* state, float* pool, const int32_t* slot, int64_t batch, cudaStream_t s) {

@@ -176,11 +176,24 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   }
 }
 
+// The shapes the kernels support (kernels.h); needs no device.
+Napi::Value Limits(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("maxDState", cuda::limits::kMaxDState);
+  o.Set("minConv", cuda::limits::kMinConv);
+  o.Set("maxConv", cuda::limits::kMaxConv);
+  o.Set("maxHeadDim", cuda::limits::kMaxHeadDim);
+  o.Set("maxGroup", cuda::limits::kMaxGroup);
+  o.Set("maxExperts", cuda::limits::kMaxExperts);
+  return o;
+}
+
 }  // namespace
 
 Napi::Object CudaOps(Napi::Env env) {
   Napi::Object ops = Napi::Object::New(env);
   ops.Set("info", Napi::Function::New(env, Info, "info"));
+  ops.Set("limits", Napi::Function::New(env, Limits, "limits"));
 
   // copyBandwidth({ bytes, repeat }): device-to-device copy, GB/s counted as read + write.
   ops.Set("copyBandwidth", op(env, "copyBandwidth", [](const Opts& o) -> Napi::Value {
