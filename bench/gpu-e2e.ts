@@ -16,9 +16,10 @@ import type { TensorInfo } from '../lib/safetensors';
 
 export interface E2eRow { kernel: string; shape: string; value: string; ratio: string; target: string }
 
-const now = () => Number(process.hrtime.bigint()) / 1e9;
+export const now = () => Number(process.hrtime.bigint()) / 1e9;
 
-export async function endToEnd(sharedDir: string, copyGBs: number, gemmTflops: number): Promise<E2eRow[]> {
+/** Jamba-1.5-Mini's layout, to be loaded with random weights made on the device, with ExpertsInt8. */
+export function miniLayout(sharedDir: string) {
   const layout = JSON.parse(fs.readFileSync(path.join(sharedDir, 'fixtures', 'layouts', 'jamba-1.5-mini.json'), 'utf8')) as {
     config: Record<string, unknown>; tensors: Record<string, number[]>;
   };
@@ -28,15 +29,21 @@ export async function endToEnd(sharedDir: string, copyGBs: number, gemmTflops: n
     const n = shape.reduce((a, b) => a * b, 1);
     tensors.set(name, { name, file: 'synthetic:', dtype: 'BF16', shape, offset: 0, nbytes: n * 2 });
   }
-  const rows: E2eRow[] = [];
   const load = (maxSequences: number, contextLength: number): Promise<NativeModel> => {
     const plan = buildPlan(cfg, tensors, { expertsInt8: true });
     Object.assign(plan, { device: 'cuda', synthetic: true, maxSequences, contextLength });
     return native().NativeModel.load(plan);
   };
-  const cuda = native().cuda!;
   const V = cfg.vocabSize;
+  /** n token ids, a different run for each seed. */
   const ids = (n: number, seed: number) => Int32Array.from({ length: n }, (_, i) => 3 + ((i * 7919 + seed * 104729) % (V - 3)));
+  return { layout, cfg, load, ids };
+}
+
+export async function endToEnd(sharedDir: string, copyGBs: number, gemmTflops: number): Promise<E2eRow[]> {
+  const { layout, cfg, load, ids } = miniLayout(sharedDir);
+  const rows: E2eRow[] = [];
+  const cuda = native().cuda!;
 
   // Bytes one decode step reads at batch B: every non-expert weight (bf16), the experts the batch
   // routes to (int8; uniform routing touches E(1 - (1 - k/E)^B) of them per layer), the LM head,

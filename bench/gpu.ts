@@ -5,7 +5,7 @@
  * kernel timed at Jamba-1.5-Mini shapes against the ceiling or the peer measured in the same run:
  * device copy bandwidth (here), cuBLAS bf16 through torch.matmul and torch's
  * scaled_dot_product_attention (bench/gpu/peer.py, whose JSON --peer reads). Exits non-zero if a
- * check failed.
+ * check failed. `--profile` instead prints where a decode step's time goes (bench/gpu-profile.ts).
  */
 import fs from 'node:fs';
 import { native } from '../lib/native';
@@ -13,6 +13,7 @@ import { checks } from '../test/gpu/checks';
 import { modelChecks } from '../test/gpu/model-checks';
 import { SHARED } from '../test/helpers/paths';
 import { endToEnd } from './gpu-e2e';
+import { profileDecode } from './gpu-profile';
 
 interface Peer {
   matmul_ms?: Record<string, number>;  // "m,n,k" → ms of one bf16 torch.matmul
@@ -35,7 +36,19 @@ const cuda = addon.cuda;
 const dev = cuda.info();
 say(`# ${dev.name} (sm_${dev.computeCapability.replace('.', '')}, ${dev.multiprocessors} SMs, ${(dev.totalBytes / 2 ** 30).toFixed(0)} GiB)`);
 
+async function profile(): Promise<void> {
+  const copy = cuda.copyBandwidth({ bytes: 1 << 30, repeat: 20 });
+  const rows = await profileDecode(SHARED, copy);
+  if (json) process.stdout.write(`${JSON.stringify({ device: dev, copyGBs: copy, rows })}\n`);
+  else {
+    say(`One decode step of the Jamba-1.5-Mini layout (ExpertsInt8), op by op; device copy ${(copy / 1000).toFixed(2)} TB/s\n`);
+    say('| op | bytes read | time | share | bandwidth |\n|---|---|---|---|---|');
+    for (const r of rows) say(`| ${r.kernel} | ${r.shape} | ${r.value} | ${r.ratio} | ${r.target} |`);
+  }
+}
+
 async function main(): Promise<void> {
+  if (argv.includes('--profile')) return profile();
   let failed = 0;
   for (const c of [...checks.map((k) => ({ name: k.name, run: async () => k.run(cuda, addon.ops) })), ...modelChecks]) {
     try {

@@ -77,6 +77,8 @@ export interface ForwardOptions {
   embeds?: Array<Float32Array | undefined>;
   /** CUDA: per sequence, draw its next token on the device (logits 'last'); see SampleSpec. */
   sample?: Array<SampleSpec | undefined>;
+  /** CUDA: time each op family of this pass with events (`ForwardResult.profile`); the pass runs without its graph. */
+  profile?: boolean;
   /** One flag per sequence; the pass stops between layers once every flag is nonzero. */
   abort?: Array<Int32Array | undefined>;
 }
@@ -99,6 +101,8 @@ export interface ForwardResult {
   sampled?: Int32Array;
   hidden?: Float32Array;
   captured?: Record<string, Float32Array>;
+  /** With `profile`: milliseconds per op family of the pass, in the order they first ran. */
+  profile?: Array<{ op: string; ms: number }>;
 }
 
 export interface NativeModel {

@@ -75,6 +75,7 @@ test('the native pass refuses ragged soft-prompt rows, wrong array types and CPU
       [{ embeds: [new Float64Array(H)] }, /embeds\[0\] must be a Float32Array/],
       [{ embeds: [] }, /one Float32Array \(or undefined\) per sequence/],
       [{ sample: [{ temperature: 0 }] }, /sampling inside the forward pass is a CUDA backend feature/],
+      [{ profile: true }, /profile is a CUDA backend feature/],
       [{ sample: [{ temperature: -1 }] }, /invalid temperature, topK or topP/],
       [{ sample: 'x' }, /one object \(or undefined\) per sequence/],
     ];

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU host run (prepared by scripts/prepare-gpu-run.sh): builds the CUDA addon with cmake,
 # runs every kernel check against the CPU backend, measures the peer (torch) and the kernels,
-# and prints the table. Results also go to $OUT when set (the device tool brings them back).
+# and prints the table, then the op-by-op profile of a decode step. Results also go to $OUT when
+# set (the device tool brings them back).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/jamba-gpu}
@@ -16,4 +17,8 @@ cmake -S . -B build-cuda -DJAMBA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH
 cmake --build build-cuda -j "$(nproc)" > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -n 40; exit 1; }
 export JAMBA_ADDON=$PWD/build-cuda/jamba.node JAMBA_SHARED_DIR=$PWD/.device/shared
 python3 bench/gpu/peer.py "$OUT/peer.json" > /dev/null || echo "peer measurement failed; ratios to torch will be missing"
-node dist/bench/gpu.js --peer "$OUT/peer.json" 2>&1 | tee "$OUT/gpu-bench.md"
+status=0
+node dist/bench/gpu.js --peer "$OUT/peer.json" 2>&1 | tee "$OUT/gpu-bench.md" || status=$?
+# Where a decode step's time goes, op by op (CUDA events; no Nsight needed).
+node dist/bench/gpu.js --profile 2>&1 | tee "$OUT/gpu-profile.md" || status=1
+exit $status

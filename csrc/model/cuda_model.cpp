@@ -5,6 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "../core/dtype.h"
 #include "../core/error.h"
@@ -375,6 +379,48 @@ std::vector<float> CudaJambaModel::embed(const std::vector<int32_t>& ids) const 
 // ---------------------------------------------------------------- forward
 
 // Device buffers of one pass, carved from the model's arena.
+namespace {
+
+// The per-op profile of one uncaptured pass (ForwardRequest::profile): an event after each op,
+// the time between consecutive events charged to the op that ended there, summed by name.
+class OpTimer {
+ public:
+  explicit OpTimer(cudaStream_t s) : s_(s) { mark(nullptr); }
+  ~OpTimer() {
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  }
+  OpTimer(const OpTimer&) = delete;
+  OpTimer& operator=(const OpTimer&) = delete;
+
+  void mark(const char* op) {
+    cudaEvent_t e = nullptr;
+    check(cudaEventCreate(&e), "cudaEventCreate");
+    events_.push_back(e);
+    ops_.push_back(op);
+    check(cudaEventRecord(e, s_), "cudaEventRecord");
+  }
+
+  // After the stream has synchronised: ms per op, in the order each first ran.
+  std::vector<std::pair<std::string, double>> totals() const {
+    std::vector<std::pair<std::string, double>> out;
+    for (size_t i = 1; i < events_.size(); ++i) {
+      float ms = 0.f;
+      check(cudaEventElapsedTime(&ms, events_[i - 1], events_[i]), "cudaEventElapsedTime");
+      auto it = std::find_if(out.begin(), out.end(), [&](const auto& p) { return p.first == ops_[i]; });
+      if (it == out.end()) out.emplace_back(ops_[i], ms);
+      else it->second += ms;
+    }
+    return out;
+  }
+
+ private:
+  cudaStream_t s_;
+  std::vector<cudaEvent_t> events_;
+  std::vector<const char*> ops_;
+};
+
+}  // namespace
+
 struct CudaJambaModel::Workspace {
   int64_t T = 0, S = 0, longest = 0;
   bool decode = false;                  // every sequence adds exactly one row
@@ -393,6 +439,11 @@ struct CudaJambaModel::Workspace {
   int32_t *idx, *counts, *expert_off, *active, *row_of, *token_of_row;
   Rows all{};                           // every row of the pass, one matrix
   void *xg, *gu, *act, *ey;
+  OpTimer* timer = nullptr;             // with ForwardRequest::profile
+  // Ends an op family's span: with a timer, the time since the last mark is charged to `op`.
+  void mark(const char* op) const {
+    if (timer) timer->mark(op);
+  }
 };
 
 // Every layer, as kernels on the model's stream; an abort is honoured between layers (not while
@@ -407,9 +458,11 @@ void CudaJambaModel::layers(Workspace& ws, const ForwardRequest& req, bool captu
     const Layer& l = layers_[li];
     cuda::rmsnorm_residual(ws.h, H, ws.has_delta ? ws.delta : nullptr, H, DT::BF16, T, H, l.input_norm.as<float>(), dims_.eps, ws.x, H,
                            DT::BF16, s);
+    ws.mark("residual add + norm");
     if (l.attention) attention(l, li, ws);
     else mamba(l, li, ws);
     cuda::rmsnorm_residual(ws.h, H, ws.delta, H, DT::BF16, T, H, l.ff_norm.as<float>(), dims_.eps, ws.x, H, DT::BF16, s);
+    ws.mark("residual add + norm");
     feed_forward(l, ws);
   }
 }
@@ -441,6 +494,7 @@ void CudaJambaModel::mamba(const Layer& l, size_t li, Workspace& ws) const {
   cudaStream_t s = S(stream_);
   Pools& pl = *pools_;
   gemm(ws.x, dims_.hidden, l.in_proj, ws.all, nullptr, ws.xz, 2 * Di, false);
+  ws.mark("mamba in_proj");
   const float* cb = l.conv_b.p ? l.conv_b.as<float>() : nullptr;
   if (ws.decode) {
     cuda::causal_conv1d_update_silu(ws.xz, 2 * Di, DT::BF16, ws.S, Di, l.conv_w.as<float>(), int(K), cb, pl.conv[li].as<float>(),
@@ -453,13 +507,17 @@ void CudaJambaModel::mamba(const Layer& l, size_t li, Workspace& ws) const {
                                DT::BF16, s);
     }
   }
+  ws.mark("mamba conv");
   gemm(ws.xc, Di, l.x_proj, ws.all, nullptr, ws.p, P, true);
+  ws.mark("mamba x_proj");
   // dt, B and C each get their own RMSNorm (Jamba's addition to Mamba); bf16 for what follows.
   auto* pn = static_cast<uint16_t*>(ws.pn);
   cuda::rmsnorm_residual(ws.p, P, nullptr, 0, DT::F32, T, R, l.dt_norm.as<float>(), dims_.eps, pn, P, DT::BF16, s);
   cuda::rmsnorm_residual(ws.p + R, P, nullptr, 0, DT::F32, T, N, l.b_norm.as<float>(), dims_.eps, pn + R, P, DT::BF16, s);
   cuda::rmsnorm_residual(ws.p + R + N, P, nullptr, 0, DT::F32, T, N, l.c_norm.as<float>(), dims_.eps, pn + R + N, P, DT::BF16, s);
+  ws.mark("mamba dt/B/C norms");
   gemm(pn, P, l.dt_proj, ws.all, nullptr, ws.dt, Di, false);
+  ws.mark("mamba dt_proj");
   cuda::ScanArgs a{};
   a.u = ws.xc; a.ldu = Di;
   a.dt = ws.dt; a.lddt = Di;
@@ -486,7 +544,9 @@ void CudaJambaModel::mamba(const Layer& l, size_t li, Workspace& ws) const {
       cuda::selective_scan(b, pl.ssm[li].as<float>() + ws.slot[size_t(q)] * pl.ssm_size(), s);
     }
   }
+  ws.mark("mamba scan");
   gemm(ws.y, Di, l.out_proj, ws.all, nullptr, ws.delta, dims_.hidden, false);
+  ws.mark("mamba out_proj");
 }
 
 void CudaJambaModel::attention(const Layer& l, size_t li, Workspace& ws) const {
@@ -494,8 +554,10 @@ void CudaJambaModel::attention(const Layer& l, size_t li, Workspace& ws) const {
   cudaStream_t s = S(stream_);
   Pools& pl = *pools_;
   gemm(ws.x, dims_.hidden, l.qkv, ws.all, nullptr, ws.qkv, W, false);
+  ws.mark("attention q|k|v");
   cuda::append_kv(ws.qkv, W, DT::BF16, qw, qw + kvw, ws.longest, int(kvw), pl.k[li].p, pl.v[li].p, pl.context * kvw, ws.d_slot,
                   ws.d_past, ws.S, ws.d_tokoff, s);
+  ws.mark("attention KV append");
   cuda::AttentionArgs a{};
   a.q = ws.qkv; a.ldq = W; a.q_type = DT::BF16;
   a.k_pool = pl.k[li].p; a.v_pool = pl.v[li].p; a.kv_stride = pl.context * kvw;
@@ -517,7 +579,9 @@ void CudaJambaModel::attention(const Layer& l, size_t li, Workspace& ws) const {
       cuda::prefill_attention(b, ws.offsets[size_t(q + 1)] - o, s);
     }
   }
+  ws.mark("attention");
   gemm(ws.att, qw, l.o, ws.all, nullptr, ws.delta, dims_.hidden, false);
+  ws.mark("attention o");
 }
 
 void CudaJambaModel::feed_forward(const Layer& l, Workspace& ws) const {
@@ -525,20 +589,28 @@ void CudaJambaModel::feed_forward(const Layer& l, Workspace& ws) const {
   cudaStream_t s = S(stream_);
   if (!l.moe) {
     gemm_silu_gate(ws.x, H, l.gate_up, ws.all, ws.gu, ws.act);
+    ws.mark("dense MLP gate|up");
     gemm(ws.act, I, l.down, ws.all, nullptr, ws.delta, H, false);
+    ws.mark("dense MLP down");
     ws.has_delta = true;
     return;
   }
   const int E = int(dims_.experts), k = int(dims_.top_k);
   const int64_t R = T * k;
   gemm(ws.x, H, l.router, ws.all, nullptr, ws.router, E, true);
+  ws.mark("MoE router");
   cuda::moe_route(ws.router, T, E, k, ws.idx, ws.weight, ws.counts, ws.expert_off, ws.active, ws.row_of, ws.token_of_row, ws.row_weight, s);
+  ws.mark("MoE routing");
   cuda::gather_rows(ws.x, H, DT::BF16, ws.token_of_row, R, H, ws.xg, H, s);
+  ws.mark("MoE gather + combine");
   // An expert gets at most one row per token.
   const Rows grouped{E, ws.expert_off, ws.active, R, T, ws.all.skinny};
   gemm_silu_gate(ws.xg, H, l.gate_up, grouped, ws.gu, ws.act);
+  ws.mark("experts gate|up");
   gemm(ws.act, I, l.down, grouped, ws.row_weight, ws.ey, H, false);
+  ws.mark("experts down");
   cuda::moe_combine(ws.ey, DT::BF16, H, ws.row_of, T, k, ws.h, true, s);
+  ws.mark("MoE gather + combine");
   ws.has_delta = false;  // added straight into the residual stream
 }
 
@@ -696,16 +768,22 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
         cuda::embed_rows(embed_.w.p, DT::BF16, H, static_cast<int32_t*>(d_tokens) + tok_at, n, ws.h + (o + e) * H, s);
         tok_at += n;
       }
+      ws.mark("embedding");
       ws.has_delta = false;
       layers(ws, req, capturing);
       cuda::rmsnorm_residual(ws.h, H, ws.has_delta ? ws.delta : nullptr, H, DT::BF16, T, H, final_norm_.as<float>(), dims_.eps, xf, H,
                              DT::F32, s);
+      ws.mark("residual add + norm");
       if (!rows_out) return;
       if (req.logits == ForwardRequest::Logits::Last) cuda::gather_rows(xf, H, DT::F32, static_cast<int32_t*>(d_last), rows_out, H, xsel, H, s);
       cuda::to_bf16(sel, rows_out * H, xb, s);
       gemm(xb, H, tied_ ? embed_ : lm_head_, Rows{1, ws.d_off_rows, nullptr, rows_out, rows_out, ws.all.skinny}, nullptr, logits_rows, V, true);
+      ws.mark("LM head");
     };
-    if (ws.decode && !embeds) {
+    // A profiled pass runs op by op, with an event after each (events in a graph would not time).
+    std::optional<OpTimer> timer;
+    if (req.profile) ws.timer = &timer.emplace(s);
+    if (ws.decode && !embeds && !req.profile) {
       // A decode step is the same kernels on the same addresses every time: captured once per
       // shape as a CUDA graph, then replayed (one launch instead of hundreds).
       const std::string key = std::to_string(ws.S) + "/" + std::to_string(ws.splits) + "/" + std::to_string(int(req.logits));
@@ -746,6 +824,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
         cuda::mask_logits(static_cast<float*>(logits_rows), ws.S, V, static_cast<uint32_t*>(d_masks), s);
       }
       cuda::sample(static_cast<float*>(logits_rows), ws.S, V, static_cast<cuda::SampleArgs*>(d_sample_args), static_cast<int32_t*>(d_sampled), d_sample_ws, s);
+      ws.mark("sampling");
       res.sampled.resize(size_t(ws.S));
       check(cudaMemcpyAsync(res.sampled.data(), d_sampled, size_t(ws.S) * 4, cudaMemcpyDeviceToHost, s), "sampled");
     }
@@ -758,6 +837,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
       }
     }
     check(cudaStreamSynchronize(s), "forward");
+    if (timer) res.profile = timer->totals();
   } catch (...) {
     // A half-advanced state is worse than none: drop what these sequences had.
     (void)cudaStreamSynchronize(s);

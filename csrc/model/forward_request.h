@@ -36,6 +36,8 @@ struct ForwardRequest {
   // Per sequence (or empty): draw its next token on the device (logits must be Last). When every
   // sequence is sampled, no logits are returned.
   std::vector<SampleSpec> sample;
+  // CUDA: time each op family of this pass with events (the pass runs uncaptured).
+  bool profile = false;
 };
 
 struct ForwardResult {
@@ -43,6 +45,7 @@ struct ForwardResult {
   std::vector<float> hidden;                        // rows × hidden when asked (same rows as logits)
   std::vector<int32_t> sampled;                     // per sequence with `sample`: its drawn token (else -1)
   std::map<std::string, std::vector<float>> captured;
+  std::vector<std::pair<std::string, double>> profile;  // with `profile`: ms per op family, in pass order
 };
 
 }  // namespace jamba

@@ -242,6 +242,7 @@ ForwardResult JambaModel::forward(const ForwardRequest& req) const {
   const int64_t H = dims_.hidden, V = dims_.vocab;
   for (const SampleSpec& s : req.sample)
     if (s.on) fail("invalid_argument", "sampling inside the forward pass is a CUDA backend feature");
+  if (req.profile) fail("invalid_argument", "profile is a CUDA backend feature (on the CPU, npm run bench times the kernels)");
   if (!req.embeds.empty() && req.embeds.size() != req.states.size()) fail("invalid_argument", "embeds: one entry per sequence");
   auto embed_rows = [&](size_t s) -> int64_t { return req.embeds.empty() ? 0 : int64_t(req.embeds[s].size()) / H; };
   std::vector<int64_t> offsets{0};

@@ -236,6 +236,16 @@ class ForwardWorker : public PromiseWorker {
       std::memcpy(a.Data(), result_.sampled.data(), result_.sampled.size() * 4);
       out.Set("sampled", a);
     }
+    if (req.profile) {
+      Napi::Array prof = Napi::Array::New(env, result_.profile.size());
+      for (size_t i = 0; i < result_.profile.size(); ++i) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("op", result_.profile[i].first);
+        o.Set("ms", result_.profile[i].second);
+        prof.Set(uint32_t(i), o);
+      }
+      out.Set("profile", prof);
+    }
     if (req.capture) {
       Napi::Object cap = Napi::Object::New(env);
       for (auto& [k, v] : result_.captured) cap.Set(k, to_js(v));
@@ -325,7 +335,7 @@ Napi::Value NativeModel::Embed(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// forward(sequences, tokens: Int32Array[], { logits: 'all'|'last'|'none', capture?: boolean, hidden?: boolean,
+// forward(sequences, tokens: Int32Array[], { logits: 'all'|'last'|'none', capture?: boolean, hidden?: boolean, profile?: boolean,
 //         embeds?: (Float32Array|undefined)[], abort?: (Int32Array|undefined)[] })
 Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -369,6 +379,7 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   else return fail_js("invalid_argument", "forward: options.logits must be 'all', 'last' or 'none'");
   w->req.capture = opts.Has("capture") && opts.Get("capture").ToBoolean();
   w->req.hidden = opts.Has("hidden") && opts.Get("hidden").ToBoolean();
+  w->req.profile = opts.Has("profile") && opts.Get("profile").ToBoolean();
   if (opts.Has("sample") && !opts.Get("sample").IsUndefined()) {
     Napi::Value sv = opts.Get("sample");
     if (!sv.IsArray() || sv.As<Napi::Array>().Length() != seqs.Length())
