@@ -9,6 +9,7 @@ import path from 'node:path';
 import { loadModel } from '../../lib/model';
 import { windowedNll } from '../../lib/evaluate';
 import { defaultModelDir } from '../../lib/paths';
+import { bf16Matrices, bf16Store, expertsInt8Weights, loadWeights, referenceForward } from '../helpers/reference-model';
 import { readTensor } from '../helpers/st-io';
 import { SHAKESPEARE_REF, SHARED, TINY_RANDOM } from '../helpers/paths';
 import { relErr } from './checks';
@@ -29,20 +30,42 @@ const same = (what: string, a: unknown, b: unknown) => {
 
 export const modelChecks: ModelCheck[] = [
   {
-    name: 'tiny-random fixture (sharded) on CUDA: logits and ExpertsInt8 logits against the float64 references',
+    // The float64 reference routes some of seq2's tokens by top-2 margins of 0.002-0.006 in the
+    // router logits, where bf16 activations move those logits by 0.02-0.04: bf16 storage alone,
+    // emulated on the CPU, reproduces the 0.128 error the first GPU run measured against float64,
+    // with 21 tokens routed differently. So the bf16 path is held to what bf16 can promise: the
+    // float64 reference with the executor's bf16 storage (bf16Store, bf16Matrices), over the
+    // positions before the first token whose routing that reference decides by less than 0.01.
+    name: 'tiny-random fixture (sharded) on CUDA, bf16 and ExpertsInt8: logits against the reference with bf16 storage, up to the first near-tie in routing',
     async run() {
+      const { cfg, w } = loadWeights(TINY_RANDOM);
       const ref = path.join(TINY_RANDOM, 'reference.safetensors');
+      const V = cfg.vocabSize, E = cfg.numExperts, k = cfg.numExpertsPerTok;
+      const inner = (name: string) => (/down_proj/.test(name) ? cfg.intermediateSize : cfg.hiddenSize);
+      let compared = 0;
       for (const int8 of [false, true]) {
+        const weights = bf16Matrices(int8 ? expertsInt8Weights(w, inner) : w);
         const model = await loadModel(TINY_RANDOM, { device: 'cuda', expertsInt8: int8 });
         try {
           for (const i of [0, 1, 2]) {
             const ids = Array.from(readTensor(ref, `seq${i}.input_ids`).data);
-            close(`seq${i}${int8 ? ' int8' : ''}`, await model.logits(ids), readTensor(ref, `seq${i}.${int8 ? 'logits_experts_int8' : 'logits'}`).data, 2e-2);
+            const want = referenceForward(cfg, weights, ids, [], bf16Store);
+            let decided = ids.length;
+            for (const logits of want.router.values())
+              for (let t = 0; t < decided; t++) {
+                const row = Array.from(logits.subarray(t * E, (t + 1) * E)).sort((a, b) => b - a);
+                if (row[k - 1]! - row[k]! < 0.01) decided = t;
+              }
+            if (!decided) continue;
+            const got = await model.logits(ids);
+            close(`seq${i}${int8 ? ' int8' : ''}, positions 0-${decided - 1} of ${ids.length}`, got.subarray(0, decided * V), want.logits.subarray(0, decided * V), 1e-2);
+            compared += decided;
           }
         } finally {
           await model.dispose();
         }
       }
+      if (compared === 0) throw new Error('no position of the fixture is routed by a clear margin: nothing was compared');
     },
   },
   {

@@ -3,6 +3,10 @@
  * transformers' JambaForCausalLM (see shared/docs/jamba-reference.md §4). The tests prove it on
  * the fixtures' references, then hold the optimized engine to it on configurations the fixtures
  * do not cover.
+ *
+ * `store` is applied to every activation where the CUDA executor keeps it between kernels in its
+ * storage type: the identity for the float64 reference, `bf16Store` (with `bf16Matrices` weights)
+ * for what the bf16 GPU path computes, so its checks compare like with like.
  */
 import { JambaConfig, readConfig } from '../../lib/config';
 import { expectedTensors } from '../../lib/graph';
@@ -11,6 +15,50 @@ import { gemmRef, rmsnormRef } from './reference-ops';
 import { readTensor } from './st-io';
 
 export type Weights = Map<string, Float64Array>;
+/** How an activation is stored between kernels (in place; returns its argument). */
+export type Store = (a: Float64Array) => Float64Array;
+const exact: Store = (a) => a;
+
+const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+/** v rounded to bf16 (nearest, ties to even), as the GPU stores it. */
+export function bf16(v: number): number {
+  f32[0] = v;
+  const u = u32[0]!;
+  u32[0] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 0) & 0xffff0000;
+  return f32[0]!;
+}
+export const bf16Store: Store = (a) => {
+  for (let i = 0; i < a.length; i++) a[i] = bf16(a[i]!);
+  return a;
+};
+/** The weights as the CUDA executor holds them: matrices in bf16; norms, conv taps, A, D and biases in float32 (exact here). */
+export function bf16Matrices(w: Weights): Weights {
+  return new Map([...w].map(([name, a]) => [name, /(_proj|embed_tokens|lm_head|router)\.weight$/.test(name) ? a.map(bf16) : a]));
+}
+
+/**
+ * `w` with every expert matrix ([n, k], k = `cols`) replaced by its ExpertsInt8 value: per row,
+ * scale = max|w| / 127 in float32, q = round half to even of w / scale, clamped to ±127 (csrc/cpu/gemm.h).
+ */
+export function expertsInt8Weights(w: Weights, cols: (name: string) => number): Weights {
+  const out = new Map(w);
+  for (const [name, a] of w) {
+    if (!/\.experts\.\d+\./.test(name)) continue;
+    const k = cols(name), q = new Float64Array(a.length);
+    for (let r = 0; r < a.length / k; r++) {
+      let max = 0;
+      for (let c = 0; c < k; c++) max = Math.max(max, Math.abs(a[r * k + c]!));
+      const scale = Math.fround(max / 127);
+      for (let c = 0; c < k; c++) {
+        const v = scale ? a[r * k + c]! / scale : 0, f = Math.floor(v), d = v - f;
+        const n = d > 0.5 || (d === 0.5 && f % 2 !== 0) ? f + 1 : f;
+        q[r * k + c] = Math.max(-127, Math.min(127, n)) * scale;
+      }
+    }
+    out.set(name, q);
+  }
+  return out;
+}
 
 export function loadWeights(dir: string): { cfg: JambaConfig; w: Weights } {
   const cfg = readConfig(dir);
@@ -25,18 +73,19 @@ const rmsnorm = rmsnormRef;
 const silu = (v: number) => v / (1 + Math.exp(-v));
 const softplus = (v: number) => (v <= 20 ? Math.log1p(Math.exp(v)) : v);
 
-function mlp(w: Weights, p: string, x: Float64Array, T: number, H: number, I: number): Float64Array {
-  const g = linear(x, T, H, w.get(`${p}.gate_proj.weight`)!, I);
-  const u = linear(x, T, H, w.get(`${p}.up_proj.weight`)!, I);
+/** The MLP's down projection, before it is stored (an expert's is scaled by its routing weight first). */
+function mlp(w: Weights, p: string, x: Float64Array, T: number, H: number, I: number, store: Store): Float64Array {
+  const g = store(linear(x, T, H, w.get(`${p}.gate_proj.weight`)!, I));
+  const u = store(linear(x, T, H, w.get(`${p}.up_proj.weight`)!, I));
   for (let i = 0; i < g.length; i++) g[i] = silu(g[i]!) * u[i]!;
-  return linear(g, T, I, w.get(`${p}.down_proj.weight`)!, H);
+  return linear(store(g), T, I, w.get(`${p}.down_proj.weight`)!, H);
 }
 
-function attention(cfg: JambaConfig, w: Weights, p: string, x: Float64Array, T: number): Float64Array {
+function attention(cfg: JambaConfig, w: Weights, p: string, x: Float64Array, T: number, store: Store): Float64Array {
   const H = cfg.hiddenSize, nh = cfg.numAttentionHeads, kvh = cfg.numKeyValueHeads, hd = cfg.headDim;
-  const q = linear(x, T, H, w.get(`${p}.q_proj.weight`)!, nh * hd);
-  const k = linear(x, T, H, w.get(`${p}.k_proj.weight`)!, kvh * hd);
-  const v = linear(x, T, H, w.get(`${p}.v_proj.weight`)!, kvh * hd);
+  const q = store(linear(x, T, H, w.get(`${p}.q_proj.weight`)!, nh * hd));
+  const k = store(linear(x, T, H, w.get(`${p}.k_proj.weight`)!, kvh * hd));
+  const v = store(linear(x, T, H, w.get(`${p}.v_proj.weight`)!, kvh * hd));
   const o = new Float64Array(T * nh * hd);
   for (let h = 0; h < nh; h++) {
     const g = Math.floor(h / (nh / kvh));
@@ -57,13 +106,13 @@ function attention(cfg: JambaConfig, w: Weights, p: string, x: Float64Array, T: 
       }
     }
   }
-  return linear(o, T, nh * hd, w.get(`${p}.o_proj.weight`)!, H);
+  return store(linear(store(o), T, nh * hd, w.get(`${p}.o_proj.weight`)!, H));
 }
 
-function mamba(cfg: JambaConfig, w: Weights, p: string, x: Float64Array, T: number): Float64Array {
+function mamba(cfg: JambaConfig, w: Weights, p: string, x: Float64Array, T: number, store: Store): Float64Array {
   const H = cfg.hiddenSize, Di = cfg.mambaDInner, N = cfg.mambaDState, R = cfg.mambaDtRank, K = cfg.mambaDConv;
   const eps = cfg.rmsNormEps;
-  const xz = linear(x, T, H, w.get(`${p}.in_proj.weight`)!, 2 * Di, w.get(`${p}.in_proj.bias`));
+  const xz = store(linear(x, T, H, w.get(`${p}.in_proj.weight`)!, 2 * Di, w.get(`${p}.in_proj.bias`)));
   const cw = w.get(`${p}.conv1d.weight`)!, cb = w.get(`${p}.conv1d.bias`);
   const u = new Float64Array(T * Di);
   for (let t = 0; t < T; t++)
@@ -75,22 +124,24 @@ function mamba(cfg: JambaConfig, w: Weights, p: string, x: Float64Array, T: numb
       }
       u[t * Di + d] = silu(s);
     }
-  const proj = linear(u, T, Di, w.get(`${p}.x_proj.weight`)!, R + 2 * N);
+  const proj = linear(store(u), T, Di, w.get(`${p}.x_proj.weight`)!, R + 2 * N);
   const slice = (from: number, len: number) => {
     const out = new Float64Array(T * len);
     for (let t = 0; t < T; t++) for (let i = 0; i < len; i++) out[t * len + i] = proj[t * (R + 2 * N) + from + i]!;
     return out;
   };
-  const dt = rmsnorm(slice(0, R), T, R, w.get(`${p}.dt_layernorm.weight`)!, eps);
-  const B = rmsnorm(slice(R, N), T, N, w.get(`${p}.b_layernorm.weight`)!, eps);
-  const C = rmsnorm(slice(R + N, N), T, N, w.get(`${p}.c_layernorm.weight`)!, eps);
-  const delta = linear(dt, T, R, w.get(`${p}.dt_proj.weight`)!, Di, w.get(`${p}.dt_proj.bias`));
+  const dt = store(rmsnorm(slice(0, R), T, R, w.get(`${p}.dt_layernorm.weight`)!, eps));
+  const B = store(rmsnorm(slice(R, N), T, N, w.get(`${p}.b_layernorm.weight`)!, eps));
+  const C = store(rmsnorm(slice(R + N, N), T, N, w.get(`${p}.c_layernorm.weight`)!, eps));
+  // dt_proj's output is stored; its bias is added where softplus is taken.
+  const delta = store(linear(dt, T, R, w.get(`${p}.dt_proj.weight`)!, Di));
+  const dtBias = w.get(`${p}.dt_proj.bias`)!;
   const Alog = w.get(`${p}.A_log`)!, D = w.get(`${p}.D`)!;
   const y = new Float64Array(T * Di);
   for (let d = 0; d < Di; d++) {
     const h = new Float64Array(N);
     for (let t = 0; t < T; t++) {
-      const dl = softplus(delta[t * Di + d]!), ut = u[t * Di + d]!;
+      const dl = softplus(delta[t * Di + d]! + dtBias[d]!), ut = u[t * Di + d]!;
       let acc = 0;
       for (let n = 0; n < N; n++) {
         h[n] = Math.exp(dl * -Math.exp(Alog[d * N + n]!)) * h[n]! + dl * B[t * N + n]! * ut;
@@ -99,10 +150,10 @@ function mamba(cfg: JambaConfig, w: Weights, p: string, x: Float64Array, T: numb
       y[t * Di + d] = (acc + D[d]! * ut) * silu(xz[t * 2 * Di + Di + d]!);
     }
   }
-  return linear(y, T, Di, w.get(`${p}.out_proj.weight`)!, H, w.get(`${p}.out_proj.bias`));
+  return store(linear(store(y), T, Di, w.get(`${p}.out_proj.weight`)!, H, w.get(`${p}.out_proj.bias`)));
 }
 
-function moe(cfg: JambaConfig, w: Weights, p: string, x: Float64Array, T: number, routerOut: Float64Array[]): Float64Array {
+function moe(cfg: JambaConfig, w: Weights, p: string, x: Float64Array, T: number, routerOut: Float64Array[], store: Store): Float64Array {
   const H = cfg.hiddenSize, E = cfg.numExperts, k = cfg.numExpertsPerTok;
   const logits = linear(x, T, H, w.get(`${p}.router.weight`)!, E);
   routerOut.push(logits);
@@ -115,8 +166,8 @@ function moe(cfg: JambaConfig, w: Weights, p: string, x: Float64Array, T: number
     const order = ex.map((v, i) => [v / z, i] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, k);
     const xt = x.subarray(t * H, (t + 1) * H);
     for (const [prob, e] of order) {
-      const y = mlp(w, `${p}.experts.${e}`, xt, 1, H, cfg.intermediateSize);
-      for (let c = 0; c < H; c++) out[t * H + c] = out[t * H + c]! + prob * y[c]!;
+      const y = store(mlp(w, `${p}.experts.${e}`, xt, 1, H, cfg.intermediateSize, store).map((v) => prob * v));
+      for (let c = 0; c < H; c++) out[t * H + c] = out[t * H + c]! + y[c]!;
     }
   }
   return out;
@@ -131,7 +182,7 @@ export interface ReferenceOutputs {
 }
 
 /** The forward pass over `ids`, after `prefixEmbeds` (rows of H values fed in place of token embeddings). */
-export function referenceForward(cfg: JambaConfig, w: Weights, ids: number[], prefixEmbeds: ArrayLike<number> = []): ReferenceOutputs {
+export function referenceForward(cfg: JambaConfig, w: Weights, ids: number[], prefixEmbeds: ArrayLike<number> = [], store: Store = exact): ReferenceOutputs {
   const H = cfg.hiddenSize, V = cfg.vocabSize;
   const E = prefixEmbeds.length / H;
   const T = E + ids.length;
@@ -142,23 +193,23 @@ export function referenceForward(cfg: JambaConfig, w: Weights, ids: number[], pr
   const out: ReferenceOutputs = { embed: h.slice(), layers: [], router: new Map(), finalNorm: new Float64Array(), logits: new Float64Array() };
   for (let i = 0; i < cfg.numHiddenLayers; i++) {
     const p = `model.layers.${i}`;
-    let x = rmsnorm(h, T, H, w.get(`${p}.input_layernorm.weight`)!, cfg.rmsNormEps);
-    let d = cfg.layerTypes[i] === 'attention' ? attention(cfg, w, `${p}.self_attn`, x, T) : mamba(cfg, w, `${p}.mamba`, x, T);
+    let x = store(rmsnorm(h, T, H, w.get(`${p}.input_layernorm.weight`)!, cfg.rmsNormEps));
+    let d = cfg.layerTypes[i] === 'attention' ? attention(cfg, w, `${p}.self_attn`, x, T, store) : mamba(cfg, w, `${p}.mamba`, x, T, store);
     for (let j = 0; j < h.length; j++) h[j] = h[j]! + d[j]!;
-    x = rmsnorm(h, T, H, w.get(`${p}.pre_ff_layernorm.weight`)!, cfg.rmsNormEps);
+    x = store(rmsnorm(h, T, H, w.get(`${p}.pre_ff_layernorm.weight`)!, cfg.rmsNormEps));
     if (cfg.layerNumExperts[i]! > 1) {
       const r: Float64Array[] = [];
-      d = moe(cfg, w, `${p}.feed_forward`, x, T, r);
+      d = moe(cfg, w, `${p}.feed_forward`, x, T, r, store);
       out.router.set(i, r[0]!);
     } else {
-      d = mlp(w, `${p}.feed_forward`, x, T, H, cfg.intermediateSize);
+      d = store(mlp(w, `${p}.feed_forward`, x, T, H, cfg.intermediateSize, store));
     }
     for (let j = 0; j < h.length; j++) h[j] = h[j]! + d[j]!;
     out.layers.push(h.slice());
   }
   out.finalNorm = rmsnorm(h, T, H, w.get('model.final_layernorm.weight')!, cfg.rmsNormEps);
   const head = cfg.tieWordEmbeddings ? emb : w.get('lm_head.weight')!;
-  out.logits = linear(out.finalNorm, T, H, head, V);
+  out.logits = linear(store(out.finalNorm.slice()), T, H, head, V);
   return out;
 }
 
