@@ -492,6 +492,23 @@ export class JambaModel {
 
   /** Streams the assistant's reply to `messages`, rendered with the model's chat template. */
   async *chat(messages: ChatMessage[], options: ChatOptions & GenerateOptions = {}): AsyncGenerator<string, GenerationResult, void> {
+    this.resolve(options, CHAT_KEYS);  // options are checked before the template runs
+    return yield* this.chatFrom(await this.chatPromptIds(messages, options), options);
+  }
+
+  /**
+   * The prompt `chat` evaluates for `messages`: rendered with the chat template (with the tools
+   * that `toolChoice` leaves) and tokenized. The server renders once and runs `chatFrom` for each
+   * of `n` choices.
+   * @internal
+   */
+  async chatPromptIds(messages: ChatMessage[], options: ChatOptions = {}): Promise<number[]> {
+    const text = this.renderChat(messages, { ...options, tools: options.toolChoice === 'none' ? undefined : options.tools });
+    return this.tokenizer.encode(text, { addSpecialTokens: false });  // the template writes the BOS itself
+  }
+
+  /** `chat` from the ids `chatPromptIds` rendered. @internal */
+  async *chatFrom(ids: number[], options: ChatOptions & GenerateOptions = {}): AsyncGenerator<string, GenerationResult, void> {
     const opts = this.resolve(options, CHAT_KEYS);
     if (options.stop === undefined && options.chatTemplate === undefined) opts.stops = [...this.chatStops];
     const tools = options.toolChoice === 'none' ? undefined : options.tools;
@@ -500,9 +517,6 @@ export class JambaModel {
       if (opts.constraint) throw new InvalidArgumentError('toolChoice forces a tool call: it cannot be combined with responseFormat or grammar');
       opts.constraint = forced;
     }
-    const text = this.renderChat(messages, { ...options, tools });
-    // The template writes the BOS itself.
-    const ids = await this.tokenizer.encode(text, { addSpecialTokens: false });
     const result = yield* this.run(ids, opts, options);
     const parsed = tools?.length ? parseToolCalls(result.text, `call-${crypto.randomUUID()}`) : null;
     if (parsed) {

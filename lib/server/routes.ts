@@ -189,8 +189,7 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
       const p = params as ChatParams;
       Object.assign(chatOptions, { tools: p.tools, toolChoice: p.toolChoice, parallelToolCalls: p.parallelToolCalls, documents: p.documents });
       if (opts.chatTemplate !== undefined) chatOptions.chatTemplate = opts.chatTemplate;
-      const text = m.renderChat(p.messages, chatOptions);
-      prompts = [await m.tokenizer.encode(text, { addSpecialTokens: false })];
+      prompts = [await m.chatPromptIds(p.messages, chatOptions)];
     } else {
       prompts = await Promise.all((params as CompletionParams).prompts.map((p) => (typeof p === 'string' ? m.tokenizer.encode(p) : p)));
     }
@@ -233,7 +232,8 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
         // Streamed logprobs: each token's entry as it is chosen, sent with the next chunk.
         const c = { prompt: p, logprobs: o.logprobs !== undefined, pending: [] as TokenLogprob[], offset: 0, gen: undefined as unknown as AsyncGenerator<string, GenerationResult, void> };
         if (params.stream && c.logprobs) o.onToken = (_t, lp) => lp && c.pending.push(lp);
-        c.gen = kind === 'chat' ? m.chat((params as ChatParams).messages, { ...o, ...chatOptions }) : m.generate(p, o);
+        // A chat prompt was rendered once, above; each choice runs it.
+        c.gen = kind === 'chat' ? m.chatFrom(p, { ...o, ...chatOptions }) : m.generate(p, o);
         return c;
       }));
       const usage = (rs: GenerationResult[]) => {
