@@ -9,12 +9,15 @@
 import type { JambaConfig } from '../lib/config';
 import { E2eRow, miniLayout, now } from './gpu-e2e';
 
+/** A decode step's fused Mamba kernel after x_proj (csrc/model/cuda_model.cpp names it so). */
+const DECODE_STEP = 'mamba dt/B/C norms + dt_proj + state update';
+
 /** The family of the executor's profile (csrc/model/cuda_model.cpp) that reads a tensor. */
 function familyOf(name: string): string | null {
   const rules: Array<[RegExp, string]> = [
-    [/mamba\.in_proj\./, 'mamba in_proj'], [/mamba\.x_proj\./, 'mamba x_proj'], [/mamba\.dt_proj\.weight/, 'mamba dt_proj'],
-    [/mamba\.out_proj\./, 'mamba out_proj'], [/mamba\.conv1d\./, 'mamba conv'], [/mamba\.(A_log|D|dt_proj\.bias)/, 'mamba scan'],
-    [/mamba\.(dt|b|c)_layernorm/, 'mamba dt/B/C norms'], [/self_attn\.[qkv]_proj/, 'attention q|k|v'], [/self_attn\.o_proj/, 'attention o'],
+    [/mamba\.in_proj\./, 'mamba in_proj'], [/mamba\.x_proj\./, 'mamba x_proj'], [/mamba\.dt_proj\.weight/, DECODE_STEP],
+    [/mamba\.out_proj\./, 'mamba out_proj'], [/mamba\.conv1d\./, 'mamba conv'],
+    [/mamba\.(A_log|D|dt_proj\.bias|dt_layernorm|b_layernorm|c_layernorm)/, DECODE_STEP], [/self_attn\.[qkv]_proj/, 'attention q|k|v'], [/self_attn\.o_proj/, 'attention o'],
     [/feed_forward\.router/, 'MoE router'], [/experts\.\d+\.(gate|up)_proj/, 'experts gate|up'], [/experts\.\d+\.down_proj/, 'experts down'],
     [/feed_forward\.(gate|up)_proj/, 'dense MLP gate|up'], [/feed_forward\.down_proj/, 'dense MLP down'],
     [/layernorm/, 'residual add + norm'], [/^lm_head\./, 'LM head'],
@@ -39,7 +42,7 @@ function bytesByFamily(cfg: JambaConfig, tensors: Record<string, number[]>, batc
   const mamba = cfg.layerTypes.filter((t) => t === 'mamba').length, attention = cfg.numHiddenLayers - mamba;
   add('embedding', batch * cfg.hiddenSize * 2);
   add('mamba conv', batch * mamba * cfg.mambaDInner * (cfg.mambaDConv - 1) * 4 * 2);  // states read and written
-  add('mamba scan', batch * mamba * cfg.mambaDInner * cfg.mambaDState * 4 * 2);
+  add(DECODE_STEP, batch * mamba * cfg.mambaDInner * cfg.mambaDState * 4 * 2);
   add('attention', batch * attention * ctx * cfg.numKeyValueHeads * cfg.headDim * 2 * 2);  // keys and values
   return out;
 }

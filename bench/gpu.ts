@@ -96,6 +96,18 @@ async function main(): Promise<void> {
     const bytes = B * Di * N * 4 * 2 + B * Di * 4 * 2;  // states read and written, u/dt/z/y
     rows.push({ kernel: 'selective state update (decode)', shape: `batch ${B}, d_inner ${Di}`, value: `${(bytes / (r.ms * 1e9)).toFixed(2)} TB/s`, ratio: `${((bytes / (r.ms * 1e6)) / copy).toFixed(2)}× copy`, target: '' });
   });
+  attempt('Mamba decode step (fused)', () => {
+    // Jamba-1.5-Mini's Mamba after x_proj: the dt/B/C norms, dt_proj (dt_rank 256) and the state update, one launch.
+    const Di = 8192, N = 16, R = 256;
+    for (const B of [1, 16]) {
+      const r = cuda.mambaDecodeStep({ p: fill(B * (R + 2 * N)), batch: B, dInner: Di, dState: N, dtRank: R, dtNorm: fill(R, 1), bNorm: fill(N, 1), cNorm: fill(N, 1),
+        eps: 1e-6, dtProj: fill(Di * R, 0.05), dtBias: fill(Di), a: fill(Di * N, 1).map((v) => -1 - Math.abs(v)), d: fill(Di), u: fill(B * Di), z: fill(B * Di),
+        pool: new Float32Array(B * Di * N), poolSlots: B, slots: Int32Array.from({ length: B }, (_, i) => i), dtype: 'bf16', repeat: rep });
+      const bytes = Di * R * 2 + B * Di * N * 4 * 2 + B * Di * 2 * 3;  // dt_proj, the states read and written, u, z and y
+      rows.push({ kernel: 'Mamba decode step (norms, dt_proj, state update fused)', shape: `batch ${B}, d_inner ${Di}, d_state ${N}, dt_rank ${R}`,
+        value: `${(r.ms * 1000).toFixed(1)} µs, ${(bytes / (r.ms * 1e9)).toFixed(2)} TB/s`, ratio: `${((100 * bytes) / (r.ms * 1e6) / copy).toFixed(0)}% of copy`, target: '' });
+    }
+  });
   attempt('causal conv1d (prefill)', () => {
     const T = 4096, C = 8192, K = 4;
     const r = cuda.conv1d({ x: fill(T * C), tLen: T, channels: C, w: fill(C * K), dConv: K, bias: fill(C), state: new Float32Array(C * (K - 1)), dtype: 'bf16', repeat: rep });

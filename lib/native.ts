@@ -154,6 +154,8 @@ export interface NativeCudaOps {
   conv1dUpdate(o: { x: F32; batch: number; channels: number; w: F32; dConv: number; bias?: F32; pool: F32; poolSlots: number; slots: Int32Array; dtype?: DT; repeat?: number }): Timed<{ out: F32; pool: F32 }>;
   selectiveScan(o: { u: F32; dt: F32; b: F32; c: F32; z: F32; a: F32; d: F32; dtBias: F32; state: F32; tLen?: number; dInner: number; dState: number;
     batch?: number; poolSlots?: number; slots?: Int32Array; dtype?: DT; repeat?: number }): Timed<{ y: F32; state: F32 }>;
+  mambaDecodeStep(o: { p: F32; batch: number; dInner: number; dState: number; dtRank: number; dtNorm: F32; bNorm: F32; cNorm: F32; eps: number;
+    dtProj: F32; dtBias: F32; a: F32; d: F32; u: F32; z: F32; pool: F32; poolSlots: number; slots: Int32Array; dtype?: DT; repeat?: number }): Timed<{ y: F32; pool: F32 }>;
   moeRoute(o: { logits: F32; tokens: number; experts: number; k: number; repeat?: number }):
     Timed<{ idx: Int32Array; weight: F32; counts: Int32Array; offsets: Int32Array; active: Int32Array; rowOf: Int32Array; tokenOfRow: Int32Array; rowWeight: F32 }>;
   moeBlock(o: { x: F32; tokens: number; hidden: number; logits: F32; experts: number; k: number; inner: number; wGateUp: F32; wDown: F32;

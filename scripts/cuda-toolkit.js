@@ -23,8 +23,9 @@ function libDir(home) {
   return null;
 }
 
-/** { nvcc, home, lib } of the first complete toolkit found, or null. */
+/** { nvcc, home, lib } of the first complete toolkit found, or null (always on other systems than Linux, which binding.gyp's CUDA rule is written for). */
 function findCudaToolkit(env = process.env) {
+  if (process.platform !== 'linux') return null;
   const nvccs = [];
   for (const v of [env.CUDA_HOME, env.CUDA_PATH]) if (v) nvccs.push(path.join(v, 'bin', 'nvcc'));
   for (const dir of (env.PATH || '').split(path.delimiter)) if (dir) nvccs.push(path.join(dir, 'nvcc'));

@@ -75,6 +75,26 @@ void selective_scan(const ScanArgs& args, float* state, cudaStream_t stream);
 void selective_state_update(const ScanArgs& args, float* state_pool, const int32_t* slot, int64_t batch,
                             cudaStream_t stream);
 
+// Mamba's decode step after x_proj, in one launch for `batch` sequences (row s of p, u, z, y is
+// sequence s, its state at state_pool + slot[s] * d_inner * d_state): the dt, B and C RMSNorms of
+// the x_proj row p = [dt | B | C] (float32), dt_proj (weights [d_inner, dt_rank] in `type`), then
+// the state update and y = (C·h + D·u) · silu(z) as selective_state_update. The intermediates
+// stay in float32 registers and shared memory.
+struct MambaDecodeArgs {
+  const float* p; int64_t ldp;
+  const float* dt_norm; const float* b_norm; const float* c_norm; float eps;
+  const void* dt_proj;           // [d_inner, dt_rank]
+  const float* dt_bias;          // [d_inner]
+  const float* a;                // [d_inner, d_state], already -exp(A_log)
+  const float* d_skip;           // [d_inner]
+  const void* u; int64_t ldu;    // conv output
+  const void* z; int64_t ldz;    // gate
+  void* y; int64_t ldy;
+  DType type;                    // of dt_proj, u, z and y
+  int64_t d_inner, d_state, dt_rank;
+};
+void mamba_decode_step(const MambaDecodeArgs& args, float* state_pool, const int32_t* slot, int64_t batch, cudaStream_t stream);
+
 // MoE routing on the device, with no host synchronisation: softmax of each token's router
 // logits (float32), its top-k experts and their probabilities (in descending order, as the CPU
 // backend), then tokens grouped by expert: counts[e], offsets[e] (E + 1 entries, exclusive

@@ -77,6 +77,57 @@ __global__ void __launch_bounds__(channels_per_block<NS>() * NS) scan_kernel(Sca
   if (live) *st = h;
 }
 
+// The decode step fused (MambaDecodeArgs): a block owns CH channels of one sequence, NS lanes per
+// channel as in scan_kernel. The block normalises the sequence's x_proj row into shared memory
+// (one warp per segment); each channel's lanes then take its dt_proj dot product over dt_rank,
+// and update the channel's states.
+template <typename T, int NS>
+__global__ void __launch_bounds__(channels_per_block<NS>() * NS) decode_step_kernel(MambaDecodeArgs a, float* __restrict__ pool,
+                                                                                   const int32_t* __restrict__ slot) {
+  constexpr int CH = channels_per_block<NS>();
+  extern __shared__ float row[];  // dt_rank + 2 d_state: the normalised [dt | B | C]
+  __shared__ float inv[3];
+  const int R = int(a.dt_rank), N = int(a.d_state);
+  const int64_t s = blockIdx.y;
+  const float* pr = a.p + s * a.ldp;
+  for (int i = threadIdx.x; i < R + 2 * N; i += blockDim.x) row[i] = pr[i];
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (warp < 3) {
+    const int from = warp == 0 ? 0 : warp == 1 ? R : R + N, len = warp == 0 ? R : N;
+    float ss = 0.f;
+    for (int i = lane; i < len; i += 32) ss += row[from + i] * row[from + i];
+    ss = warp_sum(ss);
+    if (lane == 0) inv[warp] = rsqrtf(ss / float(len) + a.eps);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < R + 2 * N; i += blockDim.x) {
+    const float* w = i < R ? a.dt_norm + i : i < R + N ? a.b_norm + (i - R) : a.c_norm + (i - R - N);
+    row[i] *= inv[i < R ? 0 : i < R + N ? 1 : 2] * *w;
+  }
+  __syncthreads();
+  const int ch = threadIdx.x / NS, n = threadIdx.x % NS;
+  const int64_t c = int64_t(blockIdx.x) * CH + ch;
+  const bool channel = c < a.d_inner;
+  // dt_proj row c · dt, split across the channel's lanes.
+  const T* W = static_cast<const T*>(a.dt_proj) + (channel ? c : 0) * R;
+  float dot = 0.f;
+  if (channel)
+    for (int r = n; r < R; r += NS) dot += row[r] * to_f32(W[r]);
+  dot = warp_sum<NS>(dot);
+  // Every lane stays to the last shuffle (a warp may hold channels past d_inner).
+  const bool live = channel && n < N;
+  const float dt = channel ? softplus(dot + a.dt_bias[c]) : 0.f;
+  const float u = channel ? to_f32(static_cast<const T*>(a.u)[s * a.ldu + c]) : 0.f;
+  float* st = pool + int64_t(slot[s]) * a.d_inner * N + c * N + n;
+  float h = live ? *st : 0.f;
+  if (live) h = expf(dt * a.a[c * N + n]) * h + dt * row[R + n] * u;
+  const float y = warp_sum<NS>(live ? h * row[R + N + n] : 0.f);
+  if (live) *st = h;
+  if (channel && n == 0)
+    static_cast<T*>(a.y)[s * a.ldy + c] = from_f32<T>((y + a.d_skip[c] * u) * silu(to_f32(static_cast<const T*>(a.z)[s * a.ldz + c])));
+}
+
 template <typename TI, typename TO>
 void launch(const ScanArgs& a, float* state, float* pool, const int32_t* slot, int64_t batch, cudaStream_t s) {
   auto go = [&](auto ns) {
@@ -105,6 +156,29 @@ void selective_scan(const ScanArgs& args, float* state, cudaStream_t stream) {
   if (args.t_len == 0) return;
   run(args, state, nullptr, nullptr, 1, stream);
   JAMBA_CUDA_LAUNCHED("selective_scan");
+}
+
+void mamba_decode_step(const MambaDecodeArgs& a, float* state_pool, const int32_t* slot, int64_t batch, cudaStream_t stream) {
+  if (batch == 0) return;
+  const size_t smem = size_t(a.dt_rank + 2 * a.d_state) * sizeof(float);
+  if (smem > 48 * 1024) fail("invalid_argument", "mamba_decode_step: dt_rank + 2 d_state must be at most 12288");
+  auto go = [&](auto tag, auto ns) {
+    using T = typename decltype(tag)::type;
+    constexpr int NS = decltype(ns)::value;
+    constexpr int CH = channels_per_block<NS>();
+    const dim3 grid(blocks_for(a.d_inner, CH), unsigned(batch));
+    decode_step_kernel<T, NS><<<grid, CH * NS, smem, stream>>>(a, state_pool, slot);
+  };
+  auto by_state = [&](auto tag) {
+    if (a.d_state <= 4) go(tag, std::integral_constant<int, 4>{});
+    else if (a.d_state <= 8) go(tag, std::integral_constant<int, 8>{});
+    else if (a.d_state <= 16) go(tag, std::integral_constant<int, 16>{});
+    else if (a.d_state <= limits::kMaxDState) go(tag, std::integral_constant<int, limits::kMaxDState>{});
+    else fail("invalid_argument", "mamba_decode_step supports d_state up to " + std::to_string(limits::kMaxDState) + ", not " + std::to_string(a.d_state));
+  };
+  if (a.type == DType::BF16) by_state(Tag<bf16>{});
+  else by_state(Tag<float>{});
+  JAMBA_CUDA_LAUNCHED("mamba_decode_step");
 }
 
 void selective_state_update(const ScanArgs& args, float* state_pool, const int32_t* slot, int64_t batch,

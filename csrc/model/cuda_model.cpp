@@ -510,6 +510,23 @@ void CudaJambaModel::mamba(const Layer& l, size_t li, Workspace& ws) const {
   ws.mark("mamba conv");
   gemm(ws.xc, Di, l.x_proj, ws.all, nullptr, ws.p, P, true);
   ws.mark("mamba x_proj");
+  if (ws.decode) {
+    // One launch from the x_proj rows to y: the dt/B/C norms, dt_proj and the state update.
+    cuda::MambaDecodeArgs m{};
+    m.p = ws.p; m.ldp = P;
+    m.dt_norm = l.dt_norm.as<float>(); m.b_norm = l.b_norm.as<float>(); m.c_norm = l.c_norm.as<float>(); m.eps = dims_.eps;
+    m.dt_proj = l.dt_proj.w.p; m.dt_bias = l.dt_bias.as<float>(); m.a = l.a.as<float>(); m.d_skip = l.d.as<float>();
+    m.u = ws.xc; m.ldu = Di;
+    m.z = static_cast<uint16_t*>(ws.xz) + Di; m.ldz = 2 * Di;
+    m.y = ws.y; m.ldy = Di;
+    m.type = DT::BF16;
+    m.d_inner = Di; m.d_state = N; m.dt_rank = R;
+    cuda::mamba_decode_step(m, pl.ssm[li].as<float>(), ws.d_slot, ws.S, s);
+    ws.mark("mamba dt/B/C norms + dt_proj + state update");
+    gemm(ws.y, Di, l.out_proj, ws.all, nullptr, ws.delta, dims_.hidden, false);
+    ws.mark("mamba out_proj");
+    return;
+  }
   // dt, B and C each get their own RMSNorm (Jamba's addition to Mamba); bf16 for what follows.
   auto* pn = static_cast<uint16_t*>(ws.pn);
   cuda::rmsnorm_residual(ws.p, P, nullptr, 0, DT::F32, T, R, l.dt_norm.as<float>(), dims_.eps, pn, P, DT::BF16, s);
@@ -528,21 +545,17 @@ void CudaJambaModel::mamba(const Layer& l, size_t li, Workspace& ws) const {
   a.a = l.a.as<float>(); a.d_skip = l.d.as<float>(); a.dt_bias = l.dt_bias.as<float>();
   a.y = ws.y; a.ldy = Di; a.out_type = DT::BF16;
   a.d_inner = Di; a.d_state = N;
-  if (ws.decode) {
-    cuda::selective_state_update(a, pl.ssm[li].as<float>(), ws.d_slot, ws.S, s);
-  } else {
-    for (int64_t q = 0; q < ws.S; ++q) {
-      const int64_t o = ws.offsets[size_t(q)];
-      cuda::ScanArgs b = a;
-      b.u = static_cast<const uint16_t*>(a.u) + o * Di;
-      b.dt = static_cast<const uint16_t*>(a.dt) + o * Di;
-      b.b = pn + o * P + R;
-      b.c = pn + o * P + R + N;
-      b.z = static_cast<const uint16_t*>(a.z) + o * 2 * Di;
-      b.y = static_cast<uint16_t*>(ws.y) + o * Di;
-      b.t_len = ws.offsets[size_t(q + 1)] - o;
-      cuda::selective_scan(b, pl.ssm[li].as<float>() + ws.slot[size_t(q)] * pl.ssm_size(), s);
-    }
+  for (int64_t q = 0; q < ws.S; ++q) {
+    const int64_t o = ws.offsets[size_t(q)];
+    cuda::ScanArgs b = a;
+    b.u = static_cast<const uint16_t*>(a.u) + o * Di;
+    b.dt = static_cast<const uint16_t*>(a.dt) + o * Di;
+    b.b = pn + o * P + R;
+    b.c = pn + o * P + R + N;
+    b.z = static_cast<const uint16_t*>(a.z) + o * 2 * Di;
+    b.y = static_cast<uint16_t*>(ws.y) + o * Di;
+    b.t_len = ws.offsets[size_t(q + 1)] - o;
+    cuda::selective_scan(b, pl.ssm[li].as<float>() + ws.slot[size_t(q)] * pl.ssm_size(), s);
   }
   ws.mark("mamba scan");
   gemm(ws.y, Di, l.out_proj, ws.all, nullptr, ws.delta, dims_.hidden, false);

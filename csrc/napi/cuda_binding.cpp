@@ -292,6 +292,30 @@ Napi::Object CudaOps(Napi::Env env) {
                           {"state", js(o.env, st.get<float>(st0.size()))}});
   }));
 
+  // mambaDecodeStep({ p, batch, dInner, dState, dtRank, dtNorm, bNorm, cNorm, eps, dtProj, dtBias, a, d, u, z, pool,
+  //                   poolSlots, slots, dtype }) → { y, pool, ms }: Mamba's fused decode step after x_proj
+  ops.Set("mambaDecodeStep", op(env, "mambaDecodeStep", [](const Opts& o) -> Napi::Value {
+    const int64_t B = o.i("batch"), Di = o.i("dInner"), N = o.i("dState"), R = o.i("dtRank"), P = o.i("poolSlots");
+    const DType t = o.dtype();
+    const auto vec = [&](const char* k, int64_t n) { return std::make_unique<Dev>(o.f32(k, size_t(n)).data(), size_t(n) * 4); };
+    auto p = vec("p", B * (R + 2 * N)), dtn = vec("dtNorm", R), bn = vec("bNorm", N), cn = vec("cNorm", N);
+    auto bias = vec("dtBias", Di), a = vec("a", Di * N), d = vec("d", Di);
+    auto w = upload(o.f32("dtProj", size_t(Di * R)), t), u = upload(o.f32("u", size_t(B * Di)), t), z = upload(o.f32("z", size_t(B * Di)), t);
+    const std::vector<float> pool0 = o.f32("pool", size_t(P * Di * N));
+    Dev pool(pool0.data(), pool0.size() * 4);
+    Dev slots(o.i32("slots", size_t(B)).data(), size_t(B) * 4);
+    Dev y(size_t(B * Di) * (t == DType::BF16 ? 2 : 4));
+    poison(y);
+    cuda::MambaDecodeArgs m{};
+    m.p = p->as<float>(); m.ldp = R + 2 * N;
+    m.dt_norm = dtn->as<float>(); m.b_norm = bn->as<float>(); m.c_norm = cn->as<float>(); m.eps = float(o.f("eps", 1e-6));
+    m.dt_proj = w->p; m.dt_bias = bias->as<float>(); m.a = a->as<float>(); m.d_skip = d->as<float>();
+    m.u = u->p; m.ldu = Di; m.z = z->p; m.ldz = Di; m.y = y.p; m.ldy = Di; m.type = t;
+    m.d_inner = Di; m.d_state = N; m.dt_rank = R;
+    const double ms = timed(o.repeat(), [&] { cuda::mamba_decode_step(m, pool.as<float>(), slots.as<int32_t>(), B, nullptr); });
+    return result(o, ms, {{"y", js(o.env, download(y, size_t(B * Di), t))}, {"pool", js(o.env, pool.get<float>(pool0.size()))}});
+  }));
+
   // moeRoute({ logits, tokens, experts, k }) → { idx, weight, counts, offsets, active, rowOf, tokenOfRow, ms }
   ops.Set("moeRoute", op(env, "moeRoute", [](const Opts& o) -> Napi::Value {
     const int64_t T = o.i("tokens"), E = o.i("experts"), K = o.i("k");

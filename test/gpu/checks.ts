@@ -135,6 +135,35 @@ export const checks: GpuCheck[] = [
     },
   },
   {
+    name: "Mamba's fused decode step (dt/B/C norms, dt_proj, state update) over a state pool",
+    run(cuda, cpu) {
+      // Odd channel counts leave part of a warp past d_inner; dt_rank not a multiple of the lanes.
+      for (const [B, Di, N, R] of [[3, 136, 16, 8], [5, 67, 8, 13], [1, 64, 4, 5], [2, 96, 32, 24]] as const) {
+        const P = B + 3, eps = 1e-6;
+        const slots = Int32Array.from({ length: B }, (_, i) => (i * 5 + 2) % P);
+        for (const dt of DTYPES) {
+          const r = rng(B * Di + N);
+          const p = rand(r, B * (R + 2 * N), 2), dtNorm = rand(r, R, 0.5, 1), bNorm = rand(r, N, 0.5, 1), cNorm = rand(r, N, 0.5, 1);
+          const dtProj = inDt(rand(r, Di * R, 0.3), dt), dtBias = rand(r, Di, 1, -2), a = rand(r, Di * N, 1, -1.5), d = rand(r, Di);
+          const u = inDt(rand(r, B * Di), dt), z = inDt(rand(r, B * Di), dt), pool = rand(r, P * Di * N, 0.5);
+          const got = cuda.mambaDecodeStep({ p, batch: B, dInner: Di, dState: N, dtRank: R, dtNorm, bNorm, cNorm, eps, dtProj, dtBias, a, d, u, z,
+            pool, poolSlots: P, slots, dtype: dt });
+          // The CPU composition: the three norms, dt_proj without its bias, then the state update (which adds the bias).
+          const seg = (from: number, len: number) => Float32Array.from({ length: B * len }, (_, i) => p[Math.floor(i / len) * (R + 2 * N) + from + (i % len)]!);
+          const dtn = cpu.rmsnorm(seg(0, R), B, R, dtNorm, eps), bn = cpu.rmsnorm(seg(R, N), B, N, bNorm, eps), cn = cpu.rmsnorm(seg(R + N, N), B, N, cNorm, eps);
+          const delta = cpu.gemm(dtn, B, dtProj, Di, R, 'f32');
+          const states = new Float32Array(B * Di * N);
+          slots.forEach((s, i) => states.set(pool.subarray(s * Di * N, (s + 1) * Di * N), i * Di * N));
+          const want = cpu.selectiveScan(u, delta, bn, cn, z, a, d, dtBias, B, Di, N, states, B);
+          const wantPool = pool.slice();
+          slots.forEach((s, i) => wantPool.set(states.subarray(i * Di * N, (i + 1) * Di * N), s * Di * N));
+          expectClose(`B${B} Di${Di} N${N} R${R} ${dt} y`, got.y, want, TOL[dt]);
+          expectClose(`B${B} Di${Di} N${N} R${R} ${dt} pool`, got.pool, wantPool, dt === 'f32' ? TOL.f32 * 10 : TOL.bf16);
+        }
+      }
+    },
+  },
+  {
     name: 'MoE routing: softmax top-k and grouping by expert on the device',
     run(cuda, cpu) {
       for (const [T, E, k] of [[1, 4, 2], [37, 16, 2], [300, 16, 1], [65, 8, 3]] as const) {
