@@ -88,14 +88,6 @@ async function main(): Promise<void> {
     const tbs = bytes / (r.ms * 1e9);
     rows.push({ kernel: 'selective scan (prefill)', shape: `T ${T}, d_inner ${Di}, d_state ${N}, bf16`, value: `${tbs.toFixed(2)} TB/s effective`, ratio: `${(tbs / 1.35).toFixed(2)}× target`, target: '≥ 1.35 TB/s' });
   });
-  attempt('selective state update (decode)', () => {
-    const B = 16, Di = 8192, N = 16;
-    const r = cuda.selectiveScan({ u: fill(B * Di), dt: fill(B * Di), b: fill(B * N), c: fill(B * N), z: fill(B * Di), a: fill(Di * N, 1).map((v) => -1 - Math.abs(v)),
-      d: fill(Di), dtBias: fill(Di), state: new Float32Array(B * Di * N), batch: B, poolSlots: B, slots: Int32Array.from({ length: B }, (_, i) => i),
-      dInner: Di, dState: N, dtype: 'bf16', repeat: rep });
-    const bytes = B * Di * N * 4 * 2 + B * Di * 4 * 2;  // states read and written, u/dt/z/y
-    rows.push({ kernel: 'selective state update (decode)', shape: `batch ${B}, d_inner ${Di}`, value: `${(bytes / (r.ms * 1e9)).toFixed(2)} TB/s`, ratio: `${((bytes / (r.ms * 1e6)) / copy).toFixed(2)}× copy`, target: '' });
-  });
   attempt('Mamba decode step (fused)', () => {
     // Jamba-1.5-Mini's Mamba after x_proj: the dt/B/C norms, dt_proj (dt_rank 256) and the state update, one launch.
     const Di = 8192, N = 16, R = 256;

@@ -152,8 +152,8 @@ export interface NativeCudaOps {
   rmsnormResidual(o: { h: F32; delta?: F32; rows: number; cols: number; weight: F32; eps: number; dtype?: DT; repeat?: number }): Timed<{ h: F32; out: F32 }>;
   conv1d(o: { x: F32; tLen: number; channels: number; w: F32; dConv: number; bias?: F32; state: F32; dtype?: DT; repeat?: number }): Timed<{ out: F32; state: F32 }>;
   conv1dUpdate(o: { x: F32; batch: number; channels: number; w: F32; dConv: number; bias?: F32; pool: F32; poolSlots: number; slots: Int32Array; dtype?: DT; repeat?: number }): Timed<{ out: F32; pool: F32 }>;
-  selectiveScan(o: { u: F32; dt: F32; b: F32; c: F32; z: F32; a: F32; d: F32; dtBias: F32; state: F32; tLen?: number; dInner: number; dState: number;
-    batch?: number; poolSlots?: number; slots?: Int32Array; dtype?: DT; repeat?: number }): Timed<{ y: F32; state: F32 }>;
+  selectiveScan(o: { u: F32; dt: F32; b: F32; c: F32; z: F32; a: F32; d: F32; dtBias: F32; state: F32; tLen: number; dInner: number; dState: number;
+    dtype?: DT; repeat?: number }): Timed<{ y: F32; state: F32 }>;
   mambaDecodeStep(o: { p: F32; batch: number; dInner: number; dState: number; dtRank: number; dtNorm: F32; bNorm: F32; cNorm: F32; eps: number;
     dtProj: F32; dtBias: F32; a: F32; d: F32; u: F32; z: F32; pool: F32; poolSlots: number; slots: Int32Array; dtype?: DT; repeat?: number }): Timed<{ y: F32; pool: F32 }>;
   moeRoute(o: { logits: F32; tokens: number; experts: number; k: number; repeat?: number }):

@@ -70,16 +70,11 @@ struct ScanArgs {
 // float32), which holds the final state on return; y gets (C·h + D·u) · silu(z).
 void selective_scan(const ScanArgs& args, float* state, cudaStream_t stream);
 
-// The decode step for `batch` sequences: row s of every matrix in args is sequence s, whose
-// state is state_pool + slot[s] * d_inner * d_state.
-void selective_state_update(const ScanArgs& args, float* state_pool, const int32_t* slot, int64_t batch,
-                            cudaStream_t stream);
-
 // Mamba's decode step after x_proj, in one launch for `batch` sequences (row s of p, u, z, y is
 // sequence s, its state at state_pool + slot[s] * d_inner * d_state): the dt, B and C RMSNorms of
 // the x_proj row p = [dt | B | C] (float32), dt_proj (weights [d_inner, dt_rank] in `type`), then
-// the state update and y = (C·h + D·u) · silu(z) as selective_state_update. The intermediates
-// stay in float32 registers and shared memory.
+// the state update h = exp(softplus(dt + bias)·A)·h + dt·B·u and y = (C·h + D·u) · silu(z). The
+// intermediates stay in float32 registers and shared memory.
 struct MambaDecodeArgs {
   const float* p; int64_t ldp;
   const float* dt_norm; const float* b_norm; const float* c_norm; float eps;

@@ -1,5 +1,6 @@
-// Mamba's selective scan (prefill) and state update (decode), with Jamba's epilogue fused:
-// softplus(dt + bias), the D skip and the SiLU(z) gate. The recurrence is sequential in time, so
+// Mamba's selective scan (prefill), with Jamba's epilogue fused: softplus(dt + bias), the D skip
+// and the SiLU(z) gate; and the decode step, which also takes in the dt/B/C norms and dt_proj.
+// The recurrence is sequential in time, so
 // parallelism comes from channels and from the state dimension: a thread owns one (channel, n)
 // pair and keeps h[channel, n] in a register in float32 for the whole sequence; y = C·h is a
 // shuffle reduction across the lanes of a channel. Inputs are staged through shared memory in
@@ -17,9 +18,7 @@ constexpr int kChunk = 32;  // time steps staged per round
 template <int NS> __host__ __device__ constexpr int channels_per_block() { return 512 / NS < 64 ? 512 / NS : 64; }
 
 template <typename TI, typename TO, int NS>
-__global__ void __launch_bounds__(channels_per_block<NS>() * NS) scan_kernel(ScanArgs a, float* __restrict__ state,
-                                                                             float* __restrict__ pool,
-                                                                             const int32_t* __restrict__ slot) {
+__global__ void __launch_bounds__(channels_per_block<NS>() * NS) scan_kernel(ScanArgs a, float* __restrict__ state) {
   constexpr int CH = channels_per_block<NS>();
   constexpr int kThreads = CH * NS;
   __shared__ float s_u[kChunk][CH], s_dt[kChunk][CH], s_g[kChunk][CH], s_y[kChunk][CH];
@@ -27,10 +26,8 @@ __global__ void __launch_bounds__(channels_per_block<NS>() * NS) scan_kernel(Sca
   const int N = int(a.d_state);
   const int ch = threadIdx.x / NS, n = threadIdx.x % NS;
   const int64_t c0 = int64_t(blockIdx.x) * CH, c = c0 + ch;
-  const int64_t s = blockIdx.y;
-  const int64_t row0 = s * a.t_len;  // decode: one row per sequence; prefill: one sequence
   const bool live = c < a.d_inner && n < N;
-  float* st = (slot ? pool + int64_t(slot[s]) * a.d_inner * N : state) + c * N + n;
+  float* st = state + c * N + n;
   float h = live ? *st : 0.f;
   const float A = live ? a.a[c * N + n] : 0.f;
   const float D = c < a.d_inner ? a.d_skip[c] : 0.f;
@@ -46,7 +43,7 @@ __global__ void __launch_bounds__(channels_per_block<NS>() * NS) scan_kernel(Sca
     __syncthreads();  // the previous chunk's s_y is stored
     for (int i = threadIdx.x; i < kChunk * CH; i += kThreads) {
       const int tt = i / CH, cc = i % CH;
-      const int64_t cg = c0 + cc, r = row0 + t0 + tt;
+      const int64_t cg = c0 + cc, r = t0 + tt;
       if (tt < steps && cg < a.d_inner) {
         s_u[tt][cc] = to_f32(U[r * a.ldu + cg]);
         s_dt[tt][cc] = softplus(to_f32(DT[r * a.lddt + cg]) + a.dt_bias[cg]);
@@ -55,7 +52,7 @@ __global__ void __launch_bounds__(channels_per_block<NS>() * NS) scan_kernel(Sca
     }
     for (int i = threadIdx.x; i < kChunk * NS; i += kThreads) {
       const int tt = i / NS, nn = i % NS;
-      const int64_t r = row0 + t0 + tt;
+      const int64_t r = t0 + tt;
       const bool ok = tt < steps && nn < N;
       s_b[tt][nn] = ok ? to_f32(B[r * a.ldb + nn]) : 0.f;
       s_c[tt][nn] = ok ? to_f32(C[r * a.ldc + nn]) : 0.f;
@@ -71,7 +68,7 @@ __global__ void __launch_bounds__(channels_per_block<NS>() * NS) scan_kernel(Sca
     for (int i = threadIdx.x; i < kChunk * CH; i += kThreads) {
       const int tt = i / CH, cc = i % CH;
       const int64_t cg = c0 + cc;
-      if (tt < steps && cg < a.d_inner) Y[(row0 + t0 + tt) * a.ldy + cg] = from_f32<TO>(s_y[tt][cc]);
+      if (tt < steps && cg < a.d_inner) Y[(t0 + tt) * a.ldy + cg] = from_f32<TO>(s_y[tt][cc]);
     }
   }
   if (live) *st = h;
@@ -129,12 +126,11 @@ __global__ void __launch_bounds__(channels_per_block<NS>() * NS) decode_step_ker
 }
 
 template <typename TI, typename TO>
-void launch(const ScanArgs& a, float* state, float* pool, const int32_t* slot, int64_t batch, cudaStream_t s) {
+void launch(const ScanArgs& a, float* state, cudaStream_t s) {
   auto go = [&](auto ns) {
     constexpr int NS = decltype(ns)::value;
     constexpr int CH = channels_per_block<NS>();
-    const dim3 grid(blocks_for(a.d_inner, CH), unsigned(batch));
-    scan_kernel<TI, TO, NS><<<grid, CH * NS, 0, s>>>(a, state, pool, slot);
+    scan_kernel<TI, TO, NS><<<blocks_for(a.d_inner, CH), CH * NS, 0, s>>>(a, state);
   };
   if (a.d_state <= 4) go(std::integral_constant<int, 4>{});
   else if (a.d_state <= 8) go(std::integral_constant<int, 8>{});
@@ -143,18 +139,18 @@ void launch(const ScanArgs& a, float* state, float* pool, const int32_t* slot, i
   else fail("invalid_argument", "the CUDA selective scan supports d_state up to " + std::to_string(limits::kMaxDState) + ", not " + std::to_string(a.d_state));
 }
 
-void run(const ScanArgs& a, float* state, float* pool, const int32_t* slot, int64_t batch, cudaStream_t s) {
-  if (a.in_type == DType::BF16 && a.out_type == DType::BF16) launch<bf16, bf16>(a, state, pool, slot, batch, s);
-  else if (a.in_type == DType::BF16) launch<bf16, float>(a, state, pool, slot, batch, s);
-  else if (a.out_type == DType::BF16) launch<float, bf16>(a, state, pool, slot, batch, s);
-  else launch<float, float>(a, state, pool, slot, batch, s);
+void run(const ScanArgs& a, float* state, cudaStream_t s) {
+  if (a.in_type == DType::BF16 && a.out_type == DType::BF16) launch<bf16, bf16>(a, state, s);
+  else if (a.in_type == DType::BF16) launch<bf16, float>(a, state, s);
+  else if (a.out_type == DType::BF16) launch<float, bf16>(a, state, s);
+  else launch<float, float>(a, state, s);
 }
 
 }  // namespace
 
 void selective_scan(const ScanArgs& args, float* state, cudaStream_t stream) {
   if (args.t_len == 0) return;
-  run(args, state, nullptr, nullptr, 1, stream);
+  run(args, state, stream);
   JAMBA_CUDA_LAUNCHED("selective_scan");
 }
 
@@ -179,15 +175,6 @@ void mamba_decode_step(const MambaDecodeArgs& a, float* state_pool, const int32_
   if (a.type == DType::BF16) by_state(Tag<bf16>{});
   else by_state(Tag<float>{});
   JAMBA_CUDA_LAUNCHED("mamba_decode_step");
-}
-
-void selective_state_update(const ScanArgs& args, float* state_pool, const int32_t* slot, int64_t batch,
-                            cudaStream_t stream) {
-  if (batch == 0) return;
-  ScanArgs one = args;
-  one.t_len = 1;  // row s is sequence s
-  run(one, nullptr, state_pool, slot, batch, stream);
-  JAMBA_CUDA_LAUNCHED("selective_state_update");
 }
 
 }  // namespace jamba::cuda

@@ -261,33 +261,24 @@ Napi::Object CudaOps(Napi::Env env) {
                           {"pool", js(o.env, pool.get<float>(pool0.size()))}});
   }));
 
-  // selectiveScan({ u, dt, b, c, z, a, d, dtBias, state, tLen, dInner, dState, dtype, batch?, slots? })
-  // With `slots` it is the decode update: tLen rows are `batch` sequences, one row each, and
-  // state is a pool of poolSlots states.
+  // selectiveScan({ u, dt, b, c, z, a, d, dtBias, state, tLen, dInner, dState, dtype }): prefill of one sequence
+  // (decode steps: mambaDecodeStep)
   ops.Set("selectiveScan", op(env, "selectiveScan", [](const Opts& o) -> Napi::Value {
-    const int64_t Di = o.i("dInner"), N = o.i("dState");
-    const bool decode = o.has("slots");
-    const int64_t T = decode ? o.i("batch") : o.i("tLen");
-    const int64_t P = decode ? o.i("poolSlots") : 1;
+    const int64_t Di = o.i("dInner"), N = o.i("dState"), T = o.i("tLen");
     const DType t = o.dtype();
     auto u = upload(o.f32("u", size_t(T * Di)), t), dt = upload(o.f32("dt", size_t(T * Di)), t);
     auto bm = upload(o.f32("b", size_t(T * N)), t), cm = upload(o.f32("c", size_t(T * N)), t), z = upload(o.f32("z", size_t(T * Di)), t);
     Dev a(o.f32("a", size_t(Di * N)).data(), size_t(Di * N) * 4), d(o.f32("d", size_t(Di)).data(), size_t(Di) * 4),
         bias(o.f32("dtBias", size_t(Di)).data(), size_t(Di) * 4);
-    const std::vector<float> st0 = o.f32("state", size_t(P * Di * N));
+    const std::vector<float> st0 = o.f32("state", size_t(Di * N));
     Dev st(st0.data(), st0.size() * 4);
     Dev y(size_t(T * Di) * (t == DType::BF16 ? 2 : 4));
     poison(y);
-    std::unique_ptr<Dev> slots;
-    if (decode) slots = std::make_unique<Dev>(o.i32("slots", size_t(T)).data(), size_t(T) * 4);
     cuda::ScanArgs s{};
     s.u = u->p; s.ldu = Di; s.dt = dt->p; s.lddt = Di; s.b = bm->p; s.ldb = N; s.c = cm->p; s.ldc = N; s.z = z->p; s.ldz = Di;
     s.in_type = t; s.a = a.as<float>(); s.d_skip = d.as<float>(); s.dt_bias = bias.as<float>();
     s.y = y.p; s.ldy = Di; s.out_type = t; s.t_len = T; s.d_inner = Di; s.d_state = N;
-    const double ms = timed(o.repeat(), [&] {
-      if (decode) cuda::selective_state_update(s, st.as<float>(), slots->as<int32_t>(), T, nullptr);
-      else cuda::selective_scan(s, st.as<float>(), nullptr);
-    });
+    const double ms = timed(o.repeat(), [&] { cuda::selective_scan(s, st.as<float>(), nullptr); });
     return result(o, ms, {{"y", js(o.env, download(y, size_t(T * Di), t))},
                           {"state", js(o.env, st.get<float>(st0.size()))}});
   }));

@@ -114,27 +114,6 @@ export const checks: GpuCheck[] = [
     },
   },
   {
-    name: 'selective state update (decode) over a state pool',
-    run(cuda, cpu) {
-      const B = 6, Di = 136, N = 16, P = 9;
-      const slots = Int32Array.from([4, 8, 0, 2, 7, 1]);
-      for (const dt of DTYPES) {
-        const r = rng(7);
-        const u = inDt(rand(r, B * Di), dt), dtv = inDt(rand(r, B * Di), dt), b = inDt(rand(r, B * N), dt), c = inDt(rand(r, B * N), dt);
-        const z = inDt(rand(r, B * Di), dt), a = rand(r, Di * N, 1, -1.5), d = rand(r, Di), bias = rand(r, Di, 1, -2);
-        const pool = rand(r, P * Di * N, 0.5);
-        const got = cuda.selectiveScan({ u, dt: dtv, b, c, z, a, d, dtBias: bias, state: pool, batch: B, poolSlots: P, slots, dInner: Di, dState: N, dtype: dt });
-        const states = new Float32Array(B * Di * N);
-        slots.forEach((s, i) => states.set(pool.subarray(s * Di * N, (s + 1) * Di * N), i * Di * N));
-        const want = cpu.selectiveScan(u, dtv, b, c, z, a, d, bias, B, Di, N, states, B);
-        const wantPool = pool.slice();
-        slots.forEach((s, i) => wantPool.set(states.subarray(i * Di * N, (i + 1) * Di * N), s * Di * N));
-        expectClose(`${dt} y`, got.y, want, TOL[dt]);
-        expectClose(`${dt} pool`, got.state, wantPool, TOL.f32 * 10);
-      }
-    },
-  },
-  {
     name: "Mamba's fused decode step (dt/B/C norms, dt_proj, state update) over a state pool",
     run(cuda, cpu) {
       // Odd channel counts leave part of a warp past d_inner; dt_rank not a multiple of the lanes.
