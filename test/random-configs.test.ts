@@ -8,28 +8,7 @@ import fs from 'node:fs';
 import { JambaModel, loadModel } from '../lib';
 import { loadWeights, maxAbsDiff, referenceForward } from './helpers/reference-model';
 import { rng, writeRandomCheckpoint } from './helpers/random-checkpoint';
-
-const BASE = { vocab_size: 1030, bos_token_id: 1, eos_token_id: 2, pad_token_id: 0 };
-
-const CASES: Array<[string, Record<string, unknown>, 'F32' | 'BF16' | 'F16', number]> = [
-  ['top-1, d_conv 3, no conv bias, tied, eps 1e-5, f32', {
-    hidden_size: 32, intermediate_size: 48, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2,
-    attn_layer_period: 2, attn_layer_offset: 1, expert_layer_period: 2, expert_layer_offset: 0, num_experts: 3,
-    num_experts_per_tok: 1, mamba_d_state: 8, mamba_d_conv: 3, mamba_conv_bias: false, tie_word_embeddings: true,
-    rms_norm_eps: 1e-5, mamba_dt_rank: 'auto',
-  }, 'F32', 1],
-  ['top-3 of 5, MHA, d_state 24, expand 3, proj bias, f16 sharded', {
-    hidden_size: 40, intermediate_size: 56, num_hidden_layers: 3, num_attention_heads: 5, num_key_value_heads: 5,
-    attn_layer_period: 3, attn_layer_offset: 2, expert_layer_period: 3, expert_layer_offset: 1, num_experts: 5,
-    num_experts_per_tok: 3, mamba_d_state: 24, mamba_d_conv: 4, mamba_expand: 3, mamba_dt_rank: 5,
-    mamba_proj_bias: true,
-  }, 'F16', 3],
-  ['every layer MoE, GQA 8:1, d_conv 2, bf16, many heads', {
-    hidden_size: 64, intermediate_size: 40, num_hidden_layers: 5, num_attention_heads: 8, num_key_value_heads: 1,
-    attn_layer_period: 4, attn_layer_offset: 0, expert_layer_period: 1, expert_layer_offset: 0, num_experts: 6,
-    num_experts_per_tok: 2, mamba_d_state: 16, mamba_d_conv: 2, mamba_dt_rank: 7, rms_norm_eps: 1e-3,
-  }, 'BF16', 2],
-];
+import { BASE, CASES } from './helpers/random-configs';
 
 describe.each(CASES)('%s', (_label, raw, dtype, shards) => {
   let dir: string;
