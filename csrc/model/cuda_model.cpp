@@ -440,6 +440,14 @@ struct CudaJambaModel::Workspace {
   Rows all{};                           // every row of the pass, one matrix
   void *xg, *gu, *act, *ey;
   OpTimer* timer = nullptr;             // with ForwardRequest::profile
+  std::map<std::string, std::vector<float>>* trace = nullptr;  // with ForwardRequest::capture
+  // With a trace: a copy of `count` float32 values at `p` under `name` (the stream orders it).
+  void keep(const std::string& name, const float* p, int64_t count, cudaStream_t s) const {
+    if (!trace) return;
+    std::vector<float>& v = (*trace)[name];
+    v.resize(size_t(count));
+    check(cudaMemcpyAsync(v.data(), p, size_t(count) * 4, cudaMemcpyDeviceToHost, s), "trace");
+  }
   // Ends an op family's span: with a timer, the time since the last mark is charged to `op`.
   void mark(const char* op) const {
     if (timer) timer->mark(op);
@@ -463,7 +471,15 @@ void CudaJambaModel::layers(Workspace& ws, const ForwardRequest& req, bool captu
     else mamba(l, li, ws);
     cuda::rmsnorm_residual(ws.h, H, ws.delta, H, DT::BF16, T, H, l.ff_norm.as<float>(), dims_.eps, ws.x, H, DT::BF16, s);
     ws.mark("residual add + norm");
-    feed_forward(l, ws);
+    feed_forward(l, li, ws);
+    if (ws.trace) {
+      // The layer's output is the residual stream with its feed-forward added: a pending delta is
+      // added here (into the scratch norm, which the next layer makes again).
+      if (ws.has_delta)
+        cuda::rmsnorm_residual(ws.h, H, ws.delta, H, DT::BF16, T, H, l.ff_norm.as<float>(), dims_.eps, ws.x, H, DT::BF16, s);
+      ws.has_delta = false;
+      ws.keep("layer" + std::to_string(li) + ".out", ws.h, T * H, s);
+    }
   }
 }
 
@@ -597,7 +613,7 @@ void CudaJambaModel::attention(const Layer& l, size_t li, Workspace& ws) const {
   ws.mark("attention o");
 }
 
-void CudaJambaModel::feed_forward(const Layer& l, Workspace& ws) const {
+void CudaJambaModel::feed_forward(const Layer& l, size_t li, Workspace& ws) const {
   const int64_t T = ws.T, H = dims_.hidden, I = l.gate_up.n / 2;
   cudaStream_t s = S(stream_);
   if (!l.moe) {
@@ -612,6 +628,7 @@ void CudaJambaModel::feed_forward(const Layer& l, Workspace& ws) const {
   const int64_t R = T * k;
   gemm(ws.x, H, l.router, ws.all, nullptr, ws.router, E, true);
   ws.mark("MoE router");
+  ws.keep("layer" + std::to_string(li) + ".router_logits", ws.router, T * E, s);
   cuda::moe_route(ws.router, T, E, k, ws.idx, ws.weight, ws.counts, ws.expert_off, ws.active, ws.row_of, ws.token_of_row, ws.row_weight, s);
   ws.mark("MoE routing");
   cuda::gather_rows(ws.x, H, DT::BF16, ws.token_of_row, R, H, ws.xg, H, s);
@@ -630,7 +647,6 @@ void CudaJambaModel::feed_forward(const Layer& l, Workspace& ws) const {
 ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   std::lock_guard<std::mutex> lk(mu_);
   const int64_t H = dims_.hidden, V = dims_.vocab;
-  if (req.capture) fail("invalid_argument", "trace() runs on the CPU backend only");
   if (!req.embeds.empty() && req.embeds.size() != req.states.size()) fail("invalid_argument", "embeds: one entry per sequence");
   Workspace ws;
   ws.S = int64_t(req.states.size());
@@ -782,11 +798,13 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
         tok_at += n;
       }
       ws.mark("embedding");
+      ws.keep("embed", ws.h, T * H, s);
       ws.has_delta = false;
       layers(ws, req, capturing);
       cuda::rmsnorm_residual(ws.h, H, ws.has_delta ? ws.delta : nullptr, H, DT::BF16, T, H, final_norm_.as<float>(), dims_.eps, xf, H,
                              DT::F32, s);
       ws.mark("residual add + norm");
+      ws.keep("final_norm", static_cast<const float*>(xf), T * H, s);
       if (!rows_out) return;
       if (req.logits == ForwardRequest::Logits::Last) cuda::gather_rows(xf, H, DT::F32, static_cast<int32_t*>(d_last), rows_out, H, xsel, H, s);
       cuda::to_bf16(sel, rows_out * H, xb, s);
@@ -796,7 +814,8 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
     // A profiled pass runs op by op, with an event after each (events in a graph would not time).
     std::optional<OpTimer> timer;
     if (req.profile) ws.timer = &timer.emplace(s);
-    if (ws.decode && !embeds && !req.profile) {
+    if (req.capture) ws.trace = &res.captured;
+    if (ws.decode && !embeds && !req.profile && !req.capture) {
       // A decode step is the same kernels on the same addresses every time: captured once per
       // shape as a CUDA graph, then replayed (one launch instead of hundreds).
       const std::string key = std::to_string(ws.S) + "/" + std::to_string(ws.splits) + "/" + std::to_string(int(req.logits));

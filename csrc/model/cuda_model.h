@@ -60,7 +60,7 @@ class CudaJambaModel : public Executor {
   void layers(Workspace& ws, const ForwardRequest& req, bool capturing) const;
   void mamba(const Layer& l, size_t li, Workspace& ws) const;
   void attention(const Layer& l, size_t li, Workspace& ws) const;
-  void feed_forward(const Layer& l, Workspace& ws) const;
+  void feed_forward(const Layer& l, size_t li, Workspace& ws) const;
   // The rows of a product: one matrix (experts 1), or expert groups from routing on the device.
   // A decode pass of at most cuda::kSkinnyRows sequences streams the weights (skinny_gemm); every
   // other pass runs the tensor-core tiles (grouped_gemm). Both give a row the same bits whatever

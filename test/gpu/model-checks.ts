@@ -111,6 +111,22 @@ export const modelChecks: ModelCheck[] = [
     },
   },
   {
+    name: 'trace() on CUDA equals the CPU trace layer by layer (embedding, every layer output, router logits, final norm, logits)',
+    async run() {
+      const cuda = await loadModel(defaultModelDir(), { device: 'cuda' });
+      const cpu = await loadModel(defaultModelDir());
+      try {
+        const ids = await cpu.tokenizer.encode('ROMEO:\nBut soft, what light through yonder window breaks?');
+        const [got, want] = [await cuda.trace(ids), await cpu.trace(ids)];
+        same('trace keys', Object.keys(got).sort(), Object.keys(want).sort());
+        for (const k of Object.keys(want)) close(`trace ${k}`, got[k]!, want[k]!, 2e-2);
+      } finally {
+        await cuda.dispose();
+        await cpu.dispose();
+      }
+    },
+  },
+  {
     name: 'Shakespeare model on CUDA: reference logits, validation NLL within 1% of 3.9765, ExpertsInt8 close',
     async run() {
       const ref = path.join(SHAKESPEARE_REF, 'reference.safetensors');
