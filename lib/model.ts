@@ -492,8 +492,8 @@ export class JambaModel {
 
   /** Streams the assistant's reply to `messages`, rendered with the model's chat template. */
   async *chat(messages: ChatMessage[], options: ChatOptions & GenerateOptions = {}): AsyncGenerator<string, GenerationResult, void> {
-    this.resolve(options, CHAT_KEYS);  // options are checked before the template runs
-    return yield* this.chatFrom(await this.chatPromptIds(messages, options), options);
+    const opts = this.resolve(options, CHAT_KEYS);  // options are checked before the template runs
+    return yield* this.chatFrom(await this.chatPromptIds(messages, options), options, opts);
   }
 
   /**
@@ -507,9 +507,9 @@ export class JambaModel {
     return this.tokenizer.encode(text, { addSpecialTokens: false });  // the template writes the BOS itself
   }
 
-  /** `chat` from the ids `chatPromptIds` rendered. @internal */
-  async *chatFrom(ids: number[], options: ChatOptions & GenerateOptions = {}): AsyncGenerator<string, GenerationResult, void> {
-    const opts = this.resolve(options, CHAT_KEYS);
+  /** `chat` from the ids `chatPromptIds` rendered (`opts`: the options resolved, if they already are). @internal */
+  async *chatFrom(ids: number[], options: ChatOptions & GenerateOptions = {}, resolved?: ResolvedGenerate): AsyncGenerator<string, GenerationResult, void> {
+    const opts = resolved ?? this.resolve(options, CHAT_KEYS);  // in the body: errors come from the first next(), as chat's
     if (options.stop === undefined && options.chatTemplate === undefined) opts.stops = [...this.chatStops];
     const tools = options.toolChoice === 'none' ? undefined : options.tools;
     const forced = toolConstraint(tools, options.toolChoice, options.parallelToolCalls ?? true);

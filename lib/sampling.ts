@@ -39,7 +39,8 @@ export interface ResolvedSampling {
 export const needsHost = (s: ResolvedSampling) =>
   s.repetitionPenalty !== 1 || s.minP !== 0 || s.presencePenalty !== 0 || s.frequencyPenalty !== 0 || s.logitBias.length > 0;
 
-function resolveBias(v: unknown, vocab: number): Array<[number, number]> {
+/** `logitBias` checked: [token id, bias] pairs (the server maps its errors to `logit_bias`). */
+export function resolveBias(v: unknown, vocab: number): Array<[number, number]> {
   if (v === undefined || v === null) return [];
   if (typeof v !== 'object' || Array.isArray(v)) throw new InvalidArgumentError('logitBias must be an object of token id → bias');
   return Object.entries(v as Record<string, unknown>).map(([k, b]) => {

@@ -8,6 +8,7 @@
  */
 import type { ChatMessage } from '../chat';
 import { resolveConstraint } from '../constraints/grammar';
+import { resolveBias } from '../sampling';
 import { ToolChoice, toolConstraint } from '../tools';
 import type { GenerateOptions } from '../generation';
 import { Exclusion, ExcludeOptions } from '../retrieval/exclude';
@@ -132,11 +133,10 @@ function common(b: Body, maxTokensLimit: number, vocab: number): CommonParams {
   };
   const bias = b.logit_bias;
   if (bias !== undefined && bias !== null) {
-    if (typeof bias !== 'object' || Array.isArray(bias)) throw badParam('logit_bias', "'logit_bias' must be an object mapping token ids to biases.");
-    for (const [k, v] of Object.entries(bias as Body)) {
-      const id = Number(k);
-      if (!Number.isInteger(id) || id < 0 || id >= vocab || String(id) !== k) throw badParam('logit_bias', `'logit_bias' key ${JSON.stringify(k)} is not a token id below ${vocab}.`);
-      if (typeof v !== 'number' || !(v >= -100 && v <= 100)) throw badParam('logit_bias', `'logit_bias[${k}]' must be a number between -100 and 100.`);
+    try {
+      resolveBias(bias, vocab);  // the library's rules, with the field under its OpenAI name
+    } catch (e) {
+      throw badParam('logit_bias', `${(e as Error).message.replace(/logitBias/g, 'logit_bias')}.`);
     }
     options.logitBias = bias as Record<number, number>;
   }
