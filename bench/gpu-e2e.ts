@@ -1,5 +1,5 @@
 /**
- * End to end on the GPU with Jamba-1.5-Mini's layout (shared/fixtures/layouts/jamba-1.5-mini.json:
+ * End to end on the GPU with Jamba-1.5-Mini's layout (test/fixtures/layouts/jamba-1.5-mini.json:
  * 32 layers, 4 of them attention, MoE of 16 experts on every other layer) and random bf16
  * weights made on the device (the real checkpoint is 103 GB, the GPU host's disk 64 GB), with
  * ExpertsInt8. Decode at batch 1 and 16 as a fraction of the bandwidth roofline (the bytes a step
@@ -13,14 +13,15 @@ import { parseConfig } from '../lib/config';
 import { buildPlan, parameterCounts } from '../lib/graph';
 import { NativeModel, native } from '../lib/native';
 import type { TensorInfo } from '../lib/safetensors';
+import { LAYOUTS } from '../test/helpers/paths';
 
 export interface E2eRow { kernel: string; shape: string; value: string; ratio: string; target: string }
 
 export const now = () => Number(process.hrtime.bigint()) / 1e9;
 
 /** Jamba-1.5-Mini's layout, to be loaded with random weights made on the device, with ExpertsInt8. */
-export function miniLayout(sharedDir: string) {
-  const layout = JSON.parse(fs.readFileSync(path.join(sharedDir, 'fixtures', 'layouts', 'jamba-1.5-mini.json'), 'utf8')) as {
+export function miniLayout() {
+  const layout = JSON.parse(fs.readFileSync(path.join(LAYOUTS, 'jamba-1.5-mini.json'), 'utf8')) as {
     config: Record<string, unknown>; tensors: Record<string, number[]>;
   };
   const cfg = parseConfig(layout.config);
@@ -40,8 +41,8 @@ export function miniLayout(sharedDir: string) {
   return { layout, cfg, load, ids };
 }
 
-export async function endToEnd(sharedDir: string, copyGBs: number, gemmTflops: number): Promise<E2eRow[]> {
-  const { layout, cfg, load, ids } = miniLayout(sharedDir);
+export async function endToEnd(copyGBs: number, gemmTflops: number): Promise<E2eRow[]> {
+  const { layout, cfg, load, ids } = miniLayout();
   const rows: E2eRow[] = [];
   const cuda = native().cuda!;
 

@@ -47,8 +47,8 @@ function bytesByFamily(cfg: JambaConfig, tensors: Record<string, number[]>, batc
   return out;
 }
 
-export async function profileDecode(sharedDir: string, copyGBs: number): Promise<E2eRow[]> {
-  const { layout, cfg, load, ids } = miniLayout(sharedDir);
+export async function profileDecode(copyGBs: number): Promise<E2eRow[]> {
+  const { layout, cfg, load, ids } = miniLayout();
   const rows: E2eRow[] = [];
   const model = await load(16, 1024);
   try {

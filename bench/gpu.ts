@@ -11,7 +11,6 @@ import fs from 'node:fs';
 import { native } from '../lib/native';
 import { checks } from '../test/gpu/checks';
 import { modelChecks } from '../test/gpu/model-checks';
-import { SHARED } from '../test/helpers/paths';
 import { endToEnd } from './gpu-e2e';
 import { profileDecode } from './gpu-profile';
 
@@ -38,7 +37,7 @@ say(`# ${dev.name} (sm_${dev.computeCapability.replace('.', '')}, ${dev.multipro
 
 async function profile(): Promise<void> {
   const copy = cuda.copyBandwidth({ bytes: 1 << 30, repeat: 20 });
-  const rows = await profileDecode(SHARED, copy);
+  const rows = await profileDecode(copy);
   if (json) process.stdout.write(`${JSON.stringify({ device: dev, copyGBs: copy, rows })}\n`);
   else {
     say(`One decode step of the Jamba-1.5-Mini layout (ExpertsInt8), op by op; device copy ${(copy / 1000).toFixed(2)} TB/s\n`);
@@ -179,7 +178,7 @@ async function main(): Promise<void> {
     rows.push({ kernel: 'GEMM bf16 (own kernel, mma.sync)', shape: `${m}×${n}×${k}`, value: `${gemmTflops.toFixed(0)} TFLOP/s`, ratio: torchMs ? `${(torchMs / r.ms).toFixed(2)}× cuBLAS` : 'no peer', target: '' });
   });
   try {
-    rows.push(...await endToEnd(SHARED, copy, gemmTflops || 1));
+    rows.push(...await endToEnd(copy, gemmTflops || 1));
   } catch (e) {
     rows.push({ kernel: 'end to end (Jamba-1.5-Mini layout, ExpertsInt8)', shape: '', value: `failed: ${(e as Error).message}`, ratio: '', target: '' });
   }

@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Bm25Retriever, loadModel, ralmPerplexity } from '../lib';
+import { CORPUS } from '../test/helpers/paths';
 
 const argv = process.argv.slice(2);
 const flag = (name: string, dflt: number) => {
@@ -18,12 +19,11 @@ const flag = (name: string, dflt: number) => {
 };
 const json = argv.includes('--json');
 const log = (s: string) => { if (!json) process.stderr.write(`${s}\n`); };
-const shared = process.env.JAMBA_SHARED_DIR ?? path.resolve(__dirname, '..', '..', '..', 'shared');
 const now = () => Number(process.hrtime.bigint()) / 1e9;
 
 async function main() {
   const model = await loadModel();
-  const text = fs.readFileSync(path.join(shared, 'data', 'tinyshakespeare.txt'), 'utf8');
+  const text = fs.readFileSync(CORPUS, 'utf8');
   const all = await model.tokenizer.encode(text, { addSpecialTokens: false });
   const split = Math.floor(0.9 * all.length);
   let t0 = now();

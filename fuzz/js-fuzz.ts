@@ -15,9 +15,9 @@ import path from 'node:path';
 import { parseConfig } from '../lib/config';
 import { CheckpointError, ConfigError } from '../lib/errors';
 import { readCheckpointTensors, readSafetensorsHeader } from '../lib/safetensors';
+import { LAYOUTS, TINY_RANDOM } from '../test/helpers/paths';
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const SHARED = process.env.JAMBA_SHARED_DIR ?? path.resolve(ROOT, '..', 'shared');
 
 class Rand {
   constructor(private s: number) {}
@@ -68,9 +68,9 @@ function mutateBytes(r: Rand, b: Buffer): Buffer {
 }
 
 function configSeeds(): unknown[] {
-  const files = [path.join(SHARED, 'fixtures', 'jamba-tiny-random', 'config.json'), path.join(ROOT, 'models', 'jamba-tiny-shakespeare', 'config.json')];
+  const files = [path.join(TINY_RANDOM, 'config.json'), path.join(ROOT, 'models', 'jamba-tiny-shakespeare', 'config.json')];
   const seeds: unknown[] = files.filter((f) => fs.existsSync(f)).map((f) => JSON.parse(fs.readFileSync(f, 'utf8')) as unknown);
-  const layouts = path.join(SHARED, 'fixtures', 'layouts');
+  const layouts = LAYOUTS;
   if (fs.existsSync(layouts)) for (const f of fs.readdirSync(layouts)) seeds.push((JSON.parse(fs.readFileSync(path.join(layouts, f), 'utf8')) as { config: unknown }).config);
   return seeds.length ? seeds : [{}];
 }
@@ -121,7 +121,7 @@ function main(): void {
   const crashes = path.join(ROOT, 'fuzz', 'crashes');
   const configs = configSeeds();
   const headers = fs.readdirSync(path.join(ROOT, 'fuzz', 'corpus', 'header')).map((f) => fs.readFileSync(path.join(ROOT, 'fuzz', 'corpus', 'header', f)));
-  const shardDir = path.join(SHARED, 'fixtures', 'jamba-tiny-random');
+  const shardDir = TINY_RANDOM;
   const indexSeed = fs.existsSync(path.join(shardDir, 'model.safetensors.index.json')) ? fs.readFileSync(path.join(shardDir, 'model.safetensors.index.json'), 'utf8') : '{"weight_map":{}}';
   for (const f of fs.existsSync(shardDir) ? fs.readdirSync(shardDir).filter((x) => x.startsWith('model-')) : []) fs.copyFileSync(path.join(shardDir, f), path.join(work, f));
   const counts = { config: 0, header: 0, index: 0 };

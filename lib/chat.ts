@@ -9,18 +9,25 @@ import path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { InvalidArgumentError, JambaError } from './errors';
 import type { JambaTokenizer } from './tokenizer';
-import type { ToolChoice } from './tools';
+import type { ToolCall, ToolChoice } from './tools';
 
-/** One part of a message's content: text (the only kind a language model reads). */
+/** One part of a message's content (OpenAI's content parts): text, or anything a template reads. */
 export interface ContentPart {
-  type: 'text';
-  text: string;
+  type: string;
+  text?: string;
+  [extra: string]: unknown;
 }
+
+/** What a message's content may be: any JSON value, as transformers hands content to the template. */
+export type MessageContent = string | ContentPart[] | null | number | boolean | { [key: string]: unknown } | unknown[];
 
 export interface ChatMessage {
   role: string;
-  /** Text, or an array of text parts (OpenAI's content parts), which the template renders. */
-  content: string | ContentPart[] | null;
+  /**
+   * Text, an array of content parts, or any other JSON value: the template receives it as it is
+   * (as transformers' apply_chat_template hands it over) and decides how to render it.
+   */
+  content: MessageContent;
   [extra: string]: unknown;
 }
 
@@ -37,6 +44,12 @@ export interface ChatOptions {
   toolChoice?: ToolChoice;
   /** With `toolChoice` 'required': false allows exactly one call (default true: one or more). */
   parallelToolCalls?: boolean;
+  /**
+   * Called with each tool call as soon as it is complete, while the reply streams (they are all
+   * in `result.toolCalls` at the end). The streamed text never holds the call markup; a call cut
+   * short by `maxTokens` is dropped, and the finish reason is then 'length'.
+   */
+  onToolCall?: (call: ToolCall) => void;
   /** Documents for grounded answers, as the template expects them. */
   documents?: unknown[];
   /** A template to use instead of the model's. */
@@ -77,17 +90,26 @@ function validateMessages(messages: unknown): ChatMessage[] {
     if (typeof m !== 'object' || m === null) throw new InvalidArgumentError(`messages[${i}] must be an object`);
     const { role, content } = m as { role?: unknown; content?: unknown };
     if (typeof role !== 'string' || role === '') throw new InvalidArgumentError(`messages[${i}].role must be a non-empty string`);
-    if (Array.isArray(content)) {
-      content.forEach((part: unknown, j) => {
-        const p = part as { type?: unknown; text?: unknown } | null;
-        if (typeof p !== 'object' || p === null || p.type !== 'text' || typeof p.text !== 'string')
-          throw new InvalidArgumentError(`messages[${i}].content[${j}] must be a text part { type: 'text', text }`);
-      });
-    } else if (content !== null && content !== undefined && typeof content !== 'string') {
-      throw new InvalidArgumentError(`messages[${i}].content must be a string, an array of text parts, or null`);
-    }
+    const bad = notJson(content, `messages[${i}].content`);
+    if (bad) throw new InvalidArgumentError(`${bad} is not a JSON value (a string, number, boolean, null, array or plain object)`);
   });
   return messages as ChatMessage[];
+}
+
+/** The path of the first part of `v` that is not a JSON value, or null (depth-first; cycles count as not JSON). */
+function notJson(v: unknown, where: string, seen: Set<object> = new Set()): string | null {
+  if (v === null || v === undefined || typeof v === 'string' || typeof v === 'boolean') return null;
+  if (typeof v === 'number') return Number.isFinite(v) ? null : where;
+  if (typeof v !== 'object' || seen.has(v)) return where;
+  const proto = Object.getPrototypeOf(v) as unknown;
+  if (!Array.isArray(v) && proto !== Object.prototype && proto !== null) return where;
+  seen.add(v);
+  for (const [k, x] of Object.entries(v)) {
+    const bad = notJson(x, Array.isArray(v) ? `${where}[${k}]` : `${where}.${k}`, seen);
+    if (bad) return bad;
+  }
+  seen.delete(v);
+  return null;
 }
 
 export function renderChat(dir: string, tokenizer: JambaTokenizer, messages: ChatMessage[], options: ChatOptions = {}): string {

@@ -1,6 +1,6 @@
 /**
  * Perplexity: mean next-token negative log-likelihood of a token stream, scored in independent
- * windows of BOS + `window` tokens (the protocol of the reference numbers in shared/). Every
+ * windows of BOS + `window` tokens (the protocol of the embedded model's reference numbers). Every
  * token is scored, the final partial window too, unless `fullWindowsOnly`. Given the evaluated
  * text, the word-level perplexity too (words counted as AI21's eval_lm.py counts them).
  */

@@ -40,6 +40,12 @@ export interface GenerateOptions extends SamplingOptions {
   grammar?: string;
   /** Called for each new token as it is chosen, with its log-probabilities when `logprobs` is set (an ending EOS is not a new token). */
   onToken?: (token: number, logprob?: TokenLogprob) => void;
+  /**
+   * The prefix-cache namespace of this prompt (OpenAI's `prompt_cache_key`): the prompt reuses
+   * only states stored under the same key, and keyed states are evicted after unkeyed ones. It
+   * never changes a result.
+   */
+  promptCacheKey?: string;
 }
 
 export type FinishReason = 'eos' | 'length' | 'stop' | 'tool_calls';
@@ -144,6 +150,7 @@ export interface ResolvedGenerate {
   embeds: Float32Array | undefined;
   constraint: ConstraintSpec | null;
   onToken: ((token: number, logprob?: TokenLogprob) => void) | undefined;
+  cacheKey: string | undefined;
 }
 
 export function resolveGenerateOptions(o: GenerateOptions, vocab: number): ResolvedGenerate {
@@ -159,9 +166,10 @@ export function resolveGenerateOptions(o: GenerateOptions, vocab: number): Resol
   const lp = o.logprobs;
   if (lp !== undefined && (!Number.isInteger(lp) || lp < 0 || lp > 20)) throw new InvalidArgumentError(`logprobs must be an integer in [0, 20], got ${String(lp)}`);
   if (o.onToken !== undefined && typeof o.onToken !== 'function') throw new InvalidArgumentError('onToken must be a function');
+  if (o.promptCacheKey !== undefined && typeof o.promptCacheKey !== 'string') throw new InvalidArgumentError('promptCacheKey must be a string');
   return {
     maxTokens, stops, stopIds, logprobs: lp, sampling: resolveSampling(o, vocab), embeds: undefined, constraint: resolveConstraint(o.responseFormat, o.grammar),
-    onToken: o.onToken,
+    onToken: o.onToken, cacheKey: o.promptCacheKey,
   };
 }
 
@@ -301,7 +309,7 @@ export async function* generateOne(ctx: EngineContext, prompt: number[], opts: R
   try {
     const source: LogitsSource = {
       async start(sig, mask) {
-        const hit = cache?.lookup(prompt);
+        const hit = cache?.lookup(prompt, opts.cacheKey);
         if (hit) {
           seq.restore(hit);
           cached = hit.tokens.length;
@@ -315,13 +323,13 @@ export async function* generateOne(ctx: EngineContext, prompt: number[], opts: R
           last = (await feed(seq, embeds, Int32Array.from(prompt.slice(cached)), 'last', false, sig)).logits;
           drawn++;
         }
-        if (cached < prompt.length) cache?.store(seq.snapshot());
+        if (cached < prompt.length) cache?.store(seq.snapshot(), opts.cacheKey);
         return last;
       },
       next: async (id, sig, mask) => (onDevice ? draw([id], sig, mask) : seq.evaluate([id], { logits: 'last', signal: sig })),
       // The state after everything evaluated (prompt and all but the last token), for the next turn.
       finish() {
-        if (seq.position > prompt.length) cache?.store(seq.snapshot());
+        if (seq.position > prompt.length) cache?.store(seq.snapshot(), opts.cacheKey);
       },
     };
     const result = yield* decodeLoop(ctx, prompt, opts, source, signal);

@@ -42,5 +42,5 @@ export type { NllResult, WindowOptions } from './evaluate';
 export { defaultModelDir } from './paths';
 export * from './errors';
 export { InsufficientMemoryError, estimateLoadBytes, availableMemoryBytes } from './memory';
-export { createServer, jambaPlugin, ApiError } from './server';
-export type { ServerOptions, JambaPluginOptions } from './server';
+export { createServer, jambaPlugin, ApiError, ServerLifecycle } from './server';
+export type { ServerOptions, JambaPluginOptions, JambaServer, DrainOptions, DrainResult } from './server';

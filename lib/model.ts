@@ -11,7 +11,7 @@ import { cudaUnsupported } from './cuda-support';
 import { ChatMessage, ChatOptions, renderChat } from './chat';
 import { ConstraintCompiler } from './constraints/grammar';
 import { CHAT_KEYS, GENERATE_KEYS, checkKeys, keys } from './options';
-import { parseToolCalls, toolConstraint } from './tools';
+import { ToolCallStream, toolConstraint } from './tools';
 import { EngineContext, GenerateOptions, GenerationResult, ResolvedGenerate, feed, generateOne, resolveGenerateOptions, runToEnd } from './generation';
 import { generateWithRetrieval } from './ralm/generate';
 import { resolveRetrieval } from './ralm/options';
@@ -125,6 +125,11 @@ export interface ModelStats {
   /** Forward-pass requests waiting for the next pass. */
   queued: number;
   prefixCache: { entries: number; bytes: number; hits: number; misses: number; tokensReused: number };
+  /**
+   * Sequences alive (each holds a state slot) and the slots there are: the CUDA state pool's
+   * `maxSequences`; null on the CPU, where states are allocated as sequences are made.
+   */
+  sequences: { live: number; slots: number | null };
 }
 
 export class JambaModel {
@@ -134,6 +139,9 @@ export class JambaModel {
   private readonly eosIds: number[];
   private readonly scheduler: BatchScheduler;
   private readonly prefixCache: PrefixCache | null;
+  private liveSequences = 0;
+  private readonly slots: number | null;
+  private readonly unreleased = new FinalizationRegistry<undefined>(() => { this.liveSequences--; });
   /**
    * Where a chat reply ends unless `stop` says otherwise: generation_config.json's `stop_strings`
    * (the embedded model's blank line before the next speaker). Plain generation ignores them, so
@@ -165,6 +173,7 @@ export class JambaModel {
     this.chatStops = gen.stopStrings;
     const limit = config.maxPositionEmbeddings;
     this.contextLength = Math.min(options.contextLength ?? (handle.device() === 'cuda' ? 4096 : limit), limit);
+    this.slots = handle.device() === 'cuda' ? options.maxSequences ?? 16 : null;
     this.scheduler = new BatchScheduler((s, t, o) => this.forward(s, t, o), config.vocabSize, config.hiddenSize, options.maxPassTokens ?? 4096);
     const cacheBytes = options.prefixCacheBytes ?? 256 * 2 ** 20;
     this.prefixCache = cacheBytes > 0 ? new PrefixCache(cacheBytes) : null;
@@ -254,6 +263,7 @@ export class JambaModel {
 
   /** A fresh sequence with its own state. Dispose it when done. */
   createSequence(): Sequence {
+    const handle = this.native().newSequence();
     const host: SequenceHost = {
       vocab: this.config.vocabSize,
       hiddenSize: this.config.hiddenSize,
@@ -262,8 +272,16 @@ export class JambaModel {
         return this.scheduler.step(seq, input, mode, hidden, signal, sample);
       },
       fingerprint: () => this.fingerprint,
+      released: () => {
+        this.liveSequences--;
+        this.unreleased.unregister(seq);
+      },
     };
-    return new Sequence(host, this.native().newSequence());
+    const seq = new Sequence(host, handle);
+    this.liveSequences++;
+    // A sequence dropped without dispose() frees its state when collected; count it out then.
+    this.unreleased.register(seq, undefined, seq);
+    return seq;
   }
 
   /** Parses a buffer from `Snapshot.toBuffer()`; restore it with `sequence.restore()`. */
@@ -398,21 +416,27 @@ export class JambaModel {
   /**
    * Evaluates `prompt` (ids, used as given) once and keeps its state in the prefix cache, so that
    * the generations that follow from it skip the prefill: several choices of one prompt, say.
-   * Does nothing when the prefix cache is off (`prefixCacheBytes: 0`).
+   * Does nothing when the prefix cache is off (`prefixCacheBytes: 0`). Resolves to the number of
+   * prompt tokens whose state was already cached (under `promptCacheKey`'s namespace).
    */
-  async prefill(prompt: ArrayLike<number>, options: { signal?: AbortSignal } = {}): Promise<void> {
+  async prefill(prompt: ArrayLike<number>, options: { signal?: AbortSignal; promptCacheKey?: string } = {}): Promise<number> {
+    checkKeys(options, 'options', ['signal', 'promptCacheKey']);
     const ids = Array.from(toTokenArray(prompt, this.config.vocabSize, 'prompt'));
-    if (!this.prefixCache || ids.length === 0) return;
-    const hit = this.prefixCache.lookup(ids);
-    if (hit && hit.tokens.length === ids.length) return;
+    const key = options.promptCacheKey;
+    if (key !== undefined && typeof key !== 'string') throw new InvalidArgumentError('promptCacheKey must be a string');
+    if (!this.prefixCache || ids.length === 0) return 0;
+    const hit = this.prefixCache.lookup(ids, key);
+    const cached = hit?.tokens.length ?? 0;
+    if (cached === ids.length) return cached;
     const seq = this.createSequence();
     try {
       if (hit) seq.restore(hit);
-      await feed(seq, new Float32Array(0), Int32Array.from(ids.slice(hit?.tokens.length ?? 0)), 'last', false, options.signal);
-      this.prefixCache.store(seq.snapshot());
+      await feed(seq, new Float32Array(0), Int32Array.from(ids.slice(cached)), 'last', false, options.signal);
+      this.prefixCache.store(seq.snapshot(), key);
     } finally {
       seq.dispose();
     }
+    return cached;
   }
 
   /** Generates and returns the whole result. */
@@ -513,18 +537,33 @@ export class JambaModel {
     if (options.stop === undefined && options.chatTemplate === undefined) opts.stops = [...this.chatStops];
     const tools = options.toolChoice === 'none' ? undefined : options.tools;
     const forced = toolConstraint(tools, options.toolChoice, options.parallelToolCalls ?? true);
+    if (options.onToolCall !== undefined && typeof options.onToolCall !== 'function') throw new InvalidArgumentError('onToolCall must be a function');
     if (forced) {
       if (opts.constraint) throw new InvalidArgumentError('toolChoice forces a tool call: it cannot be combined with responseFormat or grammar');
       opts.constraint = forced;
     }
-    const result = yield* this.run(ids, opts, options);
-    const parsed = tools?.length ? parseToolCalls(result.text, `call-${crypto.randomUUID()}`) : null;
-    if (parsed) {
-      result.text = parsed.content;
-      result.toolCalls = parsed.calls;
-      result.finishReason = 'tool_calls';
+    const gen = this.run(ids, opts, options);
+    if (!tools?.length) return yield* gen;
+    // The reply's text streams without the call block; each call is reported as it closes.
+    const calls = new ToolCallStream(`call-${crypto.randomUUID()}`);
+    let text = '';
+    for (;;) {
+      const r = await gen.next();
+      if (r.done) {
+        const result = r.value;
+        const rest = calls.end(result.finishReason === 'length');
+        if (rest) yield rest;
+        result.text = text + rest;
+        if (calls.calls.length) result.toolCalls = calls.calls;
+        // A closed block ends the reply with its calls; an unclosed one cut by maxTokens is 'length'.
+        if (calls.calls.length && (calls.closed || result.finishReason !== 'length')) result.finishReason = 'tool_calls';
+        return result;
+      }
+      const out = calls.push(r.value);
+      text += out.text;
+      if (out.text) yield out.text;
+      for (const c of out.calls) options.onToolCall?.(c);  // after the text that came before it
     }
-    return result;
   }
 
   /** Config, layer schedule, parameter counts and memory by dtype. */
@@ -553,6 +592,7 @@ export class JambaModel {
     return {
       ...s,
       prefixCache: { entries: c?.size ?? 0, bytes: c?.bytes ?? 0, hits: c?.hits ?? 0, misses: c?.misses ?? 0, tokensReused: c?.tokensReused ?? 0 },
+      sequences: { live: this.liveSequences, slots: this.slots },
     };
   }
 

@@ -16,9 +16,9 @@ export function keys<T>() {
 export const GENERATE_KEYS = keys<GenerateOptions>()([
   'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'repetitionLastN', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed',
   'maxTokens', 'stop', 'stopTokenIds', 'logprobs', 'signal', 'inputsEmbeds', 'retrieval', 'responseFormat', 'grammar',
-  'onToken',
+  'onToken', 'promptCacheKey',
 ]);
-export const CHAT_KEYS = keys<ChatOptions>()(['addGenerationPrompt', 'tools', 'toolChoice', 'parallelToolCalls', 'documents', 'chatTemplate', 'templateVariables']);
+export const CHAT_KEYS = keys<ChatOptions>()(['addGenerationPrompt', 'tools', 'toolChoice', 'parallelToolCalls', 'onToolCall', 'documents', 'chatTemplate', 'templateVariables']);
 
 function distance(a: string, b: string): number {
   const d = Array.from({ length: b.length + 1 }, (_, j) => j);

@@ -50,6 +50,8 @@ export interface SequenceHost {
   readonly hiddenSize: number;
   step(seq: NativeSequence, input: StepInput, logits: LogitsMode, hidden: boolean, signal?: AbortSignal, sample?: SampleSpec): Promise<StepOutput>;
   fingerprint(): string;
+  /** Called once when the sequence is disposed. */
+  released(): void;
 }
 
 /** Validates soft-prompt vectors: a Float32Array of whole rows of finite values. */
@@ -187,8 +189,10 @@ export class Sequence {
 
   /** Frees the state now. Further use throws DisposedError. */
   dispose(): void {
-    this.handle?.dispose();
+    if (!this.handle) return;
+    this.handle.dispose();
     this.handle = null;
+    this.host.released();
   }
 
   /** @internal */

@@ -70,34 +70,160 @@ export function toolConstraint(tools: unknown[] | undefined, choice: unknown, pa
 }
 
 /**
- * Splits a reply into its text and its tool calls (null when it makes none). A call block cut
- * short (no closing tag, or JSON that does not parse) is left in the text.
+ * Splits a reply, as it streams, into the text to show and the tool calls it makes, so that the
+ * template's markup never reaches the text. Text that may begin a call block is held back until
+ * it is known not to; each call is returned as soon as its JSON object closes; a call cut short
+ * (by `maxTokens`, say) is dropped with the rest of its block. The whitespace around a block is
+ * the template's, not the reply's: it is dropped too.
  */
-export function parseToolCalls(text: string, idPrefix: string): { content: string; calls: ToolCall[] } | null {
-  const at = text.indexOf(OPEN);
-  if (at < 0) return null;
-  const end = text.indexOf(CLOSE, at);
-  if (end < 0) return null;
-  let list: unknown;
-  try {
-    list = JSON.parse(text.slice(at + OPEN.length, end));
-  } catch {
-    return null;
+export class ToolCallStream {
+  private state: 'text' | 'block' | 'after' = 'text';
+  private held = '';  // text not yet shown (in 'text' and 'after': a possible block start or whitespace)
+  private block = '';  // the block after its opening tag, not yet parsed
+  private pos = 0;  // how far `block` is parsed
+  private expect: 'open' | 'item' | 'sep' | 'close' = 'open';
+  private broken = false;  // the block is not in the template's format: the rest of it is dropped
+  private shown = false;
+  /** The calls found so far, in order. */
+  readonly calls: ToolCall[] = [];
+  /** Whether a call block opened and closed. */
+  closed = false;
+
+  constructor(private readonly idPrefix: string) {}
+
+  /** Takes the next piece of the reply; returns the text now safe to show and the calls that closed. */
+  push(piece: string): { text: string; calls: ToolCall[] } {
+    const before = this.calls.length;
+    let text = '';
+    if (this.state === 'block') this.block += piece;
+    else this.held += piece;
+    if (this.state === 'text') {
+      const at = this.held.indexOf(OPEN);
+      if (at >= 0) {
+        text = this.show(this.held.slice(0, at).trimEnd());
+        this.block = this.held.slice(at + OPEN.length);
+        this.held = '';
+        this.state = 'block';
+      } else {
+        // Keep back what could start the tag, and whitespace that would go if it did.
+        const keep = partialOpen(this.held);
+        const cut = this.held.slice(0, this.held.length - keep).trimEnd().length;
+        text = this.show(this.held.slice(0, cut));
+        this.held = this.held.slice(cut);
+      }
+    }
+    if (this.state === 'block') this.parse();
+    if (this.state === 'after') {
+      const rest = this.shown ? this.held : this.held.trimStart();
+      const body = rest.trimEnd();
+      if (body) {
+        text += this.show(rest.slice(0, body.length));
+        this.held = rest.slice(body.length);
+      } else {
+        this.held = rest;
+      }
+    }
+    return { text, calls: this.calls.slice(before) };
   }
-  if (!Array.isArray(list) || list.length === 0) return null;
-  const calls: ToolCall[] = [];
-  for (const [i, c] of list.entries()) {
+
+  /**
+   * The end of the reply: the text still held that is not markup. A partial opening tag is
+   * dropped when the reply was cut short (`cut`), since the model was writing a call.
+   */
+  end(cut: boolean): string {
+    const held = this.held;
+    this.held = '';
+    if (this.state === 'block') return '';
+    if (this.state === 'text' && cut && partialOpen(held) > 0) return this.show(held.slice(0, held.length - partialOpen(held)).trimEnd());
+    return this.state === 'after' ? '' : this.show(held);
+  }
+
+  private show(t: string): string {
+    if (t) this.shown = true;
+    return t;
+  }
+
+  /** Parses `block` as far as it goes: `[`, call objects separated by commas, `]`, the closing tag. */
+  private parse(): void {
+    const b = this.block;
+    while (!this.broken && this.state === 'block') {
+      while (this.pos < b.length && /\s/.test(b[this.pos]!)) this.pos++;
+      if (this.pos >= b.length) return;
+      const c = b[this.pos]!;
+      if (this.expect === 'open') {
+        if (c !== '[') this.broken = true;
+        this.pos++;
+        this.expect = 'item';
+      } else if (this.expect === 'item' || this.expect === 'sep') {
+        if (this.expect === 'sep' && c === ',') {
+          this.pos++;
+          this.expect = 'item';
+        } else if (c === ']') {
+          this.pos++;
+          this.expect = 'close';
+        } else if (this.expect === 'item' && c === '{') {
+          const end = objectEnd(b, this.pos);
+          if (end < 0) return;  // the object is still being written
+          const call = this.call(b.slice(this.pos, end));
+          if (!call) this.broken = true;
+          else this.calls.push(call);
+          this.pos = end;
+          this.expect = 'sep';
+        } else {
+          this.broken = true;
+        }
+      } else {
+        if (b.length - this.pos < CLOSE.length) {
+          if (!CLOSE.startsWith(b.slice(this.pos))) this.broken = true;
+          return;
+        }
+        if (!b.startsWith(CLOSE, this.pos)) {
+          this.broken = true;
+          return;
+        }
+        this.held = b.slice(this.pos + CLOSE.length);
+        this.block = '';
+        this.state = 'after';
+        this.closed = true;
+      }
+    }
+  }
+
+  private call(json: string): ToolCall | null {
+    let c: unknown;
+    try {
+      c = JSON.parse(json);
+    } catch {
+      return null;
+    }
     const { name, arguments: args } = (c ?? {}) as { name?: unknown; arguments?: unknown };
     if (typeof name !== 'string') return null;
-    calls.push({ id: `${idPrefix}-${i}`, type: 'function', function: { name, arguments: typeof args === 'string' ? args : JSON.stringify(args ?? {}) } });
+    return { id: `${this.idPrefix}-${this.calls.length}`, type: 'function', function: { name, arguments: typeof args === 'string' ? args : JSON.stringify(args ?? {}) } };
   }
-  return { content: (text.slice(0, at) + text.slice(end + CLOSE.length)).trim(), calls };
 }
 
-/** How much of `text`'s end could be the start of a call block: held back from a stream until it is known. */
-export function possibleCallStart(text: string): number {
-  const at = text.indexOf(OPEN);
-  if (at >= 0) return text.length - at;
+/** How many characters at the end of `text` could begin the opening tag. */
+function partialOpen(text: string): number {
   for (let n = Math.min(OPEN.length - 1, text.length); n > 0; n--) if (OPEN.startsWith(text.slice(-n))) return n;
   return 0;
+}
+
+/** The index just past the JSON object starting at `from` (a `{`), or -1 if it does not end in `s`. */
+function objectEnd(s: string, from: number): number {
+  let depth = 0;
+  let inString = false;
+  for (let i = from; i < s.length; i++) {
+    const c = s[i];
+    if (inString) {
+      if (c === '\\') i++;
+      else if (c === '"') inString = false;
+    } else if (c === '"') {
+      inString = true;
+    } else if (c === '{' || c === '[') {
+      depth++;
+    } else if (c === '}' || c === ']') {
+      if (--depth === 0) return i + 1;
+    }
+  }
+  return -1;
 }

@@ -1,24 +1,20 @@
 #!/usr/bin/env bash
 # Prepares what a GPU host run needs and does not have, in .device/ (git-ignored): a packed
-# Node.js with Node-API's headers (../shared/scripts/pack-node-runtime.sh), the node modules the
+# Node.js with Node-API's headers (scripts/pack-node-runtime.sh), the node modules the
 # GPU script loads (node-addon-api's headers for the build, node-gyp-build, the tokenizer with
-# only its linux-x64 binary, the chat-template engine, the grammar engine), the reference files the model checks read
-# (as .device/shared), and the compiled TypeScript (dist/). Then, with the device tool:
+# only its linux-x64 binary, the chat-template engine, the grammar engine) and the compiled
+# TypeScript (dist/). The fixtures the checks read are in the repository (test/fixtures) and travel
+# with it. Then, with the device tool:
 #   run  command: bash bench/gpu/run.sh   carry: [".device", "dist"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARED=${JAMBA_SHARED_DIR:-../shared}
 npx tsc -p tsconfig.json
 rm -rf .device && mkdir -p .device/node_modules
-bash "$SHARED/scripts/pack-node-runtime.sh" .device
+bash scripts/pack-node-runtime.sh .device
 cp -r node_modules/node-addon-api node_modules/node-gyp-build node_modules/tokenizers .device/node_modules/
 mkdir -p .device/node_modules/@huggingface && cp -r node_modules/@huggingface/jinja .device/node_modules/@huggingface/
 # The grammar engine (constrained decoding is checked on the device too) and the retrieval analyzer's stemmer.
 mkdir -p .device/node_modules/@mlc-ai && cp -r node_modules/@mlc-ai/web-xgrammar .device/node_modules/@mlc-ai/
 cp -r node_modules/stemmer .device/node_modules/
 find .device/node_modules/tokenizers -name 'tokenizers.*.node' ! -name 'tokenizers.linux-x64-gnu.node' -delete
-mkdir -p .device/shared/fixtures .device/shared/models .device/shared/data
-cp -r "$SHARED/fixtures/jamba-tiny-random" "$SHARED/fixtures/layouts" .device/shared/fixtures/
-cp -r "$SHARED/models/jamba-tiny-shakespeare" .device/shared/models/
-cp "$SHARED/data/tinyshakespeare.txt" .device/shared/data/
 du -sh .device dist

@@ -1,10 +1,10 @@
-/** Chat templates against shared/fixtures/chat-template (rendered by transformers' jinja2 setup). */
+/** Chat templates against test/fixtures/chat-template (rendered by transformers' jinja2 setup). */
 import fs from 'node:fs';
 import path from 'node:path';
 import { ChatMessage, ChatTemplateError, JambaModel, loadModel } from '../lib';
-import { EMBEDDED, SHARED, TINY_RANDOM } from './helpers/paths';
+import { CHAT_TEMPLATES, EMBEDDED, TINY_RANDOM } from './helpers/paths';
 
-const DIR = path.join(SHARED, 'fixtures', 'chat-template');
+const DIR = CHAT_TEMPLATES;
 const template = fs.readFileSync(path.join(DIR, 'jamba-1.7-mini.chat_template.jinja'), 'utf8');
 const fixture = JSON.parse(fs.readFileSync(path.join(DIR, 'cases.json'), 'utf8')) as {
   bos_token: string;
@@ -63,7 +63,28 @@ test('the embedded model chats in its own dialogue format, and a reply ends at t
 test('messages are validated', () => {
   expect(() => model.renderChat([], { chatTemplate: template })).toThrow(/non-empty array/);
   expect(() => model.renderChat([{ role: '', content: 'x' }], { chatTemplate: template })).toThrow(/messages\[0\]\.role/);
-  expect(() => model.renderChat([{ role: 'user', content: 5 as unknown as string }], { chatTemplate: template })).toThrow(/messages\[0\]\.content/);
+  // Content may be any JSON value (the template decides); what is not JSON is refused by its path.
+  expect(() => model.renderChat([{ role: 'user', content: [{ type: 'x', f: () => 1 }] }], { chatTemplate: template })).toThrow(/messages\[0\]\.content\[0\]\.f is not a JSON value/);
+  expect(() => model.renderChat([{ role: 'user', content: { n: NaN } }], { chatTemplate: template })).toThrow(/messages\[0\]\.content\.n/);
+  const cyclic: Record<string, unknown> = {};
+  cyclic.self = cyclic;
+  expect(() => model.renderChat([{ role: 'user', content: cyclic }], { chatTemplate: template })).toThrow(/messages\[0\]\.content\.self/);
+  expect(() => model.renderChat([{ role: 'user', content: new Date(0) as unknown as string }], { chatTemplate: template })).toThrow(/messages\[0\]\.content is not/);
+});
+
+/**
+ * Content that is not a string or text parts (image parts, objects, numbers) goes to the template
+ * as it is, as transformers hands it over: rendered as Python's jinja2 renders it in transformers'
+ * setup (test/fixtures/chat-template/any-content/render.py made the expected strings).
+ */
+const anyContent = JSON.parse(fs.readFileSync(path.join(DIR, 'any-content', 'cases.json'), 'utf8')) as {
+  templates: Record<string, { path?: string; inline?: string }>;
+  cases: Array<{ name: string; template: string; messages: ChatMessage[]; expected: string }>;
+};
+test.each(anyContent.cases.map((c) => [c.name, c] as const))('any content: %s, as transformers renders it', (_n, c) => {
+  const t = anyContent.templates[c.template]!;
+  const source = t.inline ?? fs.readFileSync(path.join(__dirname, '..', t.path!), 'utf8');
+  expect(model.renderChat(c.messages, { chatTemplate: source })).toBe(c.expected);
 });
 
 test('chat() streams the reply to the rendered conversation', async () => {

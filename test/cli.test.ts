@@ -25,6 +25,14 @@ test('negative numbers are option values, checked before any model loads', () =>
   const s = jamba('serve', '--model', '/nonexistent', '--request-timeout', '-3');
   expect(s.status).toBe(2);
   expect(s.stderr.trim()).toBe('jamba: --request-timeout must be a positive number of seconds');
+  for (const [args, msg] of [
+    [['--shutdown-timeout', '-1'], '--shutdown-timeout must be a number of seconds, 0 or more'],
+    [['--device', 'gpu'], "--device must be cpu, cuda or auto, got 'gpu'"],
+    [['--max-sequences', '0'], '--max-sequences must be at least 1'],
+  ] as const) {
+    const r2 = jamba('serve', '--model', '/nonexistent', ...args);
+    expect([r2.status, r2.stderr.trim()]).toEqual([2, `jamba: ${msg}`]);
+  }
 });
 
 test('serve exits non-zero with the typed error when the model fails to load, and says so in one line when the port is taken', async () => {

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, expectedTensors, parameterCounts, parseConfig } from '../lib';
-import { SHARED } from './helpers/paths';
+import { LAYOUTS } from './helpers/paths';
 
 test('defaults are transformers JambaConfig defaults', () => {
   const c = parseConfig({});
@@ -52,7 +52,7 @@ test.each([
 });
 
 test.each(['jamba-v0.1', 'jamba-1.5-mini', 'jamba-1.5-large'])('%s: expected tensors and parameter counts match the released layout', (name) => {
-  const layout = JSON.parse(fs.readFileSync(path.join(SHARED, 'fixtures', 'layouts', `${name}.json`), 'utf8')) as {
+  const layout = JSON.parse(fs.readFileSync(path.join(LAYOUTS, `${name}.json`), 'utf8')) as {
     config: Record<string, unknown>; total_params: number; active_params_approx: number; tensors: Record<string, number[]>;
   };
   const cfg = parseConfig(layout.config);

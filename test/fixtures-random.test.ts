@@ -1,5 +1,5 @@
 /**
- * Parity with every reference of shared/fixtures/jamba-tiny-random (a sharded checkpoint with
+ * Parity with every reference of test/fixtures/jamba-tiny-random (a sharded checkpoint with
  * attention at layers 2 and 6 and MoE at odd layers), computed by transformers in float64.
  */
 import path from 'node:path';

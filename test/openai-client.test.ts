@@ -7,10 +7,10 @@ import { ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { JambaModel, loadModel } from '../lib';
-import { EMBEDDED, SHARED } from './helpers/paths';
+import { CHAT_TEMPLATES, EMBEDDED } from './helpers/paths';
 import { TOOLS } from './helpers/tools';
 
-const template = path.join(SHARED, 'fixtures', 'chat-template', 'jamba-1.7-mini.chat_template.jinja');
+const template = path.join(CHAT_TEMPLATES, 'jamba-1.7-mini.chat_template.jinja');
 let model: JambaModel;
 let server: ChildProcess;
 let client: OpenAI;

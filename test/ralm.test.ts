@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Bm25Retriever, InvalidArgumentError, JambaModel, Passage, Retriever, countWords, createServer, loadModel, ralmPerplexity, ralmWindows, windowedNll } from '../lib';
 import { argmax } from '../lib/sampling';
-import { EMBEDDED } from './helpers/paths';
+import { CORPUS, EMBEDDED } from './helpers/paths';
 
 let model: JambaModel;
 let tmp: string;
@@ -178,7 +178,7 @@ describe('zero-shot reranking', () => {
 describe('evaluation under the RALM protocol', () => {
   let ids: number[];
   beforeAll(async () => {
-    const text = fs.readFileSync(path.join(__dirname, '..', '..', 'shared', 'data', 'tinyshakespeare.txt'), 'utf8').slice(0, 3000);
+    const text = fs.readFileSync(CORPUS, 'utf8').slice(0, 3000);
     ids = await enc(text);
   });
 

@@ -7,12 +7,12 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import Fastify, { FastifyInstance } from 'fastify';
 import { JambaModel, createServer, jambaPlugin, loadModel } from '../lib';
-import { EMBEDDED, SHAKESPEARE_REF, SHARED } from './helpers/paths';
+import { CHAT_TEMPLATES, EMBEDDED, SHAKESPEARE_REF } from './helpers/paths';
 
 const greedyRef = (JSON.parse(fs.readFileSync(path.join(SHAKESPEARE_REF, 'reference.json'), 'utf8')) as {
   greedy: Record<string, { greedy_text: string }>;
 }).greedy;
-const template = fs.readFileSync(path.join(SHARED, 'fixtures', 'chat-template', 'jamba-1.7-mini.chat_template.jinja'), 'utf8');
+const template = fs.readFileSync(path.join(CHAT_TEMPLATES, 'jamba-1.7-mini.chat_template.jinja'), 'utf8');
 
 let model: JambaModel;
 let app: FastifyInstance;

@@ -1,13 +1,13 @@
 /**
  * The embedded model (models/jamba-tiny-shakespeare, the package default) against the references
- * in shared/models/jamba-tiny-shakespeare: validation logits, validation NLL under the reference's
+ * in test/fixtures/jamba-tiny-shakespeare: validation logits, validation NLL under the reference's
  * window protocol, and the three greedy continuations token for token.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { JambaModel, loadModel, windowedNll } from '../lib';
 import { sequenceNll } from '../lib/evaluate';
-import { SHAKESPEARE_REF, SHARED } from './helpers/paths';
+import { CORPUS, SHAKESPEARE_REF } from './helpers/paths';
 import { maxAbsDiff } from './helpers/reference-model';
 import { readTensor } from './helpers/st-io';
 
@@ -49,7 +49,7 @@ test.each(Object.entries(refJson.greedy))('greedy continuation of %j, 48 tokens'
 });
 
 test('validation NLL over the first 39,936 tokens in windows of BOS + 512', async () => {
-  const text = fs.readFileSync(path.join(SHARED, 'data', 'tinyshakespeare.txt'), 'utf8');
+  const text = fs.readFileSync(CORPUS, 'utf8');
   const all = await model.tokenizer.encode(text, { addSpecialTokens: false });
   const val = all.slice(Math.floor(0.9 * all.length));
   expect(val.slice(0, 256)).toEqual(Array.from(readTensor(REF, 'val.input_ids').data).slice(1));

@@ -1,11 +1,11 @@
-/** The tokenizer against shared/fixtures/tokenizer-cases.json (produced by HF tokenizers 0.23.2). */
+/** The tokenizer against test/fixtures/tokenizer-cases.json (produced by HF tokenizers 0.23.2). */
 import fs from 'node:fs';
 import path from 'node:path';
 import { JambaTokenizer } from '../lib';
-import { EMBEDDED, SHARED, TINY_RANDOM } from './helpers/paths';
+import { EMBEDDED, FIXTURES, TINY_RANDOM } from './helpers/paths';
 
 interface Case { text: string; ids: number[]; ids_no_special: number[]; decoded: string; decoded_with_special: string }
-const cases = (JSON.parse(fs.readFileSync(path.join(SHARED, 'fixtures', 'tokenizer-cases.json'), 'utf8')) as { cases: Case[] }).cases;
+const cases = (JSON.parse(fs.readFileSync(path.join(FIXTURES, 'tokenizer-cases.json'), 'utf8')) as { cases: Case[] }).cases;
 
 describe.each([['fixture', TINY_RANDOM], ['embedded model', EMBEDDED]])('%s tokenizer', (_n, dir) => {
   const tok = JambaTokenizer.fromDir(dir);

@@ -7,11 +7,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Ajv from 'ajv';
 import { InvalidArgumentError, JambaModel, loadModel } from '../lib';
-import { parseToolCalls, possibleCallStart } from '../lib/tools';
-import { EMBEDDED, SHARED } from './helpers/paths';
+import { ToolCallStream } from '../lib/tools';
+import { rng as makeRng } from './helpers/rng';
+import { CHAT_TEMPLATES, EMBEDDED } from './helpers/paths';
 import { TIME as time, TOOLS, WEATHER as weather } from './helpers/tools';
 
-const template = fs.readFileSync(path.join(SHARED, 'fixtures', 'chat-template', 'jamba-1.7-mini.chat_template.jinja'), 'utf8');
+const template = fs.readFileSync(path.join(CHAT_TEMPLATES, 'jamba-1.7-mini.chat_template.jinja'), 'utf8');
 
 let model: JambaModel;
 beforeAll(async () => {
@@ -26,17 +27,54 @@ async function reply(options: Parameters<JambaModel['chat']>[1], messages = [{ r
   return r.value;
 }
 
-test('the template\'s call block is parsed into OpenAI tool calls; anything else is text', () => {
-  const text = 'Let me look. <tool_calls>[\n    {"name": "get_time", "arguments": {"zone": "UTC"}},\n    {"name": "f", "arguments": "{}"}\n]</tool_calls>';
-  expect(parseToolCalls(text, 'c')).toEqual({ content: 'Let me look.', calls: [
-    { id: 'c-0', type: 'function', function: { name: 'get_time', arguments: '{"zone":"UTC"}' } },
-    { id: 'c-1', type: 'function', function: { name: 'f', arguments: '{}' } },
-  ] });
-  expect(parseToolCalls('no calls', 'c')).toBeNull();
-  expect(parseToolCalls('<tool_calls>[{"name": "x", "argu', 'c')).toBeNull();  // cut short: text
-  expect(possibleCallStart('hello <tool_')).toBe(6);
-  expect(possibleCallStart('hello <tool_calls>[{"na')).toBe(17);
-  expect(possibleCallStart('hello')).toBe(0);
+/** Runs a reply through ToolCallStream in pieces cut at `cuts`; the text shown and the calls. */
+function streamed(reply: string, cuts: number[], cut: boolean) {
+  const s = new ToolCallStream('c');
+  let text = '';
+  const calls: string[] = [];
+  let at = 0;
+  for (const end of [...cuts, reply.length]) {
+    const out = s.push(reply.slice(at, end));
+    text += out.text;
+    calls.push(...out.calls.map((c) => `${text.length}:${c.id}:${c.function.name}:${c.function.arguments}`));
+    at = end;
+  }
+  text += s.end(cut);
+  return { text, calls, closed: s.closed, all: s.calls };
+}
+
+test('the template\'s call block is parsed into OpenAI tool calls as it streams, however it is cut into pieces; its markup never shows', () => {
+  const rand = makeRng(7);
+  const int = (n: number) => Math.floor(rand() * n);
+  const block = '<tool_calls>[\n    {"name": "get_time", "arguments": {"zone": "UTC", "note": "a } and ] in \\"quotes\\""}},\n    {"name": "f", "arguments": "{}"}\n]</tool_calls>';
+  const cases: Array<[reply: string, cut: boolean, text: string, calls: string[], closed: boolean]> = [
+    [`Let me look. ${block}`, false, 'Let me look.', ['get_time:{"zone":"UTC","note":"a } and ] in \\"quotes\\""}', 'f:{}'], true],
+    [`${block}\nDone.`, false, 'Done.', ['get_time:{"zone":"UTC","note":"a } and ] in \\"quotes\\""}', 'f:{}'], true],
+    ['no calls, and a < sign', false, 'no calls, and a < sign', [], false],
+    // Cut short by maxTokens: the complete call is kept, the partial one and the markup dropped.
+    ['Checking. <tool_calls>[\n    {"name": "a", "arguments": {}},\n    {"name": "x", "argu', true, 'Checking.', ['a:{}'], false],
+    ['Checking. <tool_ca', true, 'Checking.', [], false],
+    // The same partial tag at a natural end is text the model wrote.
+    ['x <tool_ca', false, 'x <tool_ca', [], false],
+    // Not in the template's format: nothing of the block shows.
+    ['Hm <tool_calls>{"name": "a"}', false, 'Hm', [], false],
+  ];
+  for (const [reply, cut, text, calls, closed] of cases) {
+    for (let trial = 0; trial < 30; trial++) {
+      const cuts = trial === 0 ? [] : trial === 1 ? Array.from({ length: reply.length - 1 }, (_, i) => i + 1)
+        : [...new Set(Array.from({ length: 1 + int(6) }, () => int(reply.length)))].sort((x, y) => x - y);
+      const r = streamed(reply, cuts, cut);
+      expect([reply, cuts, r.text]).toEqual([reply, cuts, text]);
+      expect(r.all.map((c) => `${c.function.name}:${c.function.arguments}`)).toEqual(calls);
+      expect(r.all.map((c) => c.id)).toEqual(calls.map((_, i) => `c-${i}`));
+      expect(r.closed).toBe(closed);
+      if (!text.includes('<')) expect(r.text).not.toMatch(/<tool|tool_calls>|"arguments"/);
+    }
+  }
+  // Each call is reported as soon as its object closes, before the block ends.
+  const s = new ToolCallStream('c');
+  expect(s.push('<tool_calls>[{"name": "a", "arguments": {}}').calls.map((c) => c.function.name)).toEqual(['a']);
+  expect(s.push(', {"name": "b", "arguments": {}}').calls.map((c) => c.function.name)).toEqual(['b']);
 });
 
 test("toolChoice 'required' and a named function force a call whose arguments match the function's parameters", async () => {

@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 cmake -S . -B build-cuda -DJAMBA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" -DNODE_API_INCLUDE_DIR=$PWD/.device/include -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 \
   || { tail -n 30 "$OUT/cmake.log"; exit 1; }
 cmake --build build-cuda -j "$(nproc)" > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -n 40; exit 1; }
-export JAMBA_ADDON=$PWD/build-cuda/jamba.node JAMBA_SHARED_DIR=$PWD/.device/shared
+export JAMBA_ADDON=$PWD/build-cuda/jamba.node
 python3 bench/gpu/peer.py "$OUT/peer.json" > /dev/null || echo "peer measurement failed; ratios to torch will be missing"
 status=0
 node dist/bench/gpu.js --peer "$OUT/peer.json" 2>&1 | tee "$OUT/gpu-bench.md" || status=$?

@@ -137,7 +137,10 @@ Options:
   serve: `Usage: jamba serve [options]
 
 Serves POST /v1/completions, POST /v1/chat/completions (both with stream: true), GET /v1/models,
-GET /health (503 while loading) and GET /metrics (Prometheus).
+GET /health (503 while loading), the probes GET /health/live and GET /health/ready, and GET /metrics
+(Prometheus, with vLLM's metric names too). On SIGTERM or SIGINT it drains: not ready, new requests
+refused with 503 and Retry-After, requests in flight given --shutdown-timeout seconds to finish
+(then stopped with server_shutting_down); then the model is freed and the process exits 0.
 
 Options:
   --model DIR              checkpoint folder (default: the embedded model)
@@ -153,7 +156,12 @@ Options:
   --request-timeout S      stop a generation running longer than S seconds (408 request_timeout)
   --cors ORIGIN            let browsers from ORIGIN call the API ('*': any; default: none)
   --keep-serving           if the model fails to load, keep answering 503 instead of exiting
+  --shutdown-timeout S     on SIGTERM, how long requests in flight may run on (default 25; keep the
+                           orchestrator's grace period a few seconds longer)
   --experts-int8           quantize MoE experts to int8 at load
+  --device D               cpu (default), cuda, or auto (CUDA when a GPU and a CUDA build are present)
+  --max-sequences N        CUDA: sequences alive at once, the state pool's slots (default 16)
+  --context-length N       CUDA: the most positions a sequence may hold (default 4096)
   -h, --help`,
   inspect: `Usage: jamba inspect [options]
 
@@ -379,6 +387,7 @@ async function serve(argv: string[]): Promise<number> {
       model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, parallel: { type: 'string' }, queue: { type: 'string' },
       'max-body': { type: 'string' }, name: { type: 'string' }, 'chat-template': { type: 'string' }, 'experts-int8': { type: 'boolean' },
       corpus: { type: 'string', multiple: true }, 'request-timeout': { type: 'string' }, cors: { type: 'string' }, 'keep-serving': { type: 'boolean' },
+      'shutdown-timeout': { type: 'string' }, device: { type: 'string' }, 'max-sequences': { type: 'string' }, 'context-length': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -393,6 +402,12 @@ async function serve(argv: string[]): Promise<number> {
   };
   const timeout = num(values['request-timeout'], 'request-timeout');
   if (timeout !== undefined && !(timeout > 0)) throw new UsageError('--request-timeout must be a positive number of seconds');
+  const device = values.device ?? 'cpu';
+  if (device !== 'cpu' && device !== 'cuda' && device !== 'auto') throw new UsageError(`--device must be cpu, cuda or auto, got '${device}'`);
+  const maxSequences = positive(values['max-sequences'], 'max-sequences');
+  const contextLength = positive(values['context-length'], 'context-length');
+  const shutdownTimeout = num(values['shutdown-timeout'], 'shutdown-timeout') ?? 25;
+  if (!(shutdownTimeout >= 0)) throw new UsageError('--shutdown-timeout must be a number of seconds, 0 or more');
   if (values.cors !== undefined && values.cors === '') throw new UsageError('--cors needs an origin (or * for any)');
   const server = {
     modelName: values.name, parallel: positive(values.parallel, 'parallel'), queueSize: positive(values.queue, 'queue'),
@@ -408,7 +423,10 @@ async function serve(argv: string[]): Promise<number> {
   }
   const host = values.host ?? '127.0.0.1';
   const dir = values.model ?? defaultModelDir();
-  const model = loadModel(dir, { expertsInt8: values['experts-int8'] ?? false, onProgress: progressBar(false) });
+  const model = loadModel(dir, {
+    expertsInt8: values['experts-int8'] ?? false, onProgress: progressBar(false), device,
+    ...(maxSequences !== undefined ? { maxSequences } : {}), ...(contextLength !== undefined ? { contextLength } : {}),
+  });
   model.catch(() => undefined);  // reported below
   // Corpora index in the background too; requests naming one answer 503 until it is ready.
   const corpora: Record<string, Promise<Bm25Retriever>> = {};
@@ -438,8 +456,14 @@ async function serve(argv: string[]): Promise<number> {
     if (!values['keep-serving']) failed = e;
     else log(`jamba: the model failed to load: ${e.message} (serving 503s, --keep-serving)`);
   })]);
-  if (!failed) await stopped;
-  log(failed ? 'jamba: the model failed to load; shutting down' : 'jamba: shutting down');
+  if (!failed) {
+    await stopped;
+    log(`jamba: draining (requests in flight have ${shutdownTimeout} s to finish)`);
+    const { completed, stopped: cut } = await app.drain({ timeoutMs: shutdownTimeout * 1000 });
+    log(`jamba: drained: ${completed} request(s) finished, ${cut} stopped at the deadline; shutting down`);
+  } else {
+    log('jamba: the model failed to load; shutting down');
+  }
   await app.close();
   await (await model.catch(() => undefined))?.dispose();
   if (failed) throw failed;

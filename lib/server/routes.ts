@@ -10,10 +10,11 @@ import { AbortError, InvalidArgumentError, JambaError } from '../errors';
 import type { GenerateOptions, GenerationResult, TokenLogprob } from '../generation';
 import type { Retrieval } from '../ralm/types';
 import type { Retriever } from '../retrieval/types';
-import { possibleCallStart } from '../tools';
+import type { ToolCall } from '../tools';
 import type { JambaModel } from '../model';
 import { Admission } from './admission';
 import { ApiError, badParam } from './errors';
+import { RETRY_AFTER_SECONDS, ServerLifecycle, shuttingDown } from './lifecycle';
 import { Metrics } from './metrics';
 import { ChatParams, CompletionParams, RetrievalParams, parseChat, parseCompletion, parseEmbeddings } from './validate';
 
@@ -39,6 +40,11 @@ export interface JambaPluginOptions {
    * `"retrieval": { "corpus": NAME }` uses one (the only one when it names none).
    */
   corpora?: Record<string, Retriever | Promise<Retriever>>;
+  /**
+   * The requests in flight and their drain: pass one to call `lifecycle.drain()` when the
+   * process is told to stop (`createServer` makes one and exposes it as `app.drain`).
+   */
+  lifecycle?: ServerLifecycle;
 }
 
 type Kind = 'completion' | 'chat';
@@ -119,6 +125,11 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
   }
 
   const metrics = new Metrics();
+  const lifecycle = opts.lifecycle ?? new ServerLifecycle();
+  // While draining, only the probes and the metrics answer; everything else is sent elsewhere.
+  app.addHook('onRequest', async (req) => {
+    if (lifecycle.draining && !/^\/(health|metrics)(\/|\?|$)/.test(req.url)) throw shuttingDown();
+  });
   const admission = new Admission(opts.parallel ?? 16, opts.queueSize ?? 64);
   const maxTokensLimit = opts.maxTokensLimit ?? 4096;
   let model: JambaModel | undefined;
@@ -164,10 +175,21 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
     }
     if (reply.sent || reply.raw.headersSent) return;
     if (api.status === 429) void reply.header('retry-after', '1');
+    if (api.code === 'server_shutting_down') void reply.header('retry-after', String(RETRY_AFTER_SECONDS));
     void send(reply, endpoint, api.status, api.body());
   });
 
   async function generate(kind: Kind, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    // A drain stops the request at its deadline: the client gets server_shutting_down.
+    let shutdown = false;
+    const ac = new AbortController();
+    await lifecycle.track(() => run(kind, req, reply, ac, () => shutdown), () => {
+      shutdown = true;
+      ac.abort();
+    });
+  }
+
+  async function run(kind: Kind, req: FastifyRequest, reply: FastifyReply, ac: AbortController, shutdown: () => boolean): Promise<void> {
     const endpoint = kind === 'chat' ? '/v1/chat/completions' : '/v1/completions';
     const t0 = performance.now();
     const m = ready();
@@ -177,7 +199,6 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
       throw new ApiError(404, `The model '${params.model}' does not exist; this server serves '${modelName}'.`, 'invalid_request_error', 'model_not_found', 'model');
 
     // A client that goes away aborts its generations, queued, prefilling or decoding.
-    const ac = new AbortController();
     const onClose = () => {
       if (!reply.raw.writableFinished) ac.abort();
     };
@@ -215,7 +236,7 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
     } catch (e) {
       clearTimeout(timer);
       reply.raw.off('close', onClose);
-      throw timedOut ? timeoutError() : e;
+      throw shutdown() ? shuttingDown() : timedOut ? timeoutError() : e;
     }
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${crypto.randomUUID()}`;
     const object = kind === 'chat' ? 'chat.completion' : 'text_completion';
@@ -224,22 +245,27 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
     try {
       // Choice i continues prompt ⌊i / n⌋. With n > 1 the prompt is evaluated once and its state
       // kept in the prefix cache, from which every choice starts; choice j of a prompt samples
-      // with seed + j, so a seeded request is reproducible and its choices differ.
-      if (n > 1) for (const p of prompts) await m.prefill(p, { signal: ac.signal });
+      // with seed + j, so a seeded request is reproducible and its choices differ. The prompt's
+      // cached tokens are then those that prefill found cached: it is counted once, as the
+      // prefill it was.
+      const prefillCached = n > 1 ? await Promise.all(prompts.map((p) => m.prefill(p, { signal: ac.signal, promptCacheKey: genOptions.promptCacheKey }))) : undefined;
       const choices = prompts.flatMap((p) => Array.from({ length: n }, (_, j) => {
         const o = { ...genOptions };
         if (o.seed !== undefined) o.seed += j;
         // Streamed logprobs: each token's entry as it is chosen, sent with the next chunk.
-        const c = { prompt: p, logprobs: o.logprobs !== undefined, pending: [] as TokenLogprob[], offset: 0, gen: undefined as unknown as AsyncGenerator<string, GenerationResult, void> };
+        const c = { prompt: p, logprobs: o.logprobs !== undefined, pending: [] as TokenLogprob[], offset: 0, calls: [] as ToolCall[],
+          gen: undefined as unknown as AsyncGenerator<string, GenerationResult, void> };
         if (params.stream && c.logprobs) o.onToken = (_t, lp) => lp && c.pending.push(lp);
-        // A chat prompt was rendered once, above; each choice runs it.
-        c.gen = kind === 'chat' ? m.chatFrom(p, { ...o, ...chatOptions }) : m.generate(p, o);
+        // A chat prompt was rendered once, above; each choice runs it. Tool calls stream as they close.
+        c.gen = kind === 'chat' ? m.chatFrom(p, { ...o, ...chatOptions, onToolCall: (call) => c.calls.push(call) }) : m.generate(p, o);
         return c;
       }));
       const usage = (rs: GenerationResult[]) => {
-        const promptTokens = rs.filter((_, i) => i % n === 0).reduce((a, r) => a + r.promptTokens, 0);
+        const first = rs.filter((_, i) => i % n === 0);
+        const promptTokens = first.reduce((a, r) => a + r.promptTokens, 0);
+        const cached = prefillCached ? prefillCached.reduce((a, c) => a + c, 0) : first.reduce((a, r) => a + r.cachedPromptTokens, 0);
         const completionTokens = rs.reduce((a, r) => a + r.tokens.length, 0);
-        return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+        return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens, prompt_tokens_details: { cached_tokens: cached } };
       };
       const echoed = (i: number) => (kind === 'completion' && (params as CompletionParams).echo ? m.tokenizer.decode(choices[i]!.prompt) : '');
       let first = true;
@@ -248,8 +274,11 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
         first = false;
       };
       const count = (rs: GenerationResult[]) => {
-        metrics.promptTokens += usage(rs).prompt_tokens;
-        metrics.completionTokens += usage(rs).completion_tokens;
+        const u = usage(rs);
+        metrics.promptTokens += u.prompt_tokens;
+        metrics.cachedPromptTokens += u.prompt_tokens_details.cached_tokens;
+        metrics.completionTokens += u.completion_tokens;
+        for (const r of rs) metrics.success(finishReason(r.finishReason));
       };
 
       if (!params.stream) {
@@ -296,39 +325,32 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
           ? { ...head, object: chunkObject, choices: [{ index, delta: text || finish === null ? { content: text } : {}, logprobs, finish_reason: finish }] }
           : { ...head, object: chunkObject, choices: [{ index, text, logprobs, finish_reason: finish }] };
       };
+      // Each tool call as one delta, as soon as its JSON closed (OpenAI's shape: index, id, type, name, arguments).
+      const sentCalls = new Array<number>(choices.length).fill(0);
+      const sendCalls = (index: number) => {
+        const c = choices[index]!;
+        for (; sentCalls[index]! < c.calls.length; sentCalls[index]!++) {
+          const i = sentCalls[index]!;
+          event({ ...head, object: chunkObject, choices: [{ index, delta: { tool_calls: [{ index: i, ...c.calls[i]! }] }, logprobs: null, finish_reason: null }] });
+        }
+      };
       const results = await Promise.all(choices.map(async ({ gen }, index) => {
         const c = choices[index]!;
         if (kind === 'chat') event({ ...head, object: chunkObject, choices: [{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] });
         else if (echoed(index)) event(delta(index, echoed(index), null));
         c.offset = echoed(index).length;
-        // With tools, text that may begin a call block is held back until it is known not to.
-        const tools = kind === 'chat' && (chatOptions.tools?.length ?? 0) > 0;
-        let held = '';
         for (;;) {
           const r = await gen.next();
+          sendCalls(index);
           if (r.done) {
-            const res = r.value;
-            if (res.toolCalls) {
-              event({ ...head, object: chunkObject, choices: [{ index, delta: { tool_calls: res.toolCalls.map((t, i) => ({ index: i, ...t })) }, logprobs: null, finish_reason: null }] });
-            } else if (held) {
-              event(delta(index, held, null));
-            }
-            const last = delta(index, '', finishReason(res.finishReason), c.pending.splice(0)) as Record<string, unknown>;
-            if (res.retrievals) last.retrievals = retrievalsBody(res.retrievals);
+            const last = delta(index, '', finishReason(r.value.finishReason), c.pending.splice(0)) as Record<string, unknown>;
+            if (r.value.retrievals) last.retrievals = retrievalsBody(r.value.retrievals);
             event(last);
-            return res;
+            return r.value;
           }
           if (!r.value) continue;
           firstText();
-          let piece = r.value;
-          if (tools) {
-            held += piece;
-            const keep = possibleCallStart(held);
-            piece = held.slice(0, held.length - keep);
-            held = held.slice(held.length - keep);
-            if (!piece) continue;
-          }
-          event(delta(index, piece, null, c.pending.splice(0)));
+          event(delta(index, r.value, null, c.pending.splice(0)));
         }
       }));
       count(results);
@@ -339,10 +361,12 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
     } catch (e) {
       const aborted = e instanceof AbortError || ac.signal.aborted;
       ac.abort();  // the other choices stop too
-      if (timedOut) {
-        metrics.request(endpoint, 408);
-        if (reply.raw.headersSent) reply.raw.end(`data: ${JSON.stringify(timeoutError().body())}\n\ndata: [DONE]\n\n`);
-        else throw timeoutError();
+      // Stopped by the server (its request timeout, or a drain's deadline): the client is told why.
+      const stoppedBy = timedOut ? timeoutError() : shutdown() ? shuttingDown() : undefined;
+      if (stoppedBy) {
+        metrics.request(endpoint, stoppedBy.status);
+        if (reply.raw.headersSent) reply.raw.end(`data: ${JSON.stringify(stoppedBy.body())}\n\ndata: [DONE]\n\n`);
+        else throw stoppedBy;
         return;
       }
       if (aborted) {
@@ -424,10 +448,27 @@ export const jambaPlugin: FastifyPluginAsync<JambaPluginOptions> = async (app, o
     return send(reply, '/health', 503, { status: 'loading' });
   });
 
+  // Kubernetes-style probes. Live: the process can work (loading counts; a failed load does not,
+  // so an orchestrator restarts it). Ready: it can take requests now (not loading, draining or broken).
+  app.get('/health/live', async (_req, reply) => {
+    if (loadError) return send(reply, '/health/live', 503, { status: 'error', message: loadError.message });
+    return send(reply, '/health/live', 200, { status: 'live' });
+  });
+  app.get('/health/ready', async (_req, reply) => {
+    const status = loadError ? 'error' : lifecycle.draining ? 'draining' : !model ? 'loading' : model.disposed ? 'stopped' : 'ready';
+    const body: Record<string, unknown> = { status, model: modelName };
+    if (loadError) body.message = loadError.message;
+    return send(reply, '/health/ready', status === 'ready' ? 200 : 503, body);
+  });
+
   app.get('/metrics', async (_req, reply) => {
-    const s = model?.stats;
+    const s = model && !model.disposed ? model.stats : undefined;
     metrics.request('/metrics', 200);
-    return reply.code(200).header('content-type', 'text/plain; version=0.0.4').send(
-      metrics.render({ active: admission.running, queued: admission.queued, passes: s?.passes ?? 0, prefixHits: s?.prefixCache.hits ?? 0 }));
+    // On the CPU, states are made per sequence: the server's generation slots are the pool.
+    const slots = s?.sequences.slots ?? admission.parallel;
+    const stateUsage = Math.min(1, (s?.sequences.live ?? 0) / slots);
+    return reply.code(200).header('content-type', 'text/plain; version=0.0.4').send(metrics.render({
+      modelName, running: admission.running, waiting: admission.queued, passes: s?.passes ?? 0, prefixHits: s?.prefixCache.hits ?? 0, stateUsage,
+    }));
   });
 };

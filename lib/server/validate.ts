@@ -2,7 +2,7 @@
  * Request validation for the OpenAI-compatible endpoints: every field's type and range is
  * checked and reported with its name (`param`), before anything reaches the model. A field is
  * honoured, or accepted as metadata that cannot change the output (`user`, `metadata`, `store`,
- * `service_tier`, `prompt_cache_key`, `safety_identifier`), or refused with a 400 naming it: one
+ * `service_tier`, `safety_identifier`), or refused with a 400 naming it: one
  * the OpenAI API defines but this server does not implement, or one it does not define at all.
  * Never silently dropped.
  */
@@ -131,6 +131,8 @@ function common(b: Body, maxTokensLimit: number, vocab: number): CommonParams {
     stop: stop as string[],
     logprobs,
   };
+  // The prefix-cache namespace: it decides which cached states a prompt may reuse, never a result.
+  if (typeof b.prompt_cache_key === 'string') options.promptCacheKey = b.prompt_cache_key;
   const bias = b.logit_bias;
   if (bias !== undefined && bias !== null) {
     try {

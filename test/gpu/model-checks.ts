@@ -1,5 +1,5 @@
 /**
- * The whole model on CUDA: parity with the Hugging Face float64 references in shared/ (bf16
+ * The whole model on CUDA: parity with the Hugging Face float64 references in test/fixtures (bf16
  * tolerance: ‖Δ‖/‖ref‖ ≤ 2e-2 on logits), the Shakespeare validation NLL within 1% of 3.9765,
  * ExpertsInt8 likewise, and the engine's guarantees on the GPU: batched equals alone, snapshots
  * restore exactly, soft prompts of embedding rows reproduce the tokens.
@@ -13,7 +13,7 @@ import { ReferenceOutputs, bf16Matrices, bf16Store, expertsInt8Weights, loadWeig
 import { rng, writeRandomCheckpoint } from '../helpers/random-checkpoint';
 import { BASE, CASES, GPU_CASES } from '../helpers/random-configs';
 import { readTensor } from '../helpers/st-io';
-import { SHAKESPEARE_REF, SHARED, TINY_RANDOM } from '../helpers/paths';
+import { CORPUS, SHAKESPEARE_REF, TINY_RANDOM } from '../helpers/paths';
 import { relErr } from './checks';
 
 export interface ModelCheck {
@@ -137,7 +137,7 @@ export const modelChecks: ModelCheck[] = [
         const want = readTensor(ref, 'val.logits').data;
         close('val.logits', await model.logits(ids), want, 2e-2);
         close('val.logits with ExpertsInt8', await int8.logits(ids), want, 2e-2);
-        const text = fs.readFileSync(path.join(SHARED, 'data', 'tinyshakespeare.txt'), 'utf8');
+        const text = fs.readFileSync(CORPUS, 'utf8');
         const all = await model.tokenizer.encode(text, { addSpecialTokens: false });
         const val = all.slice(Math.floor(0.9 * all.length));
         const r = await windowedNll(model, val, { window: 512, maxTokens: 39936 });

@@ -9,7 +9,7 @@ export function copyModel(src: string, only?: (f: string) => boolean): string {
     if (f.startsWith('reference') || f.startsWith('experts_int8')) continue;
     if (only && !only(f)) continue;
     fs.copyFileSync(path.join(src, f), path.join(dir, f));
-    fs.chmodSync(path.join(dir, f), 0o644);  // shared/ is read-only; the copy must be editable
+    fs.chmodSync(path.join(dir, f), 0o644);  // fixtures may be read-only (a packed or mounted checkout); the copy must be editable
   }
   return dir;
 }
