@@ -5,8 +5,10 @@
 export { loadModel, JambaModel } from './model';
 export type { LoadOptions, ModelInfo, LayerInfo, ModelStats, InputOptions, MultiPassOptions, MultiPassResult, RerankCallOptions } from './model';
 export { Snapshot } from './snapshot';
+export { GradTape } from './grad';
+export type { Segment, GradExample, GradTargets, ForwardForGradOptions, BackwardOptions, BackwardResult, LayerStateGrad } from './grad';
 export { ChatTemplateError } from './chat';
-export type { ChatMessage, ChatOptions, ContentPart } from './chat';
+export type { ChatMessage, ChatOptions, ContentPart, MessageContent } from './chat';
 export { Sequence, EMBEDDING_POSITION } from './sequence';
 export type { EvaluateOptions, LogitsMode, RunOptions, RunResult, SequenceInput } from './sequence';
 export type { GenerateOptions, GenerationResult, FinishReason, TokenLogprob } from './generation';

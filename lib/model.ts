@@ -31,6 +31,7 @@ import { EvaluateOptions, RunResult, Sequence, SequenceHost, checkEmbeds, checkL
 import { Snapshot } from './snapshot';
 import { JambaTokenizer } from './tokenizer';
 import { modelFingerprint } from './fingerprint';
+import { ForwardForGradOptions, GradExample, GradHost, GradTape, forwardForGrad, valueAndGrad } from './grad';
 
 export interface LoadOptions {
   /**
@@ -155,8 +156,8 @@ export class JambaModel {
   /** States after [BOS; passage] for retrieval-augmented generation and scoring. @internal */
   readonly passageCache: PrefixCache | null;
   private fingerprintValue: string | undefined;
-  private traces = 0;  // trace() passes run outside the scheduler
-  private traceDone: Array<() => void> = [];
+  private jobs = 0;  // native work outside the scheduler (trace, training passes)
+  private jobsDone: Array<() => void> = [];
 
   private constructor(
     readonly dir: string,
@@ -381,16 +382,48 @@ export class JambaModel {
     const tokens = toTokenArray(ids, this.config.vocabSize, 'ids');
     if (tokens.length === 0) throw new InvalidArgumentError('ids is empty');
     const seq = this.native().newSequence();
-    this.traces++;
     try {
-      const res = await this.forward([seq], [tokens], { logits: 'all', capture: true });
+      const res = await this.job(() => this.forward([seq], [tokens], { logits: 'all', capture: true }));
       return { ...res.captured, logits: res.logits };
     } catch (e) {
       throw fromNative(e);
     } finally {
       seq.dispose();
-      if (--this.traces === 0) for (const r of this.traceDone.splice(0)) r();
     }
+  }
+
+  /** Native work outside the batch scheduler: dispose() waits for it. */
+  private async job<T>(run: () => Promise<T>): Promise<T> {
+    this.native();
+    this.jobs++;
+    try {
+      return await run();
+    } finally {
+      if (--this.jobs === 0) for (const r of this.jobsDone.splice(0)) r();
+    }
+  }
+
+  /** What a gradient computation (lib/grad.ts) uses of the model. */
+  private gradHost(): GradHost {
+    return {
+      hiddenSize: this.config.hiddenSize, vocabSize: this.config.vocabSize, numLayers: this.config.numHiddenLayers,
+      native: () => this.native(), createSequence: () => this.createSequence(), job: (run) => this.job(run),
+    };
+  }
+
+  /**
+   * A training forward: the loss over the examples' targets (and their hidden states or logits
+   * when asked), with a tape whose `backward` gives the gradient with respect to the examples'
+   * vector segments and initial states. The weights are frozen. See docs/training.md.
+   */
+  forwardForGrad(examples: GradExample[], options: ForwardForGradOptions = {}): Promise<GradTape> {
+    return forwardForGrad(this.gradHost(), examples, options);
+  }
+
+  /** The loss over the examples' targets and its gradient with respect to each vector segment (null for token segments). */
+  valueAndGrad(examples: GradExample[], options: Omit<ForwardForGradOptions, 'outputs' | 'stopAtLayer'> = {}):
+      Promise<{ loss: number; grads: Array<Array<Float32Array | null>> }> {
+    return valueAndGrad(this.gradHost(), examples, options);
   }
 
   /**
@@ -610,7 +643,7 @@ export class JambaModel {
     this.disposing ??= (async () => {
       this.closing = true;
       await this.scheduler.drain();
-      while (this.traces > 0) await new Promise<void>((r) => this.traceDone.push(r));
+      while (this.jobs > 0) await new Promise<void>((r) => this.jobsDone.push(r));
       this.prefixCache?.clear();
       this.handle?.dispose();
       this.handle = null;

@@ -105,9 +105,31 @@ export interface ForwardResult {
   profile?: Array<{ op: string; ms: number }>;
 }
 
+/** One example of a training forward, as the native pass takes it. */
+export interface NativeGradExample {
+  /** Per row: a token id, or -1 for the next row of `embeds`. */
+  ids: Int32Array;
+  embeds: Float32Array;
+  targetRows: Int32Array;
+  targetIds: Int32Array;
+  /** Each target's weight in the loss (divided by the batch's total for a mean). */
+  targetWeights: Float32Array;
+  /** A sequence whose state the example starts from (copied when the call is made). */
+  initial?: NativeSequence | undefined;
+}
+
+export interface NativeGradTape {
+  backward(options: { dHidden?: Array<Float32Array | undefined>; initialState?: boolean; abort?: Int32Array | undefined }):
+    Promise<{ rows: Float32Array[]; initial?: Array<Array<{ conv: Float32Array; ssm: Float32Array; k: Float32Array; v: Float32Array }>> }>;
+  dispose(): void;
+}
+
 export interface NativeModel {
   newSequence(): NativeSequence;
   forward(sequences: NativeSequence[], tokens: Int32Array[], options: ForwardOptions): Promise<ForwardResult>;
+  /** A forward that keeps what its backward needs (csrc/model/grad_request.h). */
+  forwardForGrad(examples: NativeGradExample[], options: { stopAtLayer?: number | undefined; hidden?: boolean; logits?: boolean; routing?: boolean; abort?: Int32Array | undefined }):
+    Promise<{ tape: NativeGradTape; loss: number; exampleLoss: Float64Array; hidden?: Float32Array[]; logits?: Float32Array[]; routing?: Array<Int32Array[] | null> }>;
   /** The input embedding rows of `ids`, exactly as forward() uses them. */
   embed(ids: Int32Array): Float32Array;
   /** 'cpu' or 'cuda'. */

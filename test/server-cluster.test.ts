@@ -74,7 +74,7 @@ describe('jamba serve on SIGTERM', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     const stream = await firstEventThenAll(await post(`${base}/v1/completions`, { ...LONG, stream: true }));
-    expect(JSON.parse(stream.first.slice(6)).object).toBe('text_completion');
+    expect(JSON.parse(events(stream.first)[0]!).object).toBe('text_completion');
     const plain = post(`${base}/v1/completions`, LONG);
     const short = post(`${base}/v1/completions`, { prompt: 'KING:\n', max_tokens: 8, temperature: 0 });
     // Both long requests are running before the signal.

@@ -73,6 +73,68 @@ void attention(const AttentionArgs& a) {
           float* o = a.out + (t0 + t) * a.ldo + (g * rep + r) * hd;
           const float inv = 1.f / l[size_t(row)];
           for (int64_t e = 0; e < hd; ++e) o[e] = acc[size_t(row * hd + e)] * inv;
+          if (a.lse) a.lse[(t0 + t) * a.heads + g * rep + r] = m[size_t(row)] + std::log(l[size_t(row)]);
+        }
+    }
+  });
+}
+
+namespace {
+
+float dot(const float* x, const float* y, int64_t n) {
+  float s = 0.f;
+  for (int64_t i = 0; i < n; ++i) s += x[i] * y[i];
+  return s;
+}
+
+}  // namespace
+
+void attention_back(const AttentionArgs& a, const AttentionGrads& g) {
+  const int64_t rep = a.heads / a.kv_heads, hd = a.head_dim, T = a.t_len, keys = a.past + T;
+  // D[t, h] = dO · O: the softmax's correction term, once per row and head.
+  std::vector<float> D(size_t(T * a.heads));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < a.heads; ++h) D[size_t(t * a.heads + h)] = dot(g.dout + t * g.lddout + h * hd, g.out + t * g.ldout + h * hd, hd);
+  // dS for query row t, head h, key j, recomputed from the log-sum-exp (and P with it).
+  auto ds = [&](int64_t t, int64_t h, int64_t j, float* p) {
+    const int64_t kv = h / rep;
+    const float s = dot(a.q + t * a.ldq + h * hd, a.k + j * a.ldk + kv * hd, hd) * a.scale;
+    *p = exp_approx(s - g.lse[t * a.heads + h]);
+    const float dp = dot(g.dout + t * g.lddout + h * hd, a.v + j * a.ldv + kv * hd, hd);
+    return *p * (dp - D[size_t(t * a.heads + h)]);
+  };
+  // Pass 1: dq, one query row and head at a time over its visible keys.
+  ThreadPool::instance().parallel_for(T * a.heads, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t t = i / a.heads, h = i % a.heads, kv = h / rep;
+      float* dq = g.dq + t * g.lddq + h * hd;
+      for (int64_t e = 0; e < hd; ++e) dq[e] = 0.f;
+      for (int64_t j = 0; j <= a.past + t; ++j) {
+        float p;
+        const float d = ds(t, h, j, &p) * a.scale;
+        const float* kj = a.k + j * a.ldk + kv * hd;
+        for (int64_t e = 0; e < hd; ++e) dq[e] += d * kj[e];
+      }
+    }
+  });
+  // Pass 2: dk and dv, one key and kv head at a time over the queries (of its group) that see it.
+  ThreadPool::instance().parallel_for(keys * a.kv_heads, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t j = i / a.kv_heads, kv = i % a.kv_heads;
+      float* dk = g.dk + j * g.lddk + kv * hd;
+      float* dv = g.dv + j * g.lddv + kv * hd;
+      for (int64_t e = 0; e < hd; ++e) dk[e] = dv[e] = 0.f;
+      for (int64_t t = std::max<int64_t>(0, j - a.past); t < T; ++t)
+        for (int64_t r = 0; r < rep; ++r) {
+          const int64_t h = kv * rep + r;
+          float p;
+          const float d = ds(t, h, j, &p) * a.scale;
+          const float* q = a.q + t * a.ldq + h * hd;
+          const float* dout = g.dout + t * g.lddout + h * hd;
+          for (int64_t e = 0; e < hd; ++e) {
+            dk[e] += d * q[e];
+            dv[e] += p * dout[e];
+          }
         }
     }
   });

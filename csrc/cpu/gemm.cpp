@@ -168,7 +168,88 @@ void gemm_dispatch(const float* x, int64_t ldx, int64_t m, const PackedWeight& w
   }
 }
 
+// gemm_dx: dx[r, k] = Σ_p Σ_j dy[r, 16p + j] · panel[p][k][j]. A tile of DR rows × DK columns of
+// dx keeps one 16-lane accumulator per output across every panel (a vector over j), and sums its
+// lanes once at the end: the panel rows are read contiguously, and the order of the sum is fixed.
+constexpr int kDxRows = 4, kDxCols = 4;
+constexpr int64_t kDxKChunk = 64;    // columns of dx per task: a slice of every panel stays in L2
+constexpr int64_t kDxRowChunk = 256; // rows of dy padded and scaled at a time
+
+template <typename W, int DR>
+void dx_tile(const float* dyp, int64_t ldp, const W* panels, int64_t num_panels, int64_t k, int64_t k0, int nk, float* out,
+             int64_t ldo, bool accumulate) {
+  v16f acc[DR][kDxCols] = {};
+  const int64_t panel_stride = k * kPanel;
+  for (int64_t p = 0; p < num_panels; ++p) {
+    const W* pw = panels + p * panel_stride + k0 * kPanel;
+    v16f d[DR];
+    for (int r = 0; r < DR; ++r) d[r] = load16(dyp + r * ldp + p * kPanel);
+    for (int c = 0; c < kDxCols; ++c) {
+      if (c >= nk) break;
+      const v16f w = load16(pw + c * kPanel);
+      for (int r = 0; r < DR; ++r) acc[r][c] += d[r] * w;
+    }
+  }
+  for (int r = 0; r < DR; ++r)
+    for (int c = 0; c < nk; ++c) {
+      const float v = hsum(acc[r][c]);
+      out[r * ldo + c] = accumulate ? out[r * ldo + c] + v : v;
+    }
+}
+
+template <typename W>
+void gemm_dx_typed(const float* dy, int64_t lddy, int64_t m, const PackedWeight& w, float* dx, int64_t lddx, bool accumulate) {
+  const W* panels = w.panels.data<W>();
+  const int64_t np = w.num_panels(), k = w.k, ldp = np * kPanel;
+  const float* scale = w.dtype == DType::I8 ? w.scale.data<float>() : nullptr;
+  // dy padded to whole panels (zeros past n), scaled by the int8 row scale, a chunk of rows at a time.
+  Tensor padded = Tensor::empty(DType::F32, {std::min(m, kDxRowChunk) * ldp});
+  for (int64_t m0 = 0; m0 < m; m0 += kDxRowChunk) {
+    const int64_t rows = std::min(kDxRowChunk, m - m0);
+    float* dyp = padded.data<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* src = dy + (m0 + r) * lddy;
+      float* dst = dyp + r * ldp;
+      for (int64_t c = 0; c < w.n; ++c) dst[c] = scale ? src[c] * scale[c] : src[c];
+      for (int64_t c = w.n; c < ldp; ++c) dst[c] = 0.f;
+    }
+    const int64_t kchunks = (k + kDxKChunk - 1) / kDxKChunk, rtiles = (rows + kDxRows - 1) / kDxRows;
+    auto body = [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t kc0 = t * kDxKChunk, kc1 = std::min(k, kc0 + kDxKChunk);
+        for (int64_t rt = 0; rt < rtiles; ++rt) {
+          const int64_t r0 = rt * kDxRows;
+          const int dr = int(std::min<int64_t>(kDxRows, rows - r0));
+          for (int64_t k0 = kc0; k0 < kc1; k0 += kDxCols) {
+            const int nk = int(std::min<int64_t>(kDxCols, kc1 - k0));
+            float* o = dx + (m0 + r0) * lddx + k0;
+            const float* d = dyp + r0 * ldp;
+            switch (dr) {
+              case 4: dx_tile<W, 4>(d, ldp, panels, np, k, k0, nk, o, lddx, accumulate); break;
+              case 3: dx_tile<W, 3>(d, ldp, panels, np, k, k0, nk, o, lddx, accumulate); break;
+              case 2: dx_tile<W, 2>(d, ldp, panels, np, k, k0, nk, o, lddx, accumulate); break;
+              default: dx_tile<W, 1>(d, ldp, panels, np, k, k0, nk, o, lddx, accumulate); break;
+            }
+          }
+        }
+      }
+    };
+    if (rows * np * kPanel * k < kInlineWork) body(0, kchunks);
+    else ThreadPool::instance().parallel_for(kchunks, body);
+  }
+}
+
 }  // namespace
+
+void gemm_dx(const float* dy, int64_t lddy, int64_t m, const PackedWeight& w, float* dx, int64_t lddx, bool accumulate) {
+  if (m <= 0 || w.k <= 0) return;
+  switch (w.dtype) {
+    case DType::F32: gemm_dx_typed<float>(dy, lddy, m, w, dx, lddx, accumulate); break;
+    case DType::BF16: gemm_dx_typed<uint16_t>(dy, lddy, m, w, dx, lddx, accumulate); break;
+    case DType::I8: gemm_dx_typed<int8_t>(dy, lddy, m, w, dx, lddx, accumulate); break;
+    default: fail("invalid_argument", "gemm_dx: unsupported weight dtype");
+  }
+}
 
 void PackedWeight::read_row(int64_t r, float* out) const {
   const int64_t p = r / kPanel, lane = r % kPanel;

@@ -37,4 +37,10 @@ PackedWeight pack_weight_int8(const void* src, DType src_dtype, int64_t n, int64
 // whatever M or the thread count, so a row's result never depends on the rows batched with it.
 void gemm(const float* x, int64_t ldx, int64_t m, const PackedWeight& w, float* out, int64_t ldo);
 
+// The backward of gemm with respect to x (weights frozen): dx[m, :] = dy[m, :] · W, over the
+// panels as packed, no second copy of W. ExpertsInt8 folds its row scale into dy first
+// (dx = (dy ⊙ scale) · Q). Each output is one fixed-order sum over W's rows, whatever M, the
+// rows batched with it or the thread count. `accumulate` adds to dx instead of overwriting it.
+void gemm_dx(const float* dy, int64_t lddy, int64_t m, const PackedWeight& w, float* dx, int64_t lddx, bool accumulate = false);
+
 }  // namespace jamba::cpu

@@ -18,4 +18,9 @@ void silu_mul(const float* gu, int64_t rows, int64_t inner, float* act);
 // out[rows, H] = mlp(x[rows, H]); `scratch` holds rows × 3I floats.
 void gated_mlp(const GatedMlp& mlp, const float* x, int64_t rows, float* out, float* scratch);
 
+// The backward with respect to x, from dy = ∂L/∂out (weights frozen), recomputing gate and up:
+// da = dy·W_down, dg = da·u·silu'(g), du = da·silu(g), dx = [dg | du]·W_gate|up. `y`, when not
+// null, receives the recomputed output mlp(x) (the MoE backward needs it). `scratch` as above.
+void gated_mlp_back(const GatedMlp& mlp, const float* x, int64_t rows, const float* dy, float* dx, float* scratch, float* y = nullptr);
+
 }  // namespace jamba::cpu

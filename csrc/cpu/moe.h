@@ -13,6 +13,9 @@ namespace jamba::cpu {
 // first) go to idx/weight[t, 0..k), in descending order.
 void router_topk(const float* logits, int64_t tokens, int64_t experts, int64_t k, int32_t* idx, float* weight);
 
+// The router's softmax over every expert, as router_topk computes it: probs[t, e].
+void router_softmax(const float* logits, int64_t tokens, int64_t experts, float* probs);
+
 struct MoeBlock {
   PackedWeight router;             // [E, H]
   std::vector<GatedMlp> experts;   // E
@@ -21,5 +24,12 @@ struct MoeBlock {
 
 // out[T, H] = Σ_k weight · expert(x). router_logits (optional, [T, E]) receives the router output.
 void moe_forward(const MoeBlock& moe, const float* x, int64_t tokens, float* out, float* router_logits);
+
+// The backward with respect to x from dy = ∂L/∂out (weights frozen), with the routing the
+// forward takes: each chosen expert's MLP backward scaled by its probability p_e, and the
+// router's, through the softmax over all experts (no renormalisation, as Jamba routes):
+// dℓ_j = p_j·(ĝ_j − Σ_{e chosen} p_e·ĝ_e), ĝ_e = ⟨dy, expert_e(x)⟩ (0 for experts not chosen).
+// A token's gradient sums its experts in expert order: it does not depend on the other tokens.
+void moe_back(const MoeBlock& moe, const float* x, int64_t tokens, const float* dy, float* dx);
 
 }  // namespace jamba::cpu

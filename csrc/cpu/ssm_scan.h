@@ -30,4 +30,23 @@ void selective_scan(const ScanArgs& args, float* state);
 // (states[s] is [d_inner, d_state]). Row s of every matrix in args belongs to sequence s.
 void selective_state_update(const ScanArgs& args, float* const* states, int64_t batch);
 
+// The backward of selective_scan with respect to its inputs (A, D and dt_bias are frozen), from
+// ∂L/∂y (dy). The states are never stored per token: a first pass keeps the state at the start
+// of every 64-token chunk, then the chunks are walked last to first, each rebuilding its states
+// from its start and running the reverse recurrence (G ← ∂L/∂h):
+//   G += C_t·dpre_t;  dΔ_t = Σ_n G·(A·ā·h_{t-1} + B_t·u_t);  dB_t = Σ_d G·Δ·u;  du_t += Σ_n G·Δ·B_t;
+//   dC_t = Σ_d h_t·dpre_t;  G ← ā·G,   with ā = exp(Δ_t·A), dpre = dy·silu(z), pre = C·h + D·u.
+// `state0` is the initial state (read only); dstate (may be null) receives ∂L/∂state0. Sums over
+// channels (dB, dC) are reduced in a fixed order: the result does not depend on the thread count.
+struct ScanGrads {
+  const float* dy; int64_t lddy;    // [T, d_inner] ∂L/∂y
+  float* du; int64_t lddu;          // [T, d_inner] written
+  float* ddt; int64_t ldddt;        // [T, d_inner] ∂L/∂dt (before the bias: the same as after it), written
+  float* dz; int64_t lddz;          // [T, d_inner] written
+  float* db; int64_t lddb;          // [T, d_state] written
+  float* dc; int64_t lddc;          // [T, d_state] written
+  float* dstate;                    // [d_inner, d_state] or null
+};
+void selective_scan_back(const ScanArgs& args, const float* state0, const ScanGrads& g);
+
 }  // namespace jamba::cpu

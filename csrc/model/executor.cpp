@@ -8,6 +8,10 @@
 
 namespace jamba {
 
+std::unique_ptr<GradTape> Executor::forward_for_grad(const GradRequest&) const {
+  fail("unsupported_device", std::string("training through the model (forwardForGrad) is not available on the ") + device() + " backend yet");
+}
+
 std::shared_ptr<Executor> make_executor(const ModelPlan& plan, std::function<void(uint64_t)> progress) {
   if (plan.device == "cpu") {
     if (plan.synthetic) fail("invalid_argument", "synthetic weights are a CUDA benchmark feature");

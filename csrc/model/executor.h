@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "forward_request.h"
+#include "grad_request.h"
 #include "sequence_state.h"
 
 namespace jamba {
@@ -23,6 +24,8 @@ class Executor {
   virtual std::map<std::string, size_t> bytes_by_dtype() const = 0;
   virtual const ModelDims& dims() const = 0;
   virtual const char* device() const = 0;
+  // Training through the frozen model (grad_request.h); a backend without it says so.
+  virtual std::unique_ptr<GradTape> forward_for_grad(const GradRequest& req) const;
 };
 
 }  // namespace jamba

@@ -146,21 +146,22 @@ std::map<std::string, size_t> JambaModel::bytes_by_dtype() const {
   return out;
 }
 
-void JambaModel::mamba_mixer(const Layer& layer, const ForwardRequest& req, const std::vector<int64_t>& offsets,
-                             size_t li, const float* x, float* out) const {
+void JambaModel::mamba_mixer(const Layer& layer, const std::vector<SequenceState*>& states, const std::vector<int64_t>& offsets,
+                             size_t li, const float* x, float* out, MambaActs* keep) const {
   const Mamba& m = layer.mamba;
   const int64_t T = offsets.back(), Di = dims_.d_inner, N = dims_.d_state, R = dims_.dt_rank, H = dims_.hidden;
   const int64_t P = R + 2 * N;
   std::vector<float> xz(size_t(T * 2 * Di)), xc(size_t(T * Di)), p(size_t(T * P)), dt(size_t(T * Di)),
       y(size_t(T * Di));
   cpu::gemm(x, H, T, m.in_proj, xz.data(), 2 * Di);
-  for (size_t s = 0; s < req.states.size(); ++s) {
+  for (size_t s = 0; s < states.size(); ++s) {
     const int64_t o = offsets[s], n = offsets[s + 1] - o;
     cpu::causal_conv1d_silu(xz.data() + o * 2 * Di, 2 * Di, n, Di, m.conv_w.data(), dims_.d_conv,
-                            m.conv_b.empty() ? nullptr : m.conv_b.data(), req.states[s]->layer(li).conv.data(),
+                            m.conv_b.empty() ? nullptr : m.conv_b.data(), states[s]->layer(li).conv.data(),
                             xc.data() + o * Di, Di);
   }
   cpu::gemm(xc.data(), Di, T, m.x_proj, p.data(), P);
+  if (keep) keep->p_raw = p;
   // dt, B and C each get their own RMSNorm (Jamba's addition to Mamba), in place in p.
   cpu::rmsnorm(p.data(), P, T, R, m.dt_norm.data(), dims_.eps, p.data(), P);
   cpu::rmsnorm(p.data() + R, P, T, N, m.b_norm.data(), dims_.eps, p.data() + R, P);
@@ -176,33 +177,39 @@ void JambaModel::mamba_mixer(const Layer& layer, const ForwardRequest& req, cons
   a.a = m.a.data(); a.d_skip = m.d.data(); a.dt_bias = m.dt_bias.data();
   a.y = y.data(); a.ldy = Di;
   a.d_inner = Di; a.d_state = N;
-  const bool all_single = T == int64_t(req.states.size());
+  const bool all_single = T == int64_t(states.size());
   if (all_single && T > 1) {
-    std::vector<float*> states;
-    for (auto* st : req.states) states.push_back(st->layer(li).ssm.data());
+    std::vector<float*> ssm;
+    for (auto* st : states) ssm.push_back(st->layer(li).ssm.data());
     a.t_len = 1;
-    cpu::selective_state_update(a, states.data(), T);
+    cpu::selective_state_update(a, ssm.data(), T);
   } else {
-    for (size_t s = 0; s < req.states.size(); ++s) {
+    for (size_t s = 0; s < states.size(); ++s) {
       const int64_t o = offsets[s];
       cpu::ScanArgs as = a;
       as.u += o * Di; as.dt += o * Di; as.b += o * P; as.c += o * P; as.z += o * 2 * Di; as.y += o * Di;
       as.t_len = offsets[s + 1] - o;
-      cpu::selective_scan(as, req.states[s]->layer(li).ssm.data());
+      cpu::selective_scan(as, states[s]->layer(li).ssm.data());
     }
   }
   cpu::gemm(y.data(), Di, T, m.out_proj, out, H);
+  if (keep) {
+    keep->xz = std::move(xz);
+    keep->u = std::move(xc);
+    keep->p = std::move(p);
+    keep->dt = std::move(dt);
+  }
 }
 
-void JambaModel::attention_mixer(const Layer& layer, const ForwardRequest& req, const std::vector<int64_t>& offsets,
-                                 size_t li, const float* x, float* out) const {
+void JambaModel::attention_mixer(const Layer& layer, const std::vector<SequenceState*>& states, const std::vector<int64_t>& offsets,
+                                 size_t li, const float* x, float* out, AttentionActs* keep) const {
   const int64_t T = offsets.back(), H = dims_.hidden, hd = dims_.head_dim;
   const int64_t qw = dims_.heads * hd, kvw = dims_.kv_heads * hd, w = qw + 2 * kvw;
-  std::vector<float> qkv(size_t(T * w)), o(size_t(T * qw));
+  std::vector<float> qkv(size_t(T * w)), o(size_t(T * qw)), lse(keep ? size_t(T * dims_.heads) : 0);
   cpu::gemm(x, H, T, layer.attn.qkv, qkv.data(), w);
-  for (size_t s = 0; s < req.states.size(); ++s) {
+  for (size_t s = 0; s < states.size(); ++s) {
     const int64_t off = offsets[s], n = offsets[s + 1] - off;
-    LayerState& ls = req.states[s]->layer(li);
+    LayerState& ls = states[s]->layer(li);
     const int64_t past = int64_t(ls.k.size()) / kvw;
     if (ls.k.capacity() < size_t((past + n) * kvw)) {
       const size_t cap = std::max(size_t((past + n) * kvw), ls.k.capacity() * 2);
@@ -222,9 +229,34 @@ void JambaModel::attention_mixer(const Layer& layer, const ForwardRequest& req, 
     a.t_len = n; a.past = past;
     a.heads = dims_.heads; a.kv_heads = dims_.kv_heads; a.head_dim = hd;
     a.scale = float(1.0 / std::sqrt(double(hd)));
+    if (keep) a.lse = lse.data() + off * dims_.heads;
     cpu::attention(a);
   }
   cpu::gemm(o.data(), qw, T, layer.attn.o, out, H);
+  if (keep) {
+    keep->qkv = std::move(qkv);
+    keep->o = std::move(o);
+    keep->lse = std::move(lse);
+  }
+}
+
+void JambaModel::layer_forward(size_t li, const std::vector<SequenceState*>& states, const std::vector<int64_t>& offsets,
+                               float* h, float* x, float* delta, std::vector<float>& scratch, float* router_logits) const {
+  const int64_t T = offsets.back(), H = dims_.hidden;
+  const Layer& l = layers_[li];
+  cpu::rmsnorm(h, H, T, H, l.input_norm.data(), dims_.eps, x, H);
+  if (l.attention) attention_mixer(l, states, offsets, li, x, delta);
+  else mamba_mixer(l, states, offsets, li, x, delta);
+  cpu::add_inplace(h, delta, T * H);
+  cpu::rmsnorm(h, H, T, H, l.ff_norm.data(), dims_.eps, x, H);
+  if (l.moe) {
+    cpu::moe_forward(l.moe_block, x, T, delta, router_logits);
+  } else {
+    const int64_t need = T * 3 * l.mlp.inner();
+    if (int64_t(scratch.size()) < need) scratch.resize(size_t(need));
+    cpu::gated_mlp(l.mlp, x, T, delta, scratch.data());
+  }
+  cpu::add_inplace(h, delta, T * H);
 }
 
 std::vector<float> JambaModel::embed(const std::vector<int32_t>& ids) const {
@@ -271,28 +303,13 @@ ForwardResult JambaModel::forward(const ForwardRequest& req) const {
   if (req.capture) res.captured["embed"] = h;
 
   try {
-    int64_t max_inner = dims_.intermediate;
-    std::vector<float> scratch(size_t(T * 3 * max_inner));
+    std::vector<float> scratch;
     for (size_t li = 0; li < layers_.size(); ++li) {
       check_abort(req);
-      const Layer& l = layers_[li];
-      cpu::rmsnorm(h.data(), H, T, H, l.input_norm.data(), dims_.eps, x.data(), H);
-      if (l.attention) attention_mixer(l, req, offsets, li, x.data(), delta.data());
-      else mamba_mixer(l, req, offsets, li, x.data(), delta.data());
-      cpu::add_inplace(h.data(), delta.data(), T * H);
-      cpu::rmsnorm(h.data(), H, T, H, l.ff_norm.data(), dims_.eps, x.data(), H);
       const std::string prefix = "layer" + std::to_string(li);
-      if (l.moe) {
-        std::vector<float> router;
-        if (req.capture) router.resize(size_t(T * dims_.experts));
-        cpu::moe_forward(l.moe_block, x.data(), T, delta.data(), req.capture ? router.data() : nullptr);
-        if (req.capture) res.captured[prefix + ".router_logits"] = std::move(router);
-      } else {
-        const int64_t need = T * 3 * l.mlp.inner();
-        if (int64_t(scratch.size()) < need) scratch.resize(size_t(need));
-        cpu::gated_mlp(l.mlp, x.data(), T, delta.data(), scratch.data());
-      }
-      cpu::add_inplace(h.data(), delta.data(), T * H);
+      std::vector<float> router(req.capture && layers_[li].moe ? size_t(T * dims_.experts) : 0);
+      layer_forward(li, req.states, offsets, h.data(), x.data(), delta.data(), scratch, router.empty() ? nullptr : router.data());
+      if (!router.empty()) res.captured[prefix + ".router_logits"] = std::move(router);
       if (req.capture) res.captured[prefix + ".out"] = h;
     }
     check_abort(req);

@@ -62,8 +62,10 @@ class JambaModel : public Executor {
   const ModelDims& dims() const override { return dims_; }
   std::map<std::string, size_t> bytes_by_dtype() const override;
   const char* device() const override { return "cpu"; }
+  std::unique_ptr<GradTape> forward_for_grad(const GradRequest& req) const override;
 
  private:
+  friend class CpuGradTape;  // jamba_grad.cpp: the backward, layer by layer
   struct Mamba {
     cpu::PackedWeight in_proj, x_proj, dt_proj, out_proj;
     std::vector<float> conv_w, conv_b, a, d, dt_bias, dt_norm, b_norm, c_norm;
@@ -78,10 +80,19 @@ class JambaModel : public Executor {
     cpu::MoeBlock moe_block;
   };
 
-  void mamba_mixer(const Layer& layer, const ForwardRequest& req, const std::vector<int64_t>& offsets, size_t li,
-                   const float* x, float* out) const;
-  void attention_mixer(const Layer& layer, const ForwardRequest& req, const std::vector<int64_t>& offsets, size_t li,
-                       const float* x, float* out) const;
+  // What a mixer computed besides its output, kept when a backward needs it.
+  struct MambaActs { std::vector<float> xz, u, p_raw, p, dt; };  // p: after the dt/B/C norms; dt: before its bias
+  struct AttentionActs { std::vector<float> qkv, o, lse; };      // the keys and values are in the states
+
+  // The mixers advance `states` (conv, SSM, K/V) by each sequence's rows (offsets).
+  void mamba_mixer(const Layer& layer, const std::vector<SequenceState*>& states, const std::vector<int64_t>& offsets, size_t li,
+                   const float* x, float* out, MambaActs* keep = nullptr) const;
+  void attention_mixer(const Layer& layer, const std::vector<SequenceState*>& states, const std::vector<int64_t>& offsets, size_t li,
+                       const float* x, float* out, AttentionActs* keep = nullptr) const;
+  // One decoder layer on the residual stream h (T × hidden), in place; x and delta are T × hidden
+  // scratch. router_logits, when not null, receives a MoE layer's router output.
+  void layer_forward(size_t li, const std::vector<SequenceState*>& states, const std::vector<int64_t>& offsets, float* h,
+                     float* x, float* delta, std::vector<float>& scratch, float* router_logits) const;
 
   ModelDims dims_;
   cpu::PackedWeight embed_, lm_head_;

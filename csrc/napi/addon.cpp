@@ -2,6 +2,7 @@
 // so the addon loads in worker threads and in several jest environments at once.
 #include <napi.h>
 
+#include "grad_binding.h"
 #include "model_binding.h"
 #include "ops_binding.h"
 #ifdef JAMBA_WITH_CUDA
@@ -14,6 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->model_ctor = Napi::Persistent(NativeModel::Init(env));
   data->sequence_ctor = Napi::Persistent(NativeSequence::Init(env));
+  data->grad_tape_ctor = Napi::Persistent(NativeGradTape::Init(env));
   env.SetInstanceData<AddonData>(data);
   exports.Set("NativeModel", data->model_ctor.Value());
   exports.Set("NativeSequence", data->sequence_ctor.Value());

@@ -3,7 +3,9 @@
 #include <array>
 #include <cstring>
 
+#include "grad_binding.h"
 #include "js_convert.h"
+#include "promise_worker.h"
 
 namespace jamba::napi {
 
@@ -140,33 +142,6 @@ void NativeSequence::ImportState(const Napi::CallbackInfo& info) {
 
 namespace {
 
-// Runs Work() on the libuv pool and settles a promise; native errors keep their kind.
-class PromiseWorker : public Napi::AsyncWorker {
- public:
-  explicit PromiseWorker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-
- protected:
-  virtual void Work() = 0;
-  void Execute() final {
-    try {
-      Work();
-    } catch (const Error& e) {
-      kind_ = e.kind;
-      SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      kind_ = "out_of_memory";
-      SetError("out of memory");
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(make_error(Env(), kind_, e.Message()).Value()); }
-
-  Napi::Promise::Deferred deferred_;
-  std::string kind_ = "internal";
-};
-
 class LoadWorker : public PromiseWorker {
  public:
   LoadWorker(Napi::Env env, ModelPlan plan, Napi::Function on_progress) : PromiseWorker(env), plan_(std::move(plan)) {
@@ -269,6 +244,7 @@ Napi::Function NativeModel::Init(Napi::Env env) {
   return DefineClass(env, "NativeModel",
                      {StaticMethod<&NativeModel::Load>("load"), InstanceMethod<&NativeModel::NewSequence>("newSequence"),
                       InstanceMethod<&NativeModel::Forward>("forward"),
+                      InstanceMethod<&NativeModel::ForwardForGrad>("forwardForGrad"),
                       InstanceMethod<&NativeModel::Embed>("embed"),
                       InstanceMethod<&NativeModel::Device>("device"),
                       InstanceMethod<&NativeModel::BytesByDtype>("bytesByDtype"),
@@ -450,6 +426,11 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   }
   w->Queue();
   return p;
+}
+
+Napi::Value NativeModel::ForwardForGrad(const Napi::CallbackInfo& info) {
+  if (!model_) return reject_with(info.Env(), "disposed", "the model has been disposed");
+  return forward_for_grad(info, model_);
 }
 
 Napi::Value NativeModel::Device(const Napi::CallbackInfo& info) {

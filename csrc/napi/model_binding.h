@@ -12,6 +12,7 @@ namespace jamba::napi {
 struct AddonData {
   Napi::FunctionReference model_ctor;
   Napi::FunctionReference sequence_ctor;
+  Napi::FunctionReference grad_tape_ctor;
 };
 
 class NativeSequence : public Napi::ObjectWrap<NativeSequence> {
@@ -34,6 +35,7 @@ class NativeSequence : public Napi::ObjectWrap<NativeSequence> {
   std::shared_ptr<std::atomic<bool>> busy_ = std::make_shared<std::atomic<bool>>(false);
   const Executor* owner_ = nullptr;
   friend class NativeModel;
+  friend Napi::Value forward_for_grad(const Napi::CallbackInfo&, const std::shared_ptr<Executor>&);
 };
 
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
@@ -45,6 +47,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   static Napi::Value Load(const Napi::CallbackInfo& info);
   Napi::Value NewSequence(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value ForwardForGrad(const Napi::CallbackInfo& info);
   Napi::Value Embed(const Napi::CallbackInfo& info);
   Napi::Value BytesByDtype(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
