@@ -38,6 +38,12 @@ export interface ForwardForGradOptions {
    * logits, and the experts each row was routed to in each MoE layer.
    */
   outputs?: Array<'hidden' | 'logits' | 'routing'>;
+  /**
+   * 'layer' (default): keep one residual row per layer per token and recompute each layer in the
+   * backward. 'none': keep every layer's intermediates instead, about a third less work for
+   * several rows of activations per layer per token (small models and examples).
+   */
+  checkpointing?: 'layer' | 'none';
   signal?: AbortSignal;
 }
 
@@ -247,7 +253,9 @@ export class GradTape {
 export async function forwardForGrad(host: GradHost, examples: GradExample[], options: ForwardForGradOptions = {}): Promise<GradTape> {
   if (!Array.isArray(examples) || examples.length === 0) throw new InvalidArgumentError('examples must be a non-empty array');
   if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options must be an object');
-  checkOptions(options, 'forwardForGrad options', ['reduction', 'stopAtLayer', 'outputs', 'signal']);
+  checkOptions(options, 'forwardForGrad options', ['reduction', 'stopAtLayer', 'outputs', 'checkpointing', 'signal']);
+  const checkpointing = options.checkpointing ?? 'layer';
+  if (checkpointing !== 'layer' && checkpointing !== 'none') throw new InvalidArgumentError("checkpointing must be 'layer' or 'none'");
   const reduction = options.reduction ?? 'mean';
   if (reduction !== 'mean' && reduction !== 'sum') throw new InvalidArgumentError("reduction must be 'mean' or 'sum'");
   const stop = options.stopAtLayer;
@@ -278,7 +286,8 @@ export async function forwardForGrad(host: GradHost, examples: GradExample[], op
     const res = await host.job(() => host.native().forwardForGrad(layout.map((p, i) => ({
       ids: p.ids, embeds: p.embeds, targetRows: p.targetRows, targetIds: p.targetIds, targetWeights: p.targetWeights,
       initial: seqs[i]?.native() as NativeSequence | undefined,
-    })), { stopAtLayer: stop, hidden: outputs.includes('hidden'), logits: outputs.includes('logits'), routing: outputs.includes('routing'), abort: abort.flag }));
+    })), { stopAtLayer: stop, hidden: outputs.includes('hidden'), logits: outputs.includes('logits'), routing: outputs.includes('routing'),
+      keepActivations: checkpointing === 'none', abort: abort.flag }));
     if (options.signal?.aborted) {
       res.tape.dispose();
       throw new AbortError();
@@ -295,7 +304,7 @@ export async function forwardForGrad(host: GradHost, examples: GradExample[], op
 /** The loss and the gradient of every vector segment: forwardForGrad, then backward. */
 export async function valueAndGrad(host: GradHost, examples: GradExample[], options: Omit<ForwardForGradOptions, 'outputs' | 'stopAtLayer'> = {}):
     Promise<{ loss: number; grads: Array<Array<Float32Array | null>> }> {
-  if (options !== null && typeof options === 'object') checkOptions(options, 'valueAndGrad options', ['reduction', 'signal']);
+  if (options !== null && typeof options === 'object') checkOptions(options, 'valueAndGrad options', ['reduction', 'checkpointing', 'signal']);
   const tape = await forwardForGrad(host, examples, options);
   const { segments } = await tape.backward({}, { signal: options.signal });
   return { loss: tape.loss, grads: segments };

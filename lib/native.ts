@@ -128,7 +128,8 @@ export interface NativeModel {
   newSequence(): NativeSequence;
   forward(sequences: NativeSequence[], tokens: Int32Array[], options: ForwardOptions): Promise<ForwardResult>;
   /** A forward that keeps what its backward needs (csrc/model/grad_request.h). */
-  forwardForGrad(examples: NativeGradExample[], options: { stopAtLayer?: number | undefined; hidden?: boolean; logits?: boolean; routing?: boolean; abort?: Int32Array | undefined }):
+  forwardForGrad(examples: NativeGradExample[], options: { stopAtLayer?: number | undefined; hidden?: boolean; logits?: boolean; routing?: boolean;
+    keepActivations?: boolean; abort?: Int32Array | undefined }):
     Promise<{ tape: NativeGradTape; loss: number; exampleLoss: Float64Array; hidden?: Float32Array[]; logits?: Float32Array[]; routing?: Array<Int32Array[] | null> }>;
   /** The input embedding rows of `ids`, exactly as forward() uses them. */
   embed(ids: Int32Array): Float32Array;

@@ -50,7 +50,7 @@ const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   return s;
 };
 
-function check(name: string, cfg: JambaConfig, w: Weights, T: number, seed: number) {
+function check(name: string, cfg: JambaConfig, w: Weights, T: number, seed: number, coords = 6) {
   const { rows, initial, targets, r } = problem(cfg, w, T, seed, true);
   const base = referenceGrad(cfg, w, rows, { initial, targets });
   // Routing held as the base pass chose it, so differences stay on one smooth piece.
@@ -73,13 +73,13 @@ function check(name: string, cfg: JambaConfig, w: Weights, T: number, seed: numb
   expect(Math.abs(base.loss - direct)).toBeLessThan(1e-12);
 
   // Input rows: three unit directions, and the largest coordinates.
-  for (let k = 0; k < 3; k++) {
+  for (let k = 0; k < Math.min(3, coords); k++) {
     const d = unit(rows.length, r);
     const fd = central((s) => referenceLoss(cfg, w, rows.map((v, i) => v + s * d[i]!), opts));
     errors.push([`rows dir ${k}`, relErr(fd, dot(base.dRows, d))]);
   }
   const gmax = Math.max(...base.dRows.map(Math.abs));
-  const big = Array.from(base.dRows.keys()).filter((i) => Math.abs(base.dRows[i]!) >= 1e-3 * gmax).sort(() => r() - 0.5).slice(0, 6);
+  const big = Array.from(base.dRows.keys()).filter((i) => Math.abs(base.dRows[i]!) >= 1e-3 * gmax).sort(() => r() - 0.5).slice(0, coords);
   for (const i of big) {
     const fd = central((s) => referenceLoss(cfg, w, rows.map((v, j) => (j === i ? v + s : v)), opts));
     errors.push([`rows[${i}]`, relErr(fd, base.dRows[i]!)]);
@@ -113,7 +113,7 @@ test('on the tiny random fixture (attention at 2 and 6, MoE top-2 of 4) and the 
   const rand = loadWeights(TINY_RANDOM);
   check('jamba-tiny-random', rand.cfg, rand.w, 12, 1);
   const emb = loadWeights(EMBEDDED);
-  check('jamba-tiny-shakespeare', emb.cfg, emb.w, 10, 2);
+  check('jamba-tiny-shakespeare', emb.cfg, emb.w, 8, 2, 2);
 });
 
 test('on random configurations: GQA/MQA, top-1/2/3, tied heads, other widths and schedules', () => {

@@ -141,7 +141,7 @@ async function gradBytes(model: JambaModel, examples: GradExample[]): Promise<Bu
   ]));
 }
 
-test('an example batched with others equals it alone, and one thread equals two, bit for bit', async () => {
+test('an example batched with others equals it alone, one thread equals two, and kept activations equal recomputed ones, bit for bit', async () => {
   const model = await loadModel(TINY_RANDOM);
   try {
     const cases: Case[] = [
@@ -152,6 +152,14 @@ test('an example batched with others equals it alone, and one thread equals two,
     const exs = await Promise.all(cases.map((c, i) => example(model, c, 40 + i).then((e) => e.ex)));
     const batched = await gradBytes(model, exs);
     for (const [i, ex] of exs.entries()) expect((await gradBytes(model, [ex]))[0]!.equals(batched[i]!)).toBe(true);
+    // Keeping every layer's intermediates instead of recomputing them changes no bit.
+    const kept = await model.forwardForGrad(exs, { reduction: 'sum', checkpointing: 'none' });
+    const keptGrads = await kept.backward({}, { initialState: true, segments: 'all' });
+    keptGrads.segments.forEach((seg, i) => expect(Buffer.concat([
+      ...seg.map((g) => Buffer.from(g!.buffer, g!.byteOffset, g!.byteLength)),
+      ...keptGrads.initialState![i]!.flatMap((l) => [l.conv, l.ssm, l.k, l.v].map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))),
+      Buffer.from(new Float64Array([kept.exampleLoss[i]!]).buffer),
+    ]).equals(batched[i]!)).toBe(true));
     // In another process with one thread: the same bytes.
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'jamba-grad-')), 'one-thread.bin');
     const script = `

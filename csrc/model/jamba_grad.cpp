@@ -43,6 +43,8 @@ class CpuGradTape : public GradTape {
   std::vector<int64_t> offsets{0};
   std::vector<std::shared_ptr<const SequenceState>> initial;
   std::vector<std::vector<float>> checkpoints;  // per layer run: its input residual, T × hidden
+  std::vector<JambaModel::LayerActs> acts;       // with keep_activations: each layer's intermediates
+  std::vector<std::unique_ptr<SequenceState>> work;  // with keep_activations: the states the forward advanced (K/V)
   std::vector<float> h_out;                      // the residual after the last layer run
   std::vector<float> d_final;                    // the loss's gradient at the final hidden states (T × hidden)
   size_t layers_run = 0;
@@ -117,7 +119,9 @@ std::unique_ptr<GradTape> JambaModel::forward_for_grad(const GradRequest& req) c
     tape->checkpoints.push_back(h);
     const bool route = req.routing && layers_[li].moe;
     std::vector<float> router(route ? size_t(T * dims_.experts) : 0);
-    layer_forward(li, states, tape->offsets, h.data(), x.data(), delta.data(), scratch, route ? router.data() : nullptr);
+    if (req.keep_activations) tape->acts.emplace_back();
+    layer_forward(li, states, tape->offsets, h.data(), x.data(), delta.data(), scratch, route ? router.data() : nullptr,
+                  req.keep_activations ? &tape->acts.back() : nullptr);
     if (route) {
       const int64_t k = dims_.top_k;
       std::vector<int32_t> idx(size_t(T * k));
@@ -161,6 +165,7 @@ std::unique_ptr<GradTape> JambaModel::forward_for_grad(const GradRequest& req) c
     }
   }
   tape->h_out = std::move(h);
+  if (req.keep_activations) tape->work = std::move(work);
   return tape;
 }
 
@@ -192,16 +197,22 @@ GradResult CpuGradTape::backward(const BackwardRequest& req) {
     check_flag(req.abort);
     const JambaModel::Layer& l = m_.layers_[li];
     const float* hin = checkpoints[li].data();
-    // The layer again, keeping its mixer's intermediates.
-    cpu::rmsnorm(hin, H, T, H, l.input_norm.data(), d.eps, x1.data(), H);
-    auto work = working(li);
-    std::vector<SequenceState*> states;
-    for (auto& w : work) states.push_back(w.get());
-    JambaModel::MambaActs mamba;
-    JambaModel::AttentionActs attn;
-    if (l.attention) m_.attention_mixer(l, states, offsets, li, x1.data(), hmid.data(), &attn);
-    else m_.mamba_mixer(l, states, offsets, li, x1.data(), hmid.data(), &mamba);
-    for (int64_t i = 0; i < T * H; ++i) hmid[size_t(i)] += hin[i];
+    // The layer's intermediates: kept by the forward, or the layer again.
+    JambaModel::LayerActs redo;
+    std::vector<std::unique_ptr<SequenceState>> fresh;
+    if (acts.empty()) {
+      cpu::rmsnorm(hin, H, T, H, l.input_norm.data(), d.eps, x1.data(), H);
+      fresh = working(li);
+      std::vector<SequenceState*> states;
+      for (auto& w : fresh) states.push_back(w.get());
+      if (l.attention) m_.attention_mixer(l, states, offsets, li, x1.data(), hmid.data(), &redo.attn);
+      else m_.mamba_mixer(l, states, offsets, li, x1.data(), hmid.data(), &redo.mamba);
+      for (int64_t i = 0; i < T * H; ++i) hmid[size_t(i)] += hin[i];
+    } else {
+      hmid = std::move(acts[li].hmid);
+    }
+    const JambaModel::LayerActs& la = acts.empty() ? redo : acts[li];
+    const auto& work_states = acts.empty() ? fresh : work;
     cpu::rmsnorm(hmid.data(), H, T, H, l.ff_norm.data(), d.eps, x2.data(), H);
     // Feed-forward, then its norm; the residual passes dh through.
     if (l.moe) {
@@ -213,11 +224,12 @@ GradResult CpuGradTape::backward(const BackwardRequest& req) {
     dmid = dh;
     cpu::rmsnorm_back(hmid.data(), H, T, H, l.ff_norm.data(), d.eps, dx.data(), H, dmid.data(), H, true);
     // The mixer, then its norm.
-    if (l.attention) attention_back(li, attn, work, dmid.data(), dx.data(), res, req.initial_state);
-    else mamba_back(li, mamba, dmid.data(), dx.data(), res, req.initial_state);
+    if (l.attention) attention_back(li, la.attn, work_states, dmid.data(), dx.data(), res, req.initial_state);
+    else mamba_back(li, la.mamba, dmid.data(), dx.data(), res, req.initial_state);
     dh = dmid;
     cpu::rmsnorm_back(hin, H, T, H, l.input_norm.data(), d.eps, dx.data(), H, dh.data(), H, true);
     checkpoints[li] = std::vector<float>();
+    if (!acts.empty()) acts[li] = JambaModel::LayerActs();
   }
   res.d_rows.resize(E);
   for (size_t e = 0; e < E; ++e) res.d_rows[e].assign(dh.begin() + offsets[e] * H, dh.begin() + offsets[e + 1] * H);

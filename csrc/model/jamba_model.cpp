@@ -241,13 +241,14 @@ void JambaModel::attention_mixer(const Layer& layer, const std::vector<SequenceS
 }
 
 void JambaModel::layer_forward(size_t li, const std::vector<SequenceState*>& states, const std::vector<int64_t>& offsets,
-                               float* h, float* x, float* delta, std::vector<float>& scratch, float* router_logits) const {
+                               float* h, float* x, float* delta, std::vector<float>& scratch, float* router_logits, LayerActs* keep) const {
   const int64_t T = offsets.back(), H = dims_.hidden;
   const Layer& l = layers_[li];
   cpu::rmsnorm(h, H, T, H, l.input_norm.data(), dims_.eps, x, H);
-  if (l.attention) attention_mixer(l, states, offsets, li, x, delta);
-  else mamba_mixer(l, states, offsets, li, x, delta);
+  if (l.attention) attention_mixer(l, states, offsets, li, x, delta, keep ? &keep->attn : nullptr);
+  else mamba_mixer(l, states, offsets, li, x, delta, keep ? &keep->mamba : nullptr);
   cpu::add_inplace(h, delta, T * H);
+  if (keep) keep->hmid.assign(h, h + T * H);
   cpu::rmsnorm(h, H, T, H, l.ff_norm.data(), dims_.eps, x, H);
   if (l.moe) {
     cpu::moe_forward(l.moe_block, x, T, delta, router_logits);

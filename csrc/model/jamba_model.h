@@ -83,6 +83,8 @@ class JambaModel : public Executor {
   // What a mixer computed besides its output, kept when a backward needs it.
   struct MambaActs { std::vector<float> xz, u, p_raw, p, dt; };  // p: after the dt/B/C norms; dt: before its bias
   struct AttentionActs { std::vector<float> qkv, o, lse; };      // the keys and values are in the states
+  // Everything of one layer's forward that its backward reads (besides the layer's input).
+  struct LayerActs { MambaActs mamba; AttentionActs attn; std::vector<float> hmid; };
 
   // The mixers advance `states` (conv, SSM, K/V) by each sequence's rows (offsets).
   void mamba_mixer(const Layer& layer, const std::vector<SequenceState*>& states, const std::vector<int64_t>& offsets, size_t li,
@@ -90,9 +92,10 @@ class JambaModel : public Executor {
   void attention_mixer(const Layer& layer, const std::vector<SequenceState*>& states, const std::vector<int64_t>& offsets, size_t li,
                        const float* x, float* out, AttentionActs* keep = nullptr) const;
   // One decoder layer on the residual stream h (T × hidden), in place; x and delta are T × hidden
-  // scratch. router_logits, when not null, receives a MoE layer's router output.
+  // scratch. router_logits, when not null, receives a MoE layer's router output; keep, when not
+  // null, the mixer's intermediates and the residual between the two sub-blocks.
   void layer_forward(size_t li, const std::vector<SequenceState*>& states, const std::vector<int64_t>& offsets, float* h,
-                     float* x, float* delta, std::vector<float>& scratch, float* router_logits) const;
+                     float* x, float* delta, std::vector<float>& scratch, float* router_logits, LayerActs* keep = nullptr) const;
 
   ModelDims dims_;
   cpu::PackedWeight embed_, lm_head_;

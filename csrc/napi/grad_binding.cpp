@@ -227,6 +227,7 @@ Napi::Value forward_for_grad(const Napi::CallbackInfo& info, const std::shared_p
     w->req.hidden = opts.Has("hidden") && opts.Get("hidden").ToBoolean();
     w->req.logits = opts.Has("logits") && opts.Get("logits").ToBoolean();
     w->req.routing = opts.Has("routing") && opts.Get("routing").ToBoolean();
+    w->req.keep_activations = opts.Has("keepActivations") && opts.Get("keepActivations").ToBoolean();
     w->req.abort = abort_flag(opts, w->keep);
   } catch (const Error& e) {
     delete w;
