@@ -54,3 +54,5 @@ export { RecursiveLM } from './train/recursive-lm';
 export type { RecursiveLMOptions } from './train/recursive-lm';
 export { PromptGenerator } from './train/prompt-generator';
 export type { PromptGeneratorOptions } from './train/prompt-generator';
+export { FrozenReader } from './train/frozen-reader';
+export type { FrozenReaderOptions, QuestionAnswer } from './train/frozen-reader';

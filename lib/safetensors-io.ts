@@ -9,7 +9,8 @@ import { readSafetensorsHeader } from './safetensors';
 
 export interface FloatTensor {
   shape: number[];
-  data: Float32Array;
+  /** Float32 values (F32, F16 and BF16 on disk), or float64 ones (F64, written and read back exactly). */
+  data: Float32Array | Float64Array;
 }
 
 const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
@@ -21,14 +22,14 @@ function f16ToF32(h: number): number {
   return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
-/** Every tensor of a file as float32 (F32, F16, BF16 and F64 files), with the file's metadata. */
+/** Every tensor of a file (F32, F16 and BF16 as float32; F64 as float64), with the file's metadata. */
 export function readFloatTensors(file: string): { tensors: Map<string, FloatTensor>; metadata: Record<string, string> } {
   const header = readSafetensorsHeader(file);
   const out = new Map<string, FloatTensor>();
   const buf = fs.readFileSync(file);
   for (const [name, t] of header.tensors) {
     const n = t.shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(n);
+    const data = t.dtype === 'F64' ? new Float64Array(n) : new Float32Array(n);
     for (let i = 0; i < n; i++) {
       switch (t.dtype) {
         case 'F32': data[i] = buf.readFloatLE(t.offset + 4 * i); break;
@@ -46,7 +47,7 @@ export function readFloatTensors(file: string): { tensors: Map<string, FloatTens
   return { tensors: out, metadata: header.metadata };
 }
 
-/** Writes float32 tensors (and string metadata) as a safetensors file, atomically (a temporary file, then a rename). */
+/** Writes float tensors (F32 or F64 as given) and string metadata as a safetensors file, atomically (a temporary file, then a rename). */
 export function writeFloatTensors(file: string, tensors: Record<string, FloatTensor>, metadata: Record<string, string> = {}): void {
   const header: Record<string, unknown> = { __metadata__: { format: 'pt', ...metadata } };
   const parts: Buffer[] = [];
@@ -55,7 +56,7 @@ export function writeFloatTensors(file: string, tensors: Record<string, FloatTen
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (n !== t.data.length) throw new CheckpointError(`shape ${JSON.stringify(t.shape)} does not hold ${t.data.length} values`, { file, tensor: name });
     const b = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [off, off + b.length] };
+    header[name] = { dtype: t.data instanceof Float64Array ? 'F64' : 'F32', shape: t.shape, data_offsets: [off, off + b.length] };
     off += b.length;
     parts.push(b);
   }

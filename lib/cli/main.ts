@@ -15,6 +15,7 @@ import { defaultModelDir, packageRoot } from '../paths';
 import { createServer } from '../server';
 import { UsageError, loadTemplate, log, num, open, print, progressBar, readStdin } from './common';
 import { evaluateRalm, evaluatedPart, index, openCorpus, ralm, ralmEvalFlags } from './ralm';
+import { trainPrompt } from './train';
 import type { Bm25Retriever } from '../retrieval/bm25';
 
 const HELP: Record<string, string> = {
@@ -29,6 +30,7 @@ Commands:
   inspect             config, layer schedule, parameter counts and memory of a model
   chat                talk with a chat model, keeping the conversation's history
   serve               an OpenAI-compatible HTTP server (completions, chat, models, health, metrics)
+  train-prompt        prompt tuning through the frozen model, saved as a PEFT adapter
 
 Run 'jamba <command> --help' for a command's options; 'jamba --version' prints the version.`,
   generate: `Usage: jamba generate [PROMPT] [options]
@@ -508,6 +510,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'serve': return await serve(rest);
       case 'ralm': return await ralm(rest, HELP.ralm!);
       case 'index': return await index(rest, HELP.index!);
+      case 'train-prompt': return await trainPrompt(rest);
       case '-h': case '--help': case 'help': return print(HELP.main!);
       case '-v': case '--version': case 'version': return print(version());
       case undefined:

@@ -62,8 +62,8 @@ export async function promptExample(model: JambaModel, embeds: Float32Array, pos
   const text = [...input, ...(target ?? [])];
   if (text.length === 0) throw new InvalidArgumentError(`${where} has no tokens`);
   const bos = model.tokenizer.bosTokenId ?? 1, n = embeds.length / model.config.hiddenSize;
-  // Rows: [BOS][P] text or [P][BOS] text; the text starts at row n + 1 either way.
-  const segments = position === 'first' ? [{ embeds }, { ids: [bos, ...text] }] : [{ ids: [bos] }, { embeds }, { ids: text }];
+  // Rows: [BOS][P] text or [P][BOS] text (or [BOS] text without a prompt); the text starts at row n + 1.
+  const segments = n === 0 ? [{ ids: [bos, ...text] }] : position === 'first' ? [{ embeds }, { ids: [bos, ...text] }] : [{ ids: [bos] }, { embeds }, { ids: text }];
   const first = target === undefined ? 0 : input.length;  // the first text token that is a target
   const rows: number[] = [], ids: number[] = [];
   for (let j = first; j < text.length; j++) {
@@ -220,6 +220,15 @@ export class SoftPrompt {
     const param: Param = { name: 'prompt_embeddings', shape: [t.shape[0]!, H], value: Float64Array.from(t.data), grad: new Float64Array(t.data.length) };
     return new SoftPrompt(model, param, position, { kind, text: typeof cfg.prompt_tuning_init_text === 'string' ? cfg.prompt_tuning_init_text : null });
   }
+}
+
+/** The mean NLL per target token of `items` with no prompt at all ([BOS] text): the baseline a prompt must beat. */
+export async function evaluateWithoutPrompt(model: JambaModel, items: TrainItem[], o: { signal?: AbortSignal } = {}): Promise<{ loss: number; tokens: number }> {
+  if (!Array.isArray(items) || items.length === 0) throw new InvalidArgumentError('items must be a non-empty array');
+  const examples = await Promise.all(items.map((it, i) => promptExample(model, new Float32Array(0), 'after-bos', it, `items[${i}]`)));
+  const tape = await model.forwardForGrad(examples, { signal: o.signal });
+  tape.dispose();
+  return { loss: tape.loss, tokens: count(examples) };
 }
 
 /** Target tokens in a batch of examples. */
