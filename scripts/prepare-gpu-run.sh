@@ -13,8 +13,7 @@ rm -rf .device && mkdir -p .device/node_modules
 bash scripts/pack-node-runtime.sh .device
 cp -r node_modules/node-addon-api node_modules/node-gyp-build node_modules/tokenizers .device/node_modules/
 mkdir -p .device/node_modules/@huggingface && cp -r node_modules/@huggingface/jinja .device/node_modules/@huggingface/
-# The grammar engine (constrained decoding is checked on the device too) and the retrieval analyzer's stemmer.
+# The grammar engine (constrained decoding is checked on the device too).
 mkdir -p .device/node_modules/@mlc-ai && cp -r node_modules/@mlc-ai/web-xgrammar .device/node_modules/@mlc-ai/
-cp -r node_modules/stemmer .device/node_modules/
 find .device/node_modules/tokenizers -name 'tokenizers.*.node' ! -name 'tokenizers.linux-x64-gnu.node' -delete
 du -sh .device dist

@@ -1,21 +1,27 @@
 /**
- * BM25 as Lucene's BM25Similarity scores it (Lucene 8 and later, so Pyserini/Anserini):
+ * BM25 as Lucene's BM25Similarity scores it (Lucene 8 and later, so Pyserini/Anserini), in its
+ * float32 steps:
  *
- *   score(d, q) = Σ_t  c_q(t) · idf(t) · f(t, d) / (f(t, d) + k1 · (1 − b + b · dl(d) / avgdl))
- *   idf(t)      = ln(1 + (N − df(t) + 0.5) / (df(t) + 0.5))
+ *   idf(t)   = (float) ln(1 + (N − df + 0.5) / (df + 0.5))
+ *   w(t)     = (float) c_q(t) · idf(t)        the query's bag of words: a term boosted by its count
+ *   inv(d)   = 1 / (k1 · ((1 − b) + b · dl(d) / avgdl))      one float per norm byte
+ *   s(t, d)  = w − w / (1 + f(t, d) · inv(d))                 (= w·f / (f + k1·(1 − b + b·dl/avgdl)))
+ *   score(d) = (float) Σ_t s(t, d), summed in double          (Lucene's WANDScorer)
  *
- * over the distinct query terms t, each weighted by its count in the query c_q(t) (Anserini's
- * bag-of-words query boosts a term by its count); dl is the number of terms the analyzer kept
- * for the passage (title and text, stop words removed), avgdl the exact mean of dl. Lucene
- * stores dl in one byte (SmallFloat.intToByte4: exact below 24, then 4 significant bits); with
- * `luceneNorms` the same encoding is applied, so scores match Pyserini's to float precision,
- * otherwise dl is exact. Both index kinds (memory and SQLite) score through this one function.
+ * with every operation rounded to float as Java's float arithmetic does (Math.fround), so scores
+ * equal Lucene's bit for bit and ties break as Lucene breaks them, by passage order. dl is the
+ * number of terms the analyzer kept (title and text, stop words removed), avgdl the exact mean,
+ * stored as Lucene stores it: in one byte (SmallFloat.intToByte4: exact below 24, then 4
+ * significant bits), unless the index keeps exact lengths (`luceneNorms: false`, not Pyserini's).
+ * Both index kinds (memory and disk) score through this one function.
  */
+
+const f32 = Math.fround;
 
 export interface Bm25Params {
   k1: number;
   b: number;
-  /** dl in Lucene's one-byte encoding (default false: exact). */
+  /** dl in Lucene's one-byte encoding, as Pyserini's scores have it (default true); false: exact lengths. */
   luceneNorms: boolean;
 }
 
@@ -43,7 +49,7 @@ export interface TermPostings {
 export const BLOCK_POSTINGS = 4096;
 
 export interface CollectionStats {
-  /** Passages. */
+  /** Passages with at least one term (Lucene's docCount: a passage with none is not counted). */
   n: number;
   /** Σ dl over passages. */
   sumLength: number;
@@ -63,15 +69,37 @@ function int4ToLong(i: number): number {
   return shift === -1 ? bits : (bits | 0x08) * 2 ** shift;
 }
 
-/** dl as Lucene reads it back from its one-byte norm (SmallFloat.intToByte4, byte4ToInt). */
-export function luceneLength(dl: number): number {
-  if (dl < NUM_FREE_VALUES) return dl;
-  return NUM_FREE_VALUES + int4ToLong(longToInt4(dl - NUM_FREE_VALUES));
+/** Lucene's one-byte norm of a length (SmallFloat.intToByte4), 0–255. */
+export function normByte(dl: number): number {
+  return dl < NUM_FREE_VALUES ? dl : NUM_FREE_VALUES + longToInt4(dl - NUM_FREE_VALUES);
 }
 
-export function idf(n: number, df: number): number {
-  return Math.log(1 + (n - df + 0.5) / (df + 0.5));
+/** The length a norm byte stands for (SmallFloat.byte4ToInt). */
+export function byteToLength(b: number): number {
+  return b < NUM_FREE_VALUES ? b : NUM_FREE_VALUES + int4ToLong(b - NUM_FREE_VALUES);
 }
+
+/** dl as Lucene reads it back from its one-byte norm. */
+export function luceneLength(dl: number): number {
+  return byteToLength(normByte(dl));
+}
+
+/** Lucene's idf, as a float. */
+export function idf(n: number, df: number): number {
+  return f32(Math.log(1 + (n - df + 0.5) / (df + 0.5)));
+}
+
+/** Lucene's avgdl: the exact mean length, as a float. */
+export const avgLength = (stats: CollectionStats) => f32(stats.sumLength / stats.n);
+
+/** 1 / (k1 · ((1 − b) + b · dl / avgdl)) in Java's float steps. */
+export function inverseNorm(p: Bm25Params, dl: number, avgdl: number): number {
+  const k1 = f32(p.k1), b = f32(p.b);
+  return f32(1 / f32(k1 * f32(f32(1 - b) + f32(f32(b * dl) / avgdl))));
+}
+
+/** One term's part of a passage's score: w − w / (1 + f · inv), in Java's float steps. */
+export const termScore = (w: number, freq: number, inv: number) => f32(w - f32(w / f32(1 + f32(freq * inv))));
 
 export interface ScoredDoc {
   doc: number;
@@ -86,7 +114,7 @@ class Cursor {
   /** The current passage (Infinity once past the end). */
   doc = -1;
 
-  constructor(readonly term: number, readonly weight: number, private readonly blocks: BlockRef[]) {}
+  constructor(readonly term: number, readonly weight: number, private readonly blocks: BlockRef[], private readonly norms: Float32Array | null) {}
 
   /** Moves to the first passage ≥ target (never backwards), skipping unread blocks that end before it. */
   seek(target: number): void {
@@ -112,11 +140,11 @@ class Cursor {
     this.doc = d[lo]!;
   }
 
-  /** The term's part of the score of the current passage. */
+  /** The term's part of the score of the current passage (`norms`: Lucene's cache of inverse norms by length). */
   score(p: Bm25Params, avgdl: number): number {
-    const dl = p.luceneNorms ? luceneLength(this.block!.lens[this.i]!) : this.block!.lens[this.i]!;
-    const f = this.block!.tfs[this.i]!;
-    return (this.weight * f) / (f + p.k1 * (1 - p.b + (p.b * dl) / avgdl));
+    const dl = this.block!.lens[this.i]!;
+    const inv = this.norms ? this.norms[normByte(dl)]! : inverseNorm(p, dl, avgdl);
+    return termScore(this.weight, this.block!.tfs[this.i]!, inv);
   }
 }
 
@@ -132,13 +160,15 @@ class Cursor {
  */
 export function topK(query: Map<string, number>, postings: (term: string) => TermPostings | null, stats: CollectionStats, p: Bm25Params,
                      k: number): ScoredDoc[] {
-  const avgdl = stats.sumLength / stats.n;
+  const avgdl = avgLength(stats);
+  // Lucene's table: one inverse norm per norm byte.
+  const norms = p.luceneNorms ? Float32Array.from({ length: 256 }, (_, i) => inverseNorm(p, byteToLength(i), avgdl)) : null;
   const cursors: Cursor[] = [];
   let t = 0;
   for (const [term, count] of query) {
     const tp = postings(term);
     if (tp && tp.df > 0) {
-      const c = new Cursor(t, count * idf(stats.n, tp.df), tp.blocks);
+      const c = new Cursor(t, f32(f32(count) * idf(stats.n, tp.df)), tp.blocks, norms);
       c.seek(0);
       cursors.push(c);
     }
@@ -206,7 +236,7 @@ export function topK(query: Map<string, number>, postings: (term: string) => Ter
     if (pruned) continue;
     let score = 0;
     for (let i = 0; i < t; i++) score += parts[i]!;
-    offer({ doc, score });
+    offer({ doc, score: f32(score) });
     if (heap.length === k) while (essential < cursors.length && bound[essential]! <= heap[0]!.score) essential++;
   }
   return heap.sort((a, b) => b.score - a.score || a.doc - b.doc);

@@ -151,7 +151,7 @@ export class Bm25Retriever implements Retriever {
 
   /** Passages indexed. */
   get size(): number {
-    return this.store.stats.n;
+    return this.store.size;
   }
 
   /** 'memory' or 'sqlite'. */

@@ -14,6 +14,8 @@ export interface IndexParams extends Bm25Params {
 
 /** What the retriever reads from an index. */
 export interface Bm25Store {
+  /** Passages held. */
+  readonly size: number;
   readonly stats: CollectionStats;
   postings(term: string): TermPostings | null;
   passage(doc: number): CorpusPassage;
@@ -40,12 +42,16 @@ function param(v: unknown, name: string, dflt: number): number {
   return x;
 }
 
-/** Parameters with their defaults (Pyserini's), each checked by name. */
-export function resolveParams(o: { k1?: unknown; b?: unknown; analyzer?: unknown; luceneNorms?: unknown }, prefix = ''): IndexParams {
+/**
+ * Parameters with their defaults (Pyserini's), each checked by name. `luceneNorms` defaults to
+ * true for a new index; an index written before it existed was scored with exact lengths, and
+ * keeps them (`legacyNorms`).
+ */
+export function resolveParams(o: { k1?: unknown; b?: unknown; analyzer?: unknown; luceneNorms?: unknown }, prefix = '', legacyNorms = false): IndexParams {
   const k1 = param(o.k1, `${prefix}k1`, 0.9), b = param(o.b, `${prefix}b`, 0.4);
   if (b > 1) throw new InvalidArgumentError(`${prefix}b must be in [0, 1], got ${b}`);
   const analyzer = o.analyzer ?? 'english';
   if (!isAnalyzerName(analyzer)) throw new InvalidArgumentError(`${prefix}analyzer must be 'english' or 'standard', got ${String(o.analyzer)}`);
   if (o.luceneNorms !== undefined && typeof o.luceneNorms !== 'boolean') throw new InvalidArgumentError(`${prefix}luceneNorms must be a boolean`);
-  return { k1, b, analyzer, luceneNorms: o.luceneNorms ?? false };
+  return { k1, b, analyzer, luceneNorms: o.luceneNorms ?? !legacyNorms };
 }

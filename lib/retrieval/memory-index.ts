@@ -10,10 +10,11 @@ export class MemoryStore implements Bm25Store {
 
   constructor(readonly passages: CorpusPassage[], analyzer: AnalyzerName) {
     const build = new Map<string, { docs: number[]; tfs: number[]; lens: number[] }>();
-    let sumLength = 0;
+    let sumLength = 0, docCount = 0;
     passages.forEach((p, doc) => {
       const { counts, length } = passageTerms(p, analyzer);
       sumLength += length;
+      if (length > 0) docCount++;
       for (const [t, tf] of counts) {
         let l = build.get(t);
         if (!l) build.set(t, (l = { docs: [], tfs: [], lens: [] }));
@@ -23,7 +24,11 @@ export class MemoryStore implements Bm25Store {
       }
     });
     for (const [t, l] of build) this.lists.set(t, { docs: Int32Array.from(l.docs), tfs: Int32Array.from(l.tfs), lens: Int32Array.from(l.lens) });
-    this.stats = { n: passages.length, sumLength };
+    this.stats = { n: docCount, sumLength };
+  }
+
+  get size(): number {
+    return this.passages.length;
   }
 
   postings(term: string): TermPostings | null {

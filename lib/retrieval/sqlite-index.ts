@@ -220,6 +220,10 @@ export class SqliteStore implements Bm25Store {
     }
   }
 
+  get size(): number {
+    return this.stats.n;
+  }
+
   postings(term: string): TermPostings | null {
     const rows = this.blockRows.all(term);
     if (!rows.length) return null;
