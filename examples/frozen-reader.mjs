@@ -2,7 +2,7 @@
 // passages the built-in BM25 retriever finds, steered by 8 prompt vectors trained on question–answer
 // pairs with the loss on the answer only. The task: who speaks a given line of the play.
 //
-//   node examples/frozen-reader.mjs [--steps 30] [--corpus test/fixtures/tinyshakespeare.txt] [--json]
+//   node examples/frozen-reader.mjs [--steps 30] [--held-out 32] [--corpus test/fixtures/tinyshakespeare.txt] [--json]
 //
 // The corpus's training 90% is indexed as 100-word passages. Questions come from its speeches:
 // `Who says "<the speech's first line>"?` with the answer ` <SPEAKER>`; held-out questions are
@@ -32,7 +32,7 @@ for (const m of train.matchAll(/(?:^|\n\n)([A-Z][A-Za-z ]+):\n([^\n]+)/g)) {
 }
 const rand = nn.seeded(7);
 const shuffled = questions.map((q) => [rand(), q]).sort((a, b) => a[0] - b[0]).map(([, q]) => q);
-const heldOut = shuffled.slice(0, 32), pool = shuffled.slice(32);
+const heldOut = shuffled.slice(0, Number(arg('held-out', 32))), pool = shuffled.slice(32);
 
 const prompt = await SoftPrompt.create(model, { numVirtualTokens: 8, init: { text: 'The speaker of the line:' }, seed: 7 });
 const reader = new FrozenReader(model, { retriever, prompt, passages: 1, maxPassageTokens: 192 });

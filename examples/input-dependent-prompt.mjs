@@ -5,7 +5,7 @@
 // model's residual stream after layer 2, pooled by 8 learned queries, then a SwiGLU MLP) and
 // writes a prompt for it. Both have 8 prompt vectors, start from the same ones, and train alike.
 //
-//   node examples/input-dependent-prompt.mjs [--steps 40] [--corpus test/fixtures/tinyshakespeare.txt] [--json]
+//   node examples/input-dependent-prompt.mjs [--steps 40] [--held-out 24] [--corpus test/fixtures/tinyshakespeare.txt] [--json]
 import fs from 'node:fs';
 import { loadModel, nn, PromptGenerator, SoftPrompt } from 'jamba-node';
 
@@ -29,7 +29,8 @@ async function example(source, from) {
   const ids = await model.tokenizer.encode(styles[Math.floor(rand() * 3)](source.slice(from, from + 600)), { addSpecialTokens: false });
   return { input: ids.slice(0, 32), target: ids.slice(32, 96) };
 }
-const heldOut = await Promise.all(Array.from({ length: 24 }, (_, i) => example(val, Math.floor((i * (val.length - 700)) / 24))));
+const nHeld = Number(arg('held-out', 24));
+const heldOut = await Promise.all(Array.from({ length: nHeld }, (_, i) => example(val, Math.floor((i * (val.length - 700)) / nHeld))));
 
 const n = 8;
 const init = { ids: (await model.tokenizer.encode(train.slice(20000, 20100), { addSpecialTokens: false })).slice(0, n) };

@@ -13,4 +13,4 @@ npx tsc -p tsconfig.json
 # Suites that never reach native code (the float64 references and their finite differences, the
 # JS layers) gain nothing from the sanitizers; the training demos run the native paths that
 # grad.test.ts and train.test.ts already cover, for minutes. CI's time budget leaves them out here.
-npx jest --runInBand --testPathIgnorePatterns '/(grad-reference|nn|bf16-reference|train-demos)\.test\.ts$' "$@"
+npx jest --runInBand --testPathIgnorePatterns '/(grad-reference|nn|bf16-reference|train-demos-prompts|train-demos-passes)\.test\.ts$' "$@"

@@ -187,6 +187,23 @@ test('ID-PT end to end in float64: generator → reference LM → loss, against 
   }
 });
 
+test('RecursiveLM.generate follows its two passes: each greedy token is the argmax of pass 2 over the connector of pass 1 on BOS and the text so far', async () => {
+  const lm = new RecursiveLM(model, { hiddenUnits: 8, seed: 3 });
+  const prompt = [5, 9, 11];
+  const { tokens } = await lm.generate(prompt, { maxTokens: 4 });
+  expect(tokens.length).toBeGreaterThan(0);
+  const H = model.config.hiddenSize, V = model.config.vocabSize;
+  const bos = model.tokenizer.bosTokenId ?? 1;
+  for (let i = 0; i < tokens.length; i++) {
+    const text = [...prompt, ...tokens.slice(0, i)];
+    const f = await model.hiddenStates([bos, ...text]);
+    const c = lm.connector.forward(nn.rows(Float64Array.from(f), text.length + 1, H)).y;
+    const logits = await model.logits([], { inputsEmbeds: Float32Array.from(c.data) });
+    const last = logits.subarray(text.length * V, (text.length + 1) * V);
+    expect(tokens[i]).toBe(last.indexOf(Math.max(...last)));
+  }
+});
+
 test('RecursiveLM and PromptGenerator save and load their parameters; bad folders are refused by name', async () => {
   const dir = tmp();
   try {

@@ -110,9 +110,11 @@ export class RecursiveLM {
     const out: number[] = [];
     const rng = new Rng(sampling.seed);
     try {
-      let next = ids;
+      // Pass 1 reads BOS first, as in training; every new row's hidden state is needed, so every
+      // row's logits are computed too (the prompt once, then one row a step).
+      let next = [this.model.tokenizer.bosTokenId ?? 1, ...ids];
       for (let i = 0; i < max; i++) {
-        const f = (await one.run({ tokens: next }, { logits: 'none', hidden: true, signal: o.signal })).hidden!;
+        const f = (await one.run({ tokens: next }, { logits: 'all', hidden: true, signal: o.signal })).hidden!;
         const c = this.connector.forward(rows(Float64Array.from(f), next.length, H)).y;
         const logits = (await two.run({ inputsEmbeds: Float32Array.from(c.data) }, { logits: 'last', signal: o.signal })).logits;
         const token = sampleToken(logits, sampling, rng, [...ids, ...out]);
