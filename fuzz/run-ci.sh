@@ -14,8 +14,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p fuzz/crashes
 status=0
-for target in safetensors_header forward; do
-  corpus=header; [ "$target" = forward ] && corpus=forward
+for target in safetensors_header forward bm25_index; do
+  case $target in safetensors_header) corpus=header ;; forward) corpus=forward ;; bm25_index) corpus=bm25 ;; esac
   cp -r "fuzz/corpus/$corpus" "$work/$corpus"
   if ! ./build-fuzz/${target}_fuzz -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
        -artifact_prefix=fuzz/crashes/ "$work/$corpus" > "$work/$target.log" 2>&1; then

@@ -481,7 +481,10 @@ export class JambaModel {
   async completeBatch(prompts: Array<string | ArrayLike<number>>, options: GenerateOptions = {}): Promise<GenerationResult[]> {
     if (!Array.isArray(prompts) || prompts.length === 0) throw new InvalidArgumentError('prompts must be a non-empty array');
     this.resolve(options);
-    return Promise.all(prompts.map((p) => this.complete(p, options)));
+    // Every prompt is tokenized before any starts, so the sequences start in step: their first
+    // passes batch together, and so do their first retrievals.
+    const ids = await Promise.all(prompts.map((p, i) => this.promptIds(p, `prompts[${i}]`)));
+    return Promise.all(ids.map((p) => this.complete(p, options)));
   }
 
   /** The new token ids only (an ending EOS excluded). */

@@ -1,4 +1,5 @@
 /** The compiled addon and the types of what it exports (csrc/napi/). */
+import type { NativeRetrieval } from './retrieval/native-index';
 import nodeGypBuild from 'node-gyp-build';
 import { packageRoot } from './paths';
 
@@ -201,6 +202,7 @@ export interface NativeAddon {
   /** 'cpu', or 'cpu+cuda' for a build with the CUDA backend. */
   backend: string;
   cuda?: NativeCudaOps;
+  retrieval: NativeRetrieval;
 }
 
 let addon: NativeAddon | undefined;

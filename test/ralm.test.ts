@@ -139,6 +139,73 @@ describe('generation with retrieval', () => {
   });
 });
 
+describe('retrieval for several sequences at once', () => {
+  const corpusTexts = fs.readFileSync(CORPUS, 'utf8').slice(0, 60_000);
+  const prompts = ['ROMEO:\n', 'KING HENRY V:\nOnce more', 'First Citizen:\nWe are', 'JULIET:\nWhat', 'GLOUCESTER:\nNow', 'MENENIUS:\nWhy'];
+
+  /** The BM25 retriever, counting its calls: `many` batches and `one` single queries. */
+  async function counted(withMany: boolean) {
+    const bm25 = await Bm25Retriever.fromTexts([corpusTexts], { chunk: { words: 60 } });
+    const calls = { many: [] as number[], one: 0 };
+    const r: Retriever = {
+      retrieve: async (q, k, o) => (calls.one++, bm25.retrieve(q, k, o)),
+      ...(withMany ? { retrieveMany: async (qs: string[], k: number, o?: { signal?: AbortSignal }) => (calls.many.push(qs.length), bm25.retrieveMany(qs, k, o)) } : {}),
+    };
+    return { r, calls };
+  }
+
+  test('completeBatch sends the sequences that reach a stride together as one retrieveMany, and generates what each would alone', async () => {
+    const alone: number[][] = [];
+    for (const p of prompts) {
+      const { r } = await counted(false);
+      alone.push((await model.complete(p, { maxTokens: 13, temperature: 0, retrieval: { retriever: r, stride: 4 } })).tokens);
+    }
+    const { r, calls } = await counted(true);
+    const together = await model.completeBatch(prompts, { maxTokens: 13, temperature: 0, retrieval: { retriever: r, stride: 4 } });
+    expect(together.map((x) => x.tokens)).toEqual(alone);
+    // Retrievals at tokens 0, 4, 8 and 12 (while a sequence still runs). The first is everyone's,
+    // before any pass; later strides are shared by the sequences still in step (a passage state
+    // from the cache skips a prefill and can put a sequence ahead).
+    expect(calls.one).toBe(0);
+    const asks = together.reduce((n, x) => n + x.retrievals!.length, 0);
+    expect(calls.many.reduce((a, b) => a + b, 0)).toBe(asks);
+    expect(calls.many[0]).toBe(prompts.length);
+    expect(calls.many.length).toBeLessThan(asks / 2);
+    // Without retrieveMany, each sequence asks with retrieve, and the result is the same.
+    const plain = await counted(false);
+    expect((await model.completeBatch(prompts, { maxTokens: 13, temperature: 0, retrieval: { retriever: plain.r, stride: 4 } })).map((x) => x.tokens)).toEqual(alone);
+    expect(plain.calls.one).toBe(calls.many.reduce((a, b) => a + b, 0));
+  });
+
+  test('one sequence aborted while its batch is retrieving leaves the others to finish as they would', async () => {
+    const { r } = await counted(true);
+    const slow: Retriever = {
+      retrieve: r.retrieve,
+      retrieveMany: async (qs, k, o) => {
+        await new Promise((res) => setTimeout(res, 30));
+        return r.retrieveMany!(qs, k, o);
+      },
+    };
+    const ac = new AbortController();
+    const runs = prompts.slice(0, 3).map((p, i) => model.complete(p, { maxTokens: 9, temperature: 0, signal: i === 1 ? ac.signal : undefined, retrieval: { retriever: slow, stride: 4 } }));
+    setTimeout(() => ac.abort(), 10);
+    const [a, b, c] = (await Promise.allSettled(runs)) as [PromiseSettledResult<{ tokens: number[] }>, PromiseSettledResult<unknown>, PromiseSettledResult<{ tokens: number[] }>];
+    expect(b.status).toBe('rejected');
+    const { r: fresh } = await counted(false);
+    for (const [res, p] of [[a, prompts[0]!], [c, prompts[2]!]] as const) {
+      expect(res.status).toBe('fulfilled');
+      const want = await model.complete(p, { maxTokens: 9, temperature: 0, retrieval: { retriever: fresh, stride: 4 } });
+      expect((res as PromiseFulfilledResult<{ tokens: number[] }>).value.tokens).toEqual(want.tokens);
+    }
+  });
+
+  test('a retrieveMany that answers the wrong number of queries is refused by name', async () => {
+    const bad: Retriever = { retrieve: async () => [P1], retrieveMany: async () => [[P1]] };
+    await expect(model.completeBatch(prompts.slice(0, 2), { maxTokens: 4, retrieval: { retriever: bad } }))
+      .rejects.toThrow(/retrieveMany\(\) must return one array of passages per query \(2\), got 1/);
+  });
+});
+
 describe('zero-shot reranking', () => {
   test('the passage that predicts the prefix\'s last tokens best wins, with scores computed as defined', async () => {
     const prefixText = 'KING RICHARD III:\nNow is the winter of our discontent\nMade glorious summer';
@@ -318,15 +385,15 @@ describe('CLI and server', () => {
     fs.mkdirSync(corpus);
     fs.writeFileSync(path.join(corpus, 'a.txt'), P1.text);
     fs.writeFileSync(path.join(corpus, 'b.txt'), P2.text);
-    const index = path.join(tmp, 'corpus.json');
+    const index = path.join(tmp, 'corpus.bm25');
     cli('index', '--corpus', corpus, '--out', index, '--words', '20');
-    expect(Bm25Retriever.load(index).size).toBe(2);
+    expect((await Bm25Retriever.load(index)).size).toBe(2);
     const out = JSON.parse(cli('ralm', '--corpus', index, '--json', '--max-tokens', '8', '--temperature', '0', '--stride', '4', 'JULIET:\nO Romeo')) as {
       tokens: number[]; retrievals: Array<{ passage: string; atToken: number }>;
     };
     expect(out.retrievals.map((r) => r.atToken)).toEqual([0, 4]);
     expect(out.retrievals[0]!.passage).toBe('corpus/b.txt#0');
-    const lib = await model.complete('JULIET:\nO Romeo', { maxTokens: 8, temperature: 0, retrieval: { retriever: Bm25Retriever.load(index), stride: 4 } });
+    const lib = await model.complete('JULIET:\nO Romeo', { maxTokens: 8, temperature: 0, retrieval: { retriever: await Bm25Retriever.load(index), stride: 4 } });
     expect(out.tokens).toEqual(lib.tokens);
 
     const text = path.join(tmp, 'text.txt');
@@ -340,16 +407,16 @@ describe('CLI and server', () => {
     expect(ev.withRetrieval.nll).toBe(want.nll);
     expect(ev.withoutRetrieval.nll).toBe((await ralmPerplexity(model, textIds, { window: 40, maxPassageTokens: 16 })).nll);
     expect(ev.withRetrieval.tokens).toBe(textIds.length);
-    // Word-level perplexity, both layouts, exclusion by title file, and the SQLite index.
+    // Word-level perplexity, both layouts, exclusion by title file, and an index with exact lengths.
     expect(ev.withRetrieval.words).toBe(countWords(fs.readFileSync(text, 'utf8')));
     expect(ev.withRetrieval.wordPerplexity).toBeCloseTo(want.wordPerplexity ?? Math.exp((want.nll * want.tokens) / ev.withRetrieval.words), 9);
     const titles = path.join(tmp, 'titles.txt');
     fs.writeFileSync(titles, 'nothing\n');
-    const sqlite = path.join(tmp, 'corpus.sqlite');
-    cli('index', '--corpus', corpus, '--out', sqlite);
-    const disk = Bm25Retriever.load(sqlite);
-    expect(disk.kind).toBe('sqlite');
-    const paper = JSON.parse(cli('eval', '--ralm', '--corpus', sqlite, '--window', '24', '--max-passage-tokens', '16', '--layout', 'paper',
+    const exact = path.join(tmp, 'exact.bm25');
+    cli('index', '--corpus', corpus, '--out', exact, '--exact-lengths');
+    const disk = await Bm25Retriever.load(exact);
+    expect(disk.params.luceneNorms).toBe(false);
+    const paper = JSON.parse(cli('eval', '--ralm', '--corpus', exact, '--window', '24', '--max-passage-tokens', '16', '--layout', 'paper',
       '--exclude-titles', titles, '--exclude-overlap', '--overlap-words', '8', '--json', text)) as {
       layout: string; withRetrieval: { nll: number; tokens: number; excluded: number; wordPerplexity: number };
     };

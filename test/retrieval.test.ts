@@ -1,16 +1,18 @@
 /**
  * The built-in retriever: the Lucene English analyzer, BM25 scores against a hand computation
- * of Lucene's formula, streamed corpora (text, JSONL, DPR TSV), saved indexes (JSON and SQLite,
- * which must rank alike), progress and abort, contamination filtering, and bad corpora refused
- * with errors that name the file.
+ * of Lucene's formula, streamed corpora (text, JSONL, DPR TSV), indexes in memory and on disk
+ * (which must rank alike), saved and loaded (and the JSON and SQLite indexes of earlier
+ * versions), progress and abort, contamination filtering, and bad corpora and damaged indexes
+ * refused with errors that name the file.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  AbortError, Bm25Retriever, CorpusError, Exclusion, InvalidArgumentError, LUCENE_ENGLISH_STOP_WORDS, Passage, analyze, chunkText, luceneLength,
+  AbortError, Bm25Retriever, CorpusError, Exclusion, InvalidArgumentError, LUCENE_ENGLISH_STOP_WORDS, Passage, analyze, chunkText,
   retrieveAllowed, standardTokens,
 } from '../lib';
+import { luceneLength } from './helpers/reference-bm25';
 
 let tmp: string;
 beforeAll(() => {
@@ -37,7 +39,7 @@ describe('the English analyzer (Lucene\'s, as Pyserini)', () => {
     expect(analyze('Dogs DOGS dogs', 'standard')).toEqual(['dogs', 'dogs', 'dogs']);
   });
 
-  test("Lucene's one-byte length encoding", () => {
+  test("Lucene's one-byte length encoding (the reference's)", () => {
     for (let i = 0; i < 24; i++) expect(luceneLength(i)).toBe(i);
     expect([24, 25, 40, 54, 55, 100, 1000].map(luceneLength)).toEqual([24, 25, 40, 54, 54, 96, 984]);
   });
@@ -145,10 +147,7 @@ describe('BM25', () => {
     const r = await Bm25Retriever.fromPath(file);
     const want = await chunkText(text);
     expect(r.size).toBe(want.length);
-    const json = path.join(tmp, 'big.json');
-    r.save(json);
-    const saved = JSON.parse(fs.readFileSync(json, 'utf8')) as { passages: Array<{ text: string }> };
-    expect(saved.passages.map((p) => p.text)).toEqual(want);
+    expect([...r.passages()].map((p) => p.text)).toEqual(want);
   });
 
   test('JSONL records and DPR TSV passages keep their ids and titles; bad lines are named', async () => {
@@ -172,57 +171,120 @@ describe('BM25', () => {
     fs.writeFileSync(bad, '{"id": "a", "text": "fine"}\n{"id": "b"}\n');
     await expect(Bm25Retriever.fromPath(bad)).rejects.toThrow(`${bad}: line 2 is not a record`);
     fs.writeFileSync(bad, '{"id": "a", "text": "fine"}\nnot json\n');
-    await expect(Bm25Retriever.fromPath(bad)).rejects.toThrow(`${bad}: line 2 is not JSON`);
+    await expect(Bm25Retriever.fromPath(bad)).rejects.toThrow(`${bad}: line 2 is not JSON: `);
+    // Found while an earlier batch is still being indexed: the same error, and nothing left behind.
+    fs.writeFileSync(bad, `${Array.from({ length: 4100 }, (_, i) => JSON.stringify({ id: `r${i}`, text: `record ${i}` })).join('\n')}\nnot json\n`);
+    await expect(Bm25Retriever.fromPath(bad)).rejects.toThrow(`${bad}: line 4101 is not JSON: `);
+    const onDisk = path.join(tmp, 'partial.bm25');
+    await expect(Bm25Retriever.buildIndex(bad, onDisk)).rejects.toThrow(`${bad}: line 4101 is not JSON: `);
+    expect(fs.readdirSync(tmp).filter((f) => f.startsWith('partial.bm25'))).toEqual([]);
     const badTsv = path.join(tmp, 'bad.tsv');
     fs.writeFileSync(badTsv, 'a\tb\n1\t2\n');
     await expect(Bm25Retriever.fromPath(badTsv)).rejects.toThrow(/bad.tsv: has no header line/);
   });
 
-  test('an index saved and loaded gives the same results; a version 1 index is re-analyzed; a damaged one is refused by name', async () => {
-    const r = await Bm25Retriever.fromTexts(corpus.map((d, i) => ({ ...d, title: `Doc ${i}` })), { luceneNorms: true });
-    const file = path.join(tmp, 'index.json');
+  test('an index saved and loaded gives the same results; damaged files are refused by name', async () => {
+    const docs = corpus.map((d, i) => ({ ...d, title: `Doc ${i}` }));
+    const r = await Bm25Retriever.fromTexts(docs);
+    const file = path.join(tmp, 'index.bm25');
     r.save(file);
-    const back = Bm25Retriever.load(file);
+    const back = await Bm25Retriever.load(file);
+    expect(back.kind).toBe('disk');
     expect(back.params).toEqual(r.params);
+    expect(back.bytes).toBe(fs.statSync(file).size);
     for (const q of ['cat', 'garden dawn', 'Doc 3']) expect(await back.retrieve(q, 5)).toEqual(await r.retrieve(q, 5));
     expect((await back.retrieve('dawn', 1))[0]!.title).toBe('Doc 2');
-    const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    expect([...back.passages()].map((p) => p.title)).toEqual(docs.map((d) => d.title));
+    back.close();
+    await expect(back.retrieve('cat', 1)).rejects.toThrow(/has been closed/);
+    // Damage anywhere is reported by name, never read out of bounds: every truncation, and flipped
+    // bytes; verify() finds every flip but those in the zero padding between sections.
+    const bytes = fs.readFileSync(file);
+    const bad = path.join(tmp, 'bad.bm25');
+    const outcomes = new Set<string>();
+    const tryLoad = async (b: Buffer): Promise<boolean> => {
+      fs.writeFileSync(bad, b);
+      try {
+        const x = await Bm25Retriever.load(bad);
+        for (const q of ['cat mat', 'garden dog running', 'Doc']) await x.retrieve(q, 5);
+        [...x.passages()];
+        await x.verify();
+        x.close();
+        return true;
+      } catch (e) {
+        expect(e).toBeInstanceOf(CorpusError);
+        expect((e as Error).message.startsWith(`${bad}: `)).toBe(true);
+        outcomes.add((e as Error).message.replace(/\(.*\)/, '').slice(bad.length + 2));
+        return false;
+      }
+    };
+    for (let n = 0; n < bytes.length; n += Math.max(1, Math.floor(n / 8))) expect(await tryLoad(bytes.subarray(0, n))).toBe(false);
+    for (let i = 0; i < bytes.length; i += 3) {
+      const b = Buffer.from(bytes);
+      b[i] = b[i]! ^ 0x5a;
+      if (await tryLoad(b)) expect([i, bytes[i]]).toEqual([i, 0]);
+    }
+    expect([...outcomes]).toEqual(expect.arrayContaining(['is not a jamba-node BM25 index', 'the index is damaged ']));
+    await expect(Bm25Retriever.load(path.join(tmp, 'missing.bm25'))).rejects.toThrow(CorpusError);
+  });
+
+  test('JSON indexes of earlier versions load with the scoring they recorded, and say when it is not Pyserini\'s; SQLite ones are refused with what to do', async () => {
+    const docs = corpus.map((d, i) => ({ id: `text[${i}]#0`, title: `Doc ${i}`, text: d.text, source: `text[${i}]` }));
+    const v2 = path.join(tmp, 'v2.json');
+    const write = (file: string, o: object) => fs.writeFileSync(file, JSON.stringify({ format: 'jamba-bm25', version: 2, params: { k1: 0.9, b: 0.4, analyzer: 'english', luceneNorms: false }, passages: docs, ...o }));
+    write(v2, {});
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    try {
+      const exact = await Bm25Retriever.load(v2);
+      expect(exact.params.luceneNorms).toBe(false);
+      const same = await Bm25Retriever.fromTexts(docs, { luceneNorms: false });
+      for (const q of ['cat', 'garden dawn', 'red mat']) expect((await exact.retrieve(q, 5)).map((p) => p.score)).toEqual((await same.retrieve(q, 5)).map((p) => p.score));
+      const rescored = await Bm25Retriever.load(v2, { luceneNorms: true });
+      expect(rescored.params.luceneNorms).toBe(true);
+      const lucene = await Bm25Retriever.fromTexts(docs);
+      expect((await rescored.retrieve('red mat', 5)).map((p) => p.score)).toEqual((await lucene.retrieve('red mat', 5)).map((p) => p.score));
+      expect(warn.mock.calls).toEqual([[expect.stringMatching(/v2.json was saved by an earlier jamba-node with exact passage lengths.*luceneNorms: true/), { code: 'JAMBA_BM25_EXACT_LENGTHS' }]]);
+    } finally {
+      warn.mockRestore();
+    }
     const v1 = path.join(tmp, 'v1.json');
-    fs.writeFileSync(v1, JSON.stringify({ ...saved, version: 1, params: { k1: 0.9, b: 0.4, d: 0 }, index: {} }));
-    expect(await Bm25Retriever.load(v1).retrieve('garden', 3)).toEqual(await (await Bm25Retriever.fromTexts(corpus.map((d, i) => ({ ...d, title: `Doc ${i}` })))).retrieve('garden', 3));
+    write(v1, { version: 1, params: { k1: 0.9, b: 0.4, d: 0 }, index: {} });
+    expect((await (await Bm25Retriever.load(v1)).retrieve('garden', 3)).map((p) => p.id)).toEqual((await (await Bm25Retriever.fromTexts(docs, { luceneNorms: false })).retrieve('garden', 3)).map((p) => p.id));
     const bad = path.join(tmp, 'bad.json');
     for (const [content, msg] of [
       ['{"format":"jamba-bm25"', /bad.json: is not a saved index \(not JSON/],
-      ['{"format":"other"}', /bad.json: is not a saved jamba-bm25 index/],
-      [JSON.stringify({ ...saved, version: 9 }), /bad.json: has index version 9/],
-      [JSON.stringify({ ...saved, passages: [{ id: 1 }] }), /bad.json: has a malformed passage list/],
-      [JSON.stringify({ ...saved, params: { k1: -1, b: 0.4 } }), /bad.json: has malformed BM25 parameters: params.k1 must be a non-negative number/],
-      [JSON.stringify({ ...saved, params: { k1: 1, b: 0.4, analyzer: 'klingon' } }), /bad.json: has malformed BM25 parameters: params.analyzer must be/],
-      [JSON.stringify({ ...saved, version: 1, params: { k1: 0.9, b: 0.4, d: 0.5 } }), /bad.json: has malformed BM25 parameters: d is 0.5/],
+      [JSON.stringify({ format: 'jamba-bm25', version: 9, passages: docs }), /bad.json: has index version 9/],
+      [JSON.stringify({ format: 'jamba-bm25', version: 2, passages: [{ id: 1 }] }), /bad.json: has a malformed passage list/],
+      [JSON.stringify({ format: 'jamba-bm25', version: 2, params: { k1: -1, b: 0.4 }, passages: docs }), /bad.json: has malformed BM25 parameters: params.k1 must be a non-negative number/],
+      [JSON.stringify({ format: 'jamba-bm25', version: 2, params: { k1: 1, b: 0.4, analyzer: 'klingon' }, passages: docs }), /bad.json: has malformed BM25 parameters: params.analyzer must be/],
+      [JSON.stringify({ format: 'jamba-bm25', version: 1, params: { k1: 0.9, b: 0.4, d: 0.5 }, passages: docs }), /bad.json: has malformed BM25 parameters: d is 0.5/],
+      ['{"format":"other"}', /bad.json: is not a jamba-node BM25 index/],
     ] as Array<[string, RegExp]>) {
       fs.writeFileSync(bad, content);
-      expect(() => Bm25Retriever.load(bad)).toThrow(msg);
+      await expect(Bm25Retriever.load(bad)).rejects.toThrow(msg);
     }
-    expect(() => Bm25Retriever.load(path.join(tmp, 'missing.json'))).toThrow(CorpusError);
+    const sqlite = path.join(tmp, 'old.sqlite');
+    fs.writeFileSync(sqlite, Buffer.concat([Buffer.from('SQLite format 3\0'), Buffer.alloc(100)]));
+    await expect(Bm25Retriever.load(sqlite)).rejects.toThrow(/old.sqlite: is a SQLite index from an earlier jamba-node.*jamba index --corpus PATH --out FILE/);
   });
 
-  test('a SQLite index ranks and scores exactly as the memory index, from a file that is complete or absent', async () => {
-    const dir = path.join(tmp, 'sq');
+  test('an index built on disk in many runs ranks and scores exactly as the memory index, from a file that is complete or absent', async () => {
+    const dir = path.join(tmp, 'disk');
     fs.mkdirSync(dir);
     const vocab = Array.from({ length: 300 }, (_, i) => `t${i}`);
     let seed = 7;
     const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-    // Enough passages for several build batches, with repeated terms and titles.
+    // Enough passages for several build batches and blocks of 128, with repeated terms and titles.
     const lines = Array.from({ length: 12_500 }, (_, i) => JSON.stringify({ id: `p${i}`, title: i % 3 ? `T${i % 50}` : undefined,
       text: Array.from({ length: 8 + (i % 13) }, () => vocab[Math.floor(rnd() ** 2 * vocab.length)]).join(' ') }));
     const src = path.join(dir, 'corpus.jsonl');
     fs.writeFileSync(src, lines.join('\n'));
     const mem = await Bm25Retriever.fromPath(src);
-    const file = path.join(dir, 'index.sqlite');
+    const file = path.join(dir, 'index.bm25');
     const progress: number[] = [];
-    const disk = await Bm25Retriever.buildSqlite(src, file, { sqliteBatch: 3000, onProgress: (d) => progress.push(d) });
+    const disk = await Bm25Retriever.buildIndex(src, file, { memoryMB: 0.1, onProgress: (d) => progress.push(d) });
     try {
-      expect(disk.kind).toBe('sqlite');
+      expect(disk.kind).toBe('disk');
       expect(disk.size).toBe(mem.size);
       expect(progress.at(-1)).toBe(12_500);
       for (const q of ['t0 t1 t299', 't5 t5 t17 T3', 't250', 'T49 t100 t101 t102 t103', 'absent t2']) {
@@ -230,31 +292,25 @@ describe('BM25', () => {
         expect(b).toEqual(a);
         expect(a.length).toBe(20);
       }
-      // Its blocks: at least one per batch (flushed at passages 4000, 8000, 12000 and the end), so several per term.
-      const blocks = (new (require('better-sqlite3'))(file, { readonly: true }) as { prepare(q: string): { get(): { n: number } }; close(): void });
-      expect(blocks.prepare("SELECT COUNT(*) AS n FROM postings WHERE term = 't0'").get().n).toBeGreaterThanOrEqual(4);
-      blocks.close();
       // Pruning (MaxScore, skipped blocks) never changes the k best: they equal the head of the full ranking.
       for (const q of ['t0 t1 t2 t3', 't0 t0 t299 t150', 't1 t7 T12 t40 t41 t42 t43']) {
         const all = await disk.retrieve(q, 20_000);
         for (const k of [1, 5, 50]) expect(await disk.retrieve(q, k)).toEqual(all.slice(0, k));
       }
-      const reopened = Bm25Retriever.load(file);
+      const reopened = await Bm25Retriever.load(file);
       expect(await reopened.retrieve('t3 t4', 5)).toEqual(await mem.retrieve('t3 t4', 5));
       reopened.close();
-      expect(fs.readdirSync(dir).sort()).toEqual(['corpus.jsonl', 'index.sqlite']);
+      expect(fs.readdirSync(dir).sort()).toEqual(['corpus.jsonl', 'index.bm25']);
     } finally {
       disk.close();
     }
     // Aborted: no index file, no temporary file.
     const ac = new AbortController();
-    const aborted = path.join(dir, 'aborted.sqlite');
-    await expect(Bm25Retriever.buildSqlite(src, aborted, { signal: ac.signal, onProgress: () => ac.abort() })).rejects.toThrow(AbortError);
-    expect(fs.readdirSync(dir).sort()).toEqual(['corpus.jsonl', 'index.sqlite']);
-    // A SQLite file that is not an index, and a damaged one.
-    const other = path.join(dir, 'other.sqlite');
-    fs.writeFileSync(other, Buffer.concat([Buffer.from('SQLite format 3\0'), Buffer.alloc(100)]));
-    expect(() => Bm25Retriever.load(other)).toThrow(/other.sqlite: (is not a readable index|cannot open the SQLite index)/);
+    const aborted = path.join(dir, 'aborted.bm25');
+    await expect(Bm25Retriever.buildIndex(src, aborted, { memoryMB: 0.1, signal: ac.signal, onProgress: () => ac.abort() })).rejects.toThrow(AbortError);
+    expect(fs.readdirSync(dir).sort()).toEqual(['corpus.jsonl', 'index.bm25']);
+    await expect(Bm25Retriever.buildIndex(src, path.join(dir, 'no-such-dir', 'x.bm25'))).rejects.toThrow(CorpusError);
+    await expect(Bm25Retriever.buildIndex(src, path.join(dir, 'no-such-dir', 'x.bm25'))).rejects.toThrow(/no-such-dir\/x.bm25: cannot create the index/);
   });
 
   test('indexing reports progress and stops on abort', async () => {

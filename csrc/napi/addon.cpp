@@ -5,6 +5,7 @@
 #include "grad_binding.h"
 #include "model_binding.h"
 #include "ops_binding.h"
+#include "retrieval_binding.h"
 #ifdef JAMBA_WITH_CUDA
 #include "cuda_binding.h"
 #endif
@@ -20,6 +21,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", data->model_ctor.Value());
   exports.Set("NativeSequence", data->sequence_ctor.Value());
   exports.Set("ops", ops_exports(env));
+  exports.Set("retrieval", retrieval_exports(env));
 #ifdef JAMBA_WITH_CUDA
   exports.Set("cuda", CudaOps(env));
   exports.Set("backend", Napi::String::New(env, "cpu+cuda"));

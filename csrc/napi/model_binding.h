@@ -13,6 +13,7 @@ struct AddonData {
   Napi::FunctionReference model_ctor;
   Napi::FunctionReference sequence_ctor;
   Napi::FunctionReference grad_tape_ctor;
+  Napi::FunctionReference index_reader_ctor;
 };
 
 class NativeSequence : public Napi::ObjectWrap<NativeSequence> {

@@ -107,19 +107,30 @@ Options:
   --json                     print one JSON object with text, tokens and the retrievals
   -h, --help`,
   index: `Usage: jamba index --corpus PATH --out FILE [options]
+       jamba index --corpus PATH --elasticsearch URL --index NAME [options]
+       jamba index --corpus PATH --opensearch URL --index NAME [options]
 
-Cuts the corpus into passages and writes a BM25 index (Lucene's English analyzer and scoring, as
-Pyserini) that 'jamba ralm', 'jamba eval --ralm' and 'jamba serve --corpus' load instead of
-indexing again. A corpus is files of UTF-8 text, .jsonl records { "id", "title"?, "text" } and
-DPR .tsv passage files, or folders of them; it is read as a stream.
+Cuts the corpus into passages and indexes them for BM25 as Pyserini does (Lucene's English
+analyzer and scoring). The built-in index is one file that 'jamba ralm', 'jamba eval --ralm' and
+'jamba serve --corpus' load instead of indexing again. With --elasticsearch or --opensearch the
+passages go to a new index of that cluster, created with the settings that make its scores
+Pyserini's (docs/ralm.md); the client package must be installed. A corpus is files of UTF-8
+text, .jsonl records { "id", "title"?, "text" } and DPR .tsv passage files, or folders of them; it
+is read as a stream.
 
 Options:
   --corpus PATH       a file or a folder (repeatable)
-  --out FILE          where to write the index
-  --format F          'json' (in memory when loaded) or 'sqlite' (on disk, for corpora larger than
-                      memory); default: sqlite when FILE ends in .sqlite or .db, else json
+  --out FILE          where to write the index (one file, searched in place when loaded; it is
+                      written under a temporary name and appears only when complete)
   --words N           words per passage (default 100)
-  --lucene-norms      passage lengths in Lucene's one-byte encoding, as Pyserini's scores have them
+  --memory MB         postings held in memory while building before a sorted run is written to
+                      disk (default 256)
+  --exact-lengths     score with exact passage lengths instead of Lucene's one-byte norms (not
+                      Pyserini's scores; --lucene-norms, the default, is accepted)
+  --elasticsearch URL load into an Elasticsearch cluster (needs @elastic/elasticsearch)
+  --opensearch URL    load into an OpenSearch cluster (needs @opensearch-project/opensearch)
+  --index NAME        the cluster index to create (it must not exist)
+  --shards N          its primary shards (default 1; with more, searches use DFS statistics)
   -h, --help`,
   chat: `Usage: jamba chat [options]
 

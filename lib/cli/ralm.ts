@@ -8,9 +8,10 @@ import type { JambaModel } from '../model';
 import { RalmEvalResult, ralmPerplexity } from '../ralm/eval';
 import type { RetrievalOptions } from '../ralm/types';
 import { Bm25Retriever } from '../retrieval/bm25';
-import { corpusFiles, readTextFile } from '../retrieval/corpus';
+import { corpusFiles, corpusPassages, readTextFile } from '../retrieval/corpus';
+import { ClusterEngine, SearchClient, createRalmIndex, indexPassages } from '../retrieval/search-cluster';
 import type { ExcludeOptions } from '../retrieval/exclude';
-import { isSqliteFile } from '../retrieval/sqlite-index';
+import { fileHead, isJsonIndex } from '../retrieval/legacy-index';
 
 const isTty = () => process.stderr.isTTY;
 
@@ -19,19 +20,11 @@ function indexProgress(quiet: boolean): ((done: number) => void) | undefined {
   return (done) => process.stderr.write(`\rjamba: indexed ${done} passages`);
 }
 
-/** Is `file` an index written by `jamba index` (SQLite, or a JSON object naming its format)? */
+/** Is `file` an index (written by `jamba index`, or a JSON or SQLite index of an earlier version)? */
 function looksLikeIndex(file: string): boolean {
   if (!fs.existsSync(file) || !fs.statSync(file).isFile()) return false;
-  if (isSqliteFile(file)) return true;
-  if (!file.endsWith('.json')) return false;
-  const fd = fs.openSync(file, 'r');
-  try {
-    const head = Buffer.alloc(64);
-    const n = fs.readSync(fd, head, 0, 64, 0);
-    return head.subarray(0, n).toString('utf8').includes('"format":"jamba-bm25"');
-  } finally {
-    fs.closeSync(fd);
-  }
+  const head = fileHead(file, 16).toString('latin1');
+  return head.startsWith('JNBM25\r\n') || head.startsWith('SQLite format 3\0') || isJsonIndex(file);
 }
 
 /**
@@ -43,7 +36,7 @@ export async function openCorpus(paths: string[], quiet: boolean, cut?: { model:
   let r: Bm25Retriever;
   if (paths.length === 1 && looksLikeIndex(paths[0]!)) {
     if (cut) throw new UsageError('--corpus-to-fraction needs the corpus text, not a saved index');
-    r = Bm25Retriever.load(paths[0]!);
+    r = await Bm25Retriever.load(paths[0]!);
   } else if (cut) {
     const texts = [];
     for (const { file, name } of corpusFiles(paths)) {
@@ -133,33 +126,53 @@ export async function ralm(argv: string[], help: string): Promise<number> {
   }
 }
 
+/** The client of a cluster, from its optional peer dependency. */
+function clusterClient(engine: ClusterEngine, url: string): SearchClient {
+  const pkg = engine === 'elasticsearch' ? '@elastic/elasticsearch' : '@opensearch-project/opensearch';
+  let mod: { Client: new (o: { node: string }) => SearchClient };
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    mod = require(pkg) as typeof mod;
+  } catch {
+    throw new UsageError(`--${engine} needs the ${pkg} package: npm install ${pkg}`);
+  }
+  return new mod.Client({ node: url });
+}
+
 export async function index(argv: string[], help: string): Promise<number> {
   const { values } = parseArgs({
     args: argv, options: {
-      corpus: { type: 'string', multiple: true }, out: { type: 'string' }, words: { type: 'string' }, format: { type: 'string' },
-      'lucene-norms': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      corpus: { type: 'string', multiple: true }, out: { type: 'string' }, words: { type: 'string' }, memory: { type: 'string' },
+      'exact-lengths': { type: 'boolean' }, 'lucene-norms': { type: 'boolean' }, elasticsearch: { type: 'string' }, opensearch: { type: 'string' },
+      index: { type: 'string' }, shards: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) return print(help);
-  if (!values.corpus?.length || !values.out) throw new UsageError('--corpus PATH and --out FILE are required');
+  const cluster = values.elasticsearch !== undefined ? 'elasticsearch' : values.opensearch !== undefined ? 'opensearch' : undefined;
+  if (values.elasticsearch !== undefined && values.opensearch !== undefined) throw new UsageError('--elasticsearch and --opensearch exclude each other');
+  if (!values.corpus?.length) throw new UsageError('--corpus PATH is required');
+  if (values['exact-lengths'] && values['lucene-norms']) throw new UsageError('--exact-lengths and --lucene-norms exclude each other');
   const words = positive(values.words, 'words');
-  const format = values.format ?? (/\.(sqlite|db)$/i.test(values.out) ? 'sqlite' : 'json');
-  if (format !== 'json' && format !== 'sqlite') throw new UsageError(`--format must be 'json' or 'sqlite', got ${JSON.stringify(format)}`);
-  const options = { chunk: words ? { words } : {}, luceneNorms: values['lucene-norms'] ?? false, onProgress: indexProgress(false) };
+  const chunk = words ? { words } : {};
   const t0 = performance.now();
-  let r: Bm25Retriever;
-  if (format === 'sqlite') {
-    r = await Bm25Retriever.buildSqlite(values.corpus, values.out, options);
-  } else {
-    r = await Bm25Retriever.fromPath(values.corpus, options);
-    try {
-      r.save(values.out);
-    } catch (e) {
-      throw new CorpusError(`cannot write the index: ${(e as Error).message}`, values.out);
-    }
+  if (cluster) {
+    if (!values.index) throw new UsageError(`--${cluster} URL needs --index NAME`);
+    if (values.out || values['exact-lengths'] || values.memory) throw new UsageError(`--out, --memory and --exact-lengths are for the built-in index, not --${cluster}`);
+    const shards = positive(values.shards, 'shards');
+    const client = clusterClient(cluster, (values.elasticsearch ?? values.opensearch)!);
+    await createRalmIndex(client, values.index, { engine: cluster, ...(shards ? { shards } : {}) });
+    const n = await indexPassages(client, values.index, corpusPassages(values.corpus, true, chunk), { engine: cluster, onProgress: indexProgress(false) });
+    if (isTty()) process.stderr.write('\n');
+    log(`jamba: indexed ${n} passages in ${(performance.now() - t0).toFixed(0)} ms → ${cluster} index ${values.index}`);
+    return 0;
   }
+  if (!values.out) throw new UsageError('--out FILE is required (or --elasticsearch/--opensearch URL with --index NAME)');
+  if (values.index || values.shards) throw new UsageError('--index and --shards go with --elasticsearch or --opensearch');
+  const memoryMB = positive(values.memory, 'memory');
+  const options = { chunk, luceneNorms: !values['exact-lengths'], onProgress: indexProgress(false), ...(memoryMB ? { memoryMB } : {}) };
+  const r = await Bm25Retriever.buildIndex(values.corpus, values.out, options);
   if (isTty()) process.stderr.write('\n');
-  log(`jamba: indexed ${r.size} passages in ${(performance.now() - t0).toFixed(0)} ms → ${values.out} (${format})`);
+  log(`jamba: indexed ${r.size} passages in ${(performance.now() - t0).toFixed(0)} ms → ${values.out} (${(r.bytes / 2 ** 20).toFixed(1)} MiB)`);
   r.close();
   return 0;
 }

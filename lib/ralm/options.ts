@@ -1,6 +1,7 @@
 /** Validation of the retrieval options, naming the field at fault. */
 import { InvalidArgumentError } from '../errors';
 import { Exclusion } from '../retrieval/exclude';
+import { batchedRetriever } from './retrieval-batcher';
 import type { RalmModel, ResolvedRetrieval, RetrievalOptions } from './types';
 
 function int(v: unknown, name: string, dflt: number, min: number): number {
@@ -30,7 +31,7 @@ export function resolveRetrieval(o: RetrievalOptions, model: RalmModel): Resolve
   if (maxPassageTokens >= maxContextTokens)
     throw new InvalidArgumentError(`retrieval.maxPassageTokens ${maxPassageTokens} leaves no room for the prefix within maxContextTokens ${maxContextTokens}`);
   return {
-    retriever: o.retriever, stride: int(o.stride, 'stride', 4, 1), queryTokens: int(o.queryTokens, 'queryTokens', 32, 1),
+    retriever: batchedRetriever(o.retriever), stride: int(o.stride, 'stride', 4, 1), queryTokens: int(o.queryTokens, 'queryTokens', 32, 1),
     maxPassageTokens, rerank, separator, maxContextTokens, exclusion: o.exclude === undefined ? null : new Exclusion(o.exclude, 'retrieval.exclude'),
   };
 }

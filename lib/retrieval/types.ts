@@ -29,4 +29,18 @@ export interface RetrieveOptions {
 /** Anything that returns the `k` passages most relevant to a text query, best first. */
 export interface Retriever {
   retrieve(query: string, k: number, options?: RetrieveOptions): Promise<Passage[]>;
+  /**
+   * Optional: several queries at once, results in query order, each as `retrieve` would return it
+   * (a search engine's batch endpoint, or parallel search). RALM uses it when several sequences
+   * retrieve together; without it they go to `retrieve` one by one.
+   */
+  retrieveMany?(queries: string[], k: number, options?: RetrieveOptions): Promise<Passage[][]>;
+}
+
+/** The retriever's `retrieveMany`, or `retrieve` for each query in turn where it has none. */
+export async function retrieveMany(retriever: Retriever, queries: string[], k: number, options?: RetrieveOptions): Promise<Passage[][]> {
+  if (retriever.retrieveMany) return retriever.retrieveMany(queries, k, options);
+  const out: Passage[][] = [];
+  for (const q of queries) out.push(await retriever.retrieve(q, k, options));
+  return out;
 }

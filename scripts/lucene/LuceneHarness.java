@@ -15,8 +15,11 @@
  *                                   index the passages in one segment (BM25Similarity(0.9, 0.4)),
  *                                   then each query as Pyserini's bag of words (each distinct term a
  *                                   TermQuery boosted by its count): the top K ids and scores
- *   bench IN.tsv QUERIES.tsv DIR    index into DIR and time it, then the queries at top 1 and 10
- *                                   (interleaved repetitions), as one JSON object of timings
+ *   version                         {"lucene": the Lucene version, "java": the JVM's}
+ *   build IN.tsv DIR                index into DIR (streamed, one segment) and time it: {"build": s}
+ *   query DIR QUERIES.tsv REPS      open DIR, warm up on the queries, then REPS passes of them at
+ *                                   top 1 and top 10, each hit's stored text fetched as a retriever
+ *                                   returns it: {"1": [ms...], "10": [ms...]}
  *
  * IN.tsv: one passage a line, `id TAB contents` with \n, \r, \t and \\ escaped. QUERIES.tsv: `id TAB text`.
  */
@@ -50,7 +53,9 @@ public final class LuceneHarness {
       case "tokens": analyze(args[1], args[2], true); break;
       case "stem": stem(args[1], args[2]); break;
       case "search": search(args[1], args[2], Integer.parseInt(args[3]), args[4], args.length > 5 && args[5].equals("--exact-norms")); break;
-      case "bench": bench(args[1], args[2], args[3]); break;
+      case "version": System.out.println("{\"lucene\":\"" + org.apache.lucene.util.Version.LATEST + "\",\"java\":\"" + System.getProperty("java.version") + "\"}"); break;
+      case "build": build(args[1], args[2]); break;
+      case "query": query(args[1], args[2], Integer.parseInt(args[3])); break;
       default: throw new IllegalArgumentException("unknown mode " + args[0]);
     }
   }
@@ -67,6 +72,36 @@ public final class LuceneHarness {
       } else b.append(c);
     }
     return b.toString();
+  }
+
+  /** The passages of IN.tsv one at a time, so that a corpus larger than the heap can be indexed. */
+  static Iterable<String[]> streamTsv(String file) {
+    return () -> {
+      try {
+        BufferedReader r = new BufferedReader(new InputStreamReader(new FileInputStream(file), StandardCharsets.UTF_8), 1 << 20);
+        return new Iterator<String[]>() {
+          String next = advance();
+          String advance() {
+            try {
+              for (String l; (l = r.readLine()) != null;) if (!l.isEmpty()) return l;
+              r.close();
+              return null;
+            } catch (IOException e) {
+              throw new UncheckedIOException(e);
+            }
+          }
+          public boolean hasNext() { return next != null; }
+          public String[] next() {
+            String line = next;
+            next = advance();
+            int tab = line.indexOf('\t');
+            return new String[] {line.substring(0, tab), unescape(line.substring(tab + 1))};
+          }
+        };
+      } catch (IOException e) {
+        throw new UncheckedIOException(e);
+      }
+    };
   }
 
   static List<String[]> readTsv(String file) throws IOException {
@@ -247,7 +282,7 @@ public final class LuceneHarness {
     return b.build();
   }
 
-  static void index(List<String[]> passages, Directory dir, Analyzer a) throws IOException {
+  static void index(Iterable<String[]> passages, Directory dir, Analyzer a) throws IOException {
     IndexWriterConfig cfg = new IndexWriterConfig(a).setSimilarity(new BM25Similarity(0.9f, 0.4f)).setRAMBufferSizeMB(512)
         .setOpenMode(IndexWriterConfig.OpenMode.CREATE);
     try (IndexWriter w = new IndexWriter(dir, cfg)) {
@@ -289,34 +324,37 @@ public final class LuceneHarness {
     }
   }
 
-  static void bench(String in, String queries, String dirPath) throws IOException {
-    Analyzer a = new EnglishAnalyzer();
-    List<String[]> passages = readTsv(in), qs = readTsv(queries);
+  static void build(String in, String dirPath) throws IOException {
     long t0 = System.nanoTime();
     try (Directory dir = FSDirectory.open(Paths.get(dirPath))) {
-      index(passages, dir, a);
-      double build = (System.nanoTime() - t0) / 1e9;
-      passages = null;
-      try (IndexReader r = DirectoryReader.open(dir)) {
-        IndexSearcher s = new IndexSearcher(r);
-        s.setSimilarity(new BM25Similarity(0.9f, 0.4f));
-        for (String[] q : qs) s.search(bagOfWords(a, q[1]), 10);  // warm up
-        StringBuilder b = new StringBuilder("{\"build\":" + build + ",\"queries\":{");
-        for (int k : new int[] {1, 10}) {
-          List<Double> ms = new ArrayList<>();
-          for (int rep = 0; rep < 3; rep++)
-            for (String[] q : qs) {
-              long t = System.nanoTime();
-              TopDocs top = s.search(bagOfWords(a, q[1]), k);
-              for (ScoreDoc sd : top.scoreDocs) r.document(sd.doc).get(FIELD);  // the passages' text too, as a retriever returns it
-              ms.add((System.nanoTime() - t) / 1e6);
-            }
-          b.append(k == 1 ? "" : ",").append("\"").append(k).append("\":[");
-          for (int i = 0; i < ms.size(); i++) b.append(i > 0 ? "," : "").append(ms.get(i));
-          b.append("]");
-        }
-        System.out.println(b.append("}}").toString());
+      index(streamTsv(in), dir, new EnglishAnalyzer());
+    }
+    System.out.println("{\"build\":" + (System.nanoTime() - t0) / 1e9 + "}");
+  }
+
+  static void query(String dirPath, String queries, int reps) throws IOException {
+    Analyzer a = new EnglishAnalyzer();
+    List<String[]> qs = readTsv(queries);
+    try (Directory dir = FSDirectory.open(Paths.get(dirPath)); IndexReader r = DirectoryReader.open(dir)) {
+      IndexSearcher s = new IndexSearcher(r);
+      s.setSimilarity(new BM25Similarity(0.9f, 0.4f));
+      for (int rep = 0; rep < 2; rep++)
+        for (String[] q : qs) s.search(bagOfWords(a, q[1]), 10);  // the JIT warms up
+      StringBuilder b = new StringBuilder("{");
+      for (int k : new int[] {1, 10}) {
+        List<Double> ms = new ArrayList<>();
+        for (int rep = 0; rep < reps; rep++)
+          for (String[] q : qs) {
+            long t = System.nanoTime();
+            TopDocs top = s.search(bagOfWords(a, q[1]), k);
+            for (ScoreDoc sd : top.scoreDocs) r.document(sd.doc).get(FIELD);  // the passages' text too, as a retriever returns it
+            ms.add((System.nanoTime() - t) / 1e6);
+          }
+        b.append(k == 1 ? "" : ",").append("\"").append(k).append("\":[");
+        for (int i = 0; i < ms.size(); i++) b.append(i > 0 ? "," : "").append(ms.get(i));
+        b.append("]");
       }
+      System.out.println(b.append("}").toString());
     }
   }
 }
