@@ -149,6 +149,10 @@ export interface NativeOps {
     d: Float32Array, dtBias: Float32Array, t: number, dInner: number, dState: number, state: Float32Array, stepBatch?: number): Float32Array;
   attention(q: Float32Array, k: Float32Array, v: Float32Array, t: number, past: number, heads: number, kvHeads: number, headDim: number): Float32Array;
   routerTopk(logits: Float32Array, t: number, e: number, k: number): { idx: Int32Array; weight: Float32Array };
+  /** The CUDA sampler's Gumbel noise for each 32-bit draw, computed on the host. */
+  gumbelNoise(bits: Uint32Array): Float32Array;
+  /** CUDA decode attention's key ranges for a sequence of `keys` keys: [begin, end] per split. */
+  decodeSplitRanges(keys: number): Int32Array;
   threads(): number;
   parseSafetensorsHeader(bytes: Uint8Array): string[];
   gemmRate(x: Float32Array, m: number, w: Float32Array | Uint16Array, n: number, k: number, mode: 'f32' | 'bf16' | 'int8', seconds: number): number;
@@ -191,7 +195,7 @@ export interface NativeCudaOps {
     skinny?: boolean; siluGate?: boolean; repeat?: number }): Timed<{ out: F32 }>;
   quantizeInt8(o: { w: F32; rows: number; k: number }): { q: Int32Array; scale: F32 };
   attention(o: { q: F32; tokens: number; k: F32; v: F32; positions: number; heads: number; kvHeads: number; headDim: number; past: Int32Array;
-    decode?: boolean; splits?: number; dtype?: DT; repeat?: number }): Timed<{ out: F32 }>;
+    decode?: boolean; dtype?: DT; repeat?: number }): Timed<{ out: F32 }>;
   sample(o: { logits: F32; rows: number; vocab: number; temperature?: number; topK?: number; topP?: number; seed?: number; step?: number;
     steps?: Int32Array; mask?: Int32Array; repeat?: number }): Int32Array & { ms: number };
 }

@@ -133,6 +133,63 @@ describe('router top-k', () => {
       expect(Array.from(idx.subarray(t * k, (t + 1) * k))).toEqual(order.slice(0, k).map((o) => o[1]));
     }
   });
+
+  test('a NaN or infinite logit routes to experts 0..k-1 with NaN weights, the rule both backends share', () => {
+    // Any NaN logit makes every probability NaN (so does +∞: ∞ − ∞); NaN ranks after every number
+    // and ties go to the lower expert, so the choice is fixed and the NaN propagates.
+    // (The old comparator, not a strict weak order under NaN, put experts 1, 3, 0, 2 first at top-4 of 8.)
+    for (const [E, k] of [[16, 2], [8, 4], [16, 5]] as const) {
+      const rows = [[3, NaN], [0, NaN], [E - 1, NaN], [5, Infinity], [-1, NaN]] as const;
+      const logits = new Float32Array(rows.length * E);
+      rows.forEach(([at, v], t) => {
+        for (let e = 0; e < E; e++) logits[t * E + e] = e * 0.1;
+        if (at >= 0) logits[t * E + at] = v;
+        else logits.fill(v, t * E, (t + 1) * E);
+      });
+      const { idx, weight } = ops.routerTopk(logits, rows.length, E, k);
+      expect([E, k, Array.from(idx)]).toEqual([E, k, rows.flatMap(() => Array.from({ length: k }, (_, j) => j))]);
+      expect(Array.from(weight).every(Number.isNaN)).toBe(true);
+    }
+  });
+});
+
+describe('rules the CUDA kernels share with the host', () => {
+  test('the sampler\'s Gumbel noise is finite for every draw, the all-ones one included, and Gumbel-distributed', () => {
+    const edges = ops.gumbelNoise(Uint32Array.from([0xffffffff, 0xfffffe00, 0xfffffdff, 0, 1, 0x80000000]));
+    expect(Array.from(edges).every(Number.isFinite)).toBe(true);
+    expect(edges[0]).toBeLessThan(16.7);
+    expect(edges[3]).toBeGreaterThan(-2.9);
+    // 2^20 draws evenly spread over the 32-bit range: increasing, with Gumbel(0, 1)'s mean γ and variance π²/6.
+    const n = 1 << 20, bits = Uint32Array.from({ length: n }, (_, i) => i * 4096 + 2048), g = ops.gumbelNoise(bits);
+    let mean = 0, sq = 0, increasing = true;
+    for (let i = 0; i < n; i++) {
+      mean += g[i]! / n;
+      sq += (g[i]! * g[i]!) / n;
+      if (i > 0 && g[i]! < g[i - 1]!) increasing = false;
+    }
+    expect(increasing).toBe(true);
+    expect(Math.abs(mean - 0.5772156649)).toBeLessThan(2e-3);
+    expect(Math.abs(sq - mean * mean - Math.PI ** 2 / 6)).toBeLessThan(1e-2);
+  });
+
+  test('decode attention splits a sequence by its own length: about one split per 256 keys, ranges that tile it', () => {
+    const lengths = [1, 2, 100, 255, 256, 511, 512, 513, 700, 767, 1000, 4096, 8191, 8192, 8193, 9000, 65_536, 262_144];
+    for (let keys = 1; keys < 3000; keys += 7) lengths.push(keys);
+    const wrong: string[] = [];
+    for (const keys of lengths) {
+      const r = ops.decodeSplitRanges(keys), splits = Math.min(32, Math.max(1, Math.floor(keys / 256)));
+      let at = 0;
+      for (let i = 0; i < r.length / 2; i++) {
+        const [b, e] = [r[2 * i]!, r[2 * i + 1]!];
+        const ok = i < splits ? b === at && e > b && e - b <= Math.ceil(keys / splits) : b === keys && e === keys;
+        if (!ok) wrong.push(`${keys} keys, split ${i}: [${b}, ${e})`);
+        at = e;
+      }
+      if (at !== keys) wrong.push(`${keys} keys: the splits end at ${at}`);
+    }
+    expect(wrong).toEqual([]);
+    expect(() => ops.decodeSplitRanges(0)).toThrow(/keys is out of range/);
+  });
 });
 
 test('bad arguments throw typed errors instead of reading out of bounds', () => {

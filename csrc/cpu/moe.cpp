@@ -5,6 +5,8 @@
 #include <cstring>
 #include <vector>
 
+#include "../core/decode_rules.h"
+
 namespace jamba::cpu {
 
 void router_softmax(const float* logits, int64_t tokens, int64_t experts, float* probs) {
@@ -25,9 +27,8 @@ void router_topk(const float* logits, int64_t tokens, int64_t experts, int64_t k
   for (int64_t t = 0; t < tokens; ++t) {
     router_softmax(logits + t * experts, 1, experts, p.data());
     for (int64_t e = 0; e < experts; ++e) order[size_t(e)] = int32_t(e);
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
-      return p[size_t(a)] > p[size_t(b)] || (p[size_t(a)] == p[size_t(b)] && a < b);
-    });
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [&](int32_t a, int32_t b) { return rules::routes_before(p[size_t(a)], a, p[size_t(b)], b); });
     for (int64_t j = 0; j < k; ++j) {
       idx[t * k + j] = order[size_t(j)];
       weight[t * k + j] = p[size_t(order[size_t(j)])];

@@ -9,8 +9,9 @@
 
 namespace jamba::cpu {
 
-// probs[t, :] = softmax(logits[t, :]); for each token the k largest (ties: lower expert index
-// first) go to idx/weight[t, 0..k), in descending order.
+// probs[t, :] = softmax(logits[t, :]); for each token the k first in the router order
+// (rules::routes_before: larger first, NaN last, ties to the lower expert index) go to
+// idx/weight[t, 0..k), in that order.
 void router_topk(const float* logits, int64_t tokens, int64_t experts, int64_t k, int32_t* idx, float* weight);
 
 // The router's softmax over every expert, as router_topk computes it: probs[t, e].

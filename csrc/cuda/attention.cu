@@ -4,13 +4,17 @@
 // Decode (one query token per sequence) is bound by reading the cache, so the work is cut along
 // the keys: block (sequence, kv head, split) streams its share of the keys once for all the query
 // heads of that KV head, keeps a float32 online softmax per head and warp, and writes a partial
-// (max, sum, weighted values) that a second kernel merges exactly.
+// (max, sum, weighted values) that a second kernel merges exactly. A sequence's split count comes
+// from its own length on the device (rules::decode_splits), so its sums run in the same order
+// alone or batched, and the launch shape does not depend on the lengths (one graph serves them
+// all): the grid holds kMaxDecodeSplits splits, and blocks past a sequence's count exit at once.
 //
 // Prefill: a block takes 64 queries (a warp per 16) of one head; key and value tiles of 64
 // positions go through shared memory; S = Q·K^T and O += P·V run on bf16 tensor cores (mma.sync
 // m16n8k16), the softmax is online in float32, and key tiles past the causal edge are skipped.
 #include <cstdint>
 
+#include "../core/decode_rules.h"
 #include "common.cuh"
 #include "kernels.h"
 
@@ -19,6 +23,7 @@ namespace {
 
 constexpr int kSplitThreads = 128;   // 4 warps
 using limits::kMaxGroup;
+using rules::kMaxDecodeSplits;
 
 struct Partial {  // per (sequence, head, split), then head_dim floats of weighted values
   float m, l;
@@ -26,13 +31,15 @@ struct Partial {  // per (sequence, head, split), then head_dim floats of weight
 
 // VPL: values per lane (head_dim ≤ 32 · VPL); GM: query heads per KV head, rounded up to a power of 2.
 template <typename TQ, int VPL, int GM>
-__global__ void __launch_bounds__(kSplitThreads) decode_split_kernel(AttentionArgs a, int splits, float* __restrict__ ws) {
+__global__ void __launch_bounds__(kSplitThreads) decode_split_kernel(AttentionArgs a, float* __restrict__ ws) {
   const int s = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int G = a.heads / a.kv_heads, hd = a.head_dim;
   const int len = a.past[s] + 1;
-  const int per = (len + splits - 1) / splits;
-  const int k0 = split * per, k1 = min(len, k0 + per);
+  if (split >= rules::decode_splits(len)) return;  // the whole block: no barrier is skipped
+  int64_t b, e;
+  rules::decode_split_range(len, split, b, e);
+  const int k0 = int(b), k1 = int(e);
   const int kvw = a.kv_heads * hd;
   const bf16* K = static_cast<const bf16*>(a.k_pool) + int64_t(a.slot[s]) * a.kv_stride + kvh * hd;
   const bf16* V = static_cast<const bf16*>(a.v_pool) + int64_t(a.slot[s]) * a.kv_stride + kvh * hd;
@@ -94,16 +101,17 @@ __global__ void __launch_bounds__(kSplitThreads) decode_split_kernel(AttentionAr
       L += s_l[w][g] * f;
       O += s_acc[w][g][d] * f;
     }
-    float* p = ws + ((int64_t(s) * a.heads + kvh * G + g) * splits + split) * stride;
+    float* p = ws + ((int64_t(s) * a.heads + kvh * G + g) * kMaxDecodeSplits + split) * stride;
     if (d == 0) { p[0] = M; p[1] = L; }
     p[2 + d] = O;
   }
 }
 
 template <typename TO>
-__global__ void decode_merge_kernel(AttentionArgs a, int splits, const float* __restrict__ ws) {
+__global__ void decode_merge_kernel(AttentionArgs a, const float* __restrict__ ws) {
   const int s = blockIdx.x, h = blockIdx.y, hd = a.head_dim, stride = 2 + hd;
-  const float* p = ws + (int64_t(s) * a.heads + h) * splits * stride;
+  const int splits = rules::decode_splits(a.past[s] + 1);
+  const float* p = ws + (int64_t(s) * a.heads + h) * kMaxDecodeSplits * stride;
   float M = -INFINITY;
   for (int i = 0; i < splits; ++i) M = fmaxf(M, p[i * stride]);
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
@@ -295,17 +303,16 @@ __global__ void append_kv_kernel(const T* __restrict__ qkv, int64_t ld, int64_t 
 
 }  // namespace
 
-size_t decode_attention_workspace(int64_t batch, int heads, int head_dim, int splits) {
-  return size_t(batch) * size_t(heads) * size_t(splits) * size_t(2 + head_dim) * sizeof(float);
+size_t decode_attention_workspace(int64_t batch, int heads, int head_dim) {
+  return size_t(batch) * size_t(heads) * size_t(kMaxDecodeSplits) * size_t(2 + head_dim) * sizeof(float);
 }
 
-void decode_attention(const AttentionArgs& a, int64_t batch, int splits, void* partial, cudaStream_t stream) {
+void decode_attention(const AttentionArgs& a, int64_t batch, void* partial, cudaStream_t stream) {
   if (batch == 0) return;
   const int G = a.heads / a.kv_heads;
   if (G > kMaxGroup || a.heads % a.kv_heads)
     fail("invalid_argument", "decode_attention: heads per KV head must divide and be ≤ " + std::to_string(kMaxGroup));
-  if (splits < 1) fail("invalid_argument", "decode_attention: at least one split");
-  const dim3 grid{unsigned(batch), unsigned(a.kv_heads), unsigned(splits)};
+  const dim3 grid{unsigned(batch), unsigned(a.kv_heads), unsigned(kMaxDecodeSplits)};
   float* ws = static_cast<float*>(partial);
   auto by_group = [&](auto vpl, auto gm) {
     constexpr int VPL = decltype(vpl)::value, GM = decltype(gm)::value;
@@ -313,8 +320,8 @@ void decode_attention(const AttentionArgs& a, int64_t batch, int splits, void* p
     if constexpr (GM * VPL * 32 > 2048) {
       fail("invalid_argument", "decode_attention: heads per KV head × head_dim must be at most 2048");
     } else {
-      if (a.q_type == DType::BF16) decode_split_kernel<bf16, VPL, GM><<<grid, kSplitThreads, 0, stream>>>(a, splits, ws);
-      else decode_split_kernel<float, VPL, GM><<<grid, kSplitThreads, 0, stream>>>(a, splits, ws);
+      if (a.q_type == DType::BF16) decode_split_kernel<bf16, VPL, GM><<<grid, kSplitThreads, 0, stream>>>(a, ws);
+      else decode_split_kernel<float, VPL, GM><<<grid, kSplitThreads, 0, stream>>>(a, ws);
     }
   };
   auto go = [&](auto vpl) {
@@ -330,8 +337,8 @@ void decode_attention(const AttentionArgs& a, int64_t batch, int splits, void* p
   else if (a.head_dim <= 256) go(std::integral_constant<int, 8>{});
   else fail("invalid_argument", "decode_attention supports head_dim up to 256");
   const dim3 mgrid{unsigned(batch), unsigned(a.heads)};
-  if (a.out_type == DType::BF16) decode_merge_kernel<bf16><<<mgrid, 128, 0, stream>>>(a, splits, ws);
-  else decode_merge_kernel<float><<<mgrid, 128, 0, stream>>>(a, splits, ws);
+  if (a.out_type == DType::BF16) decode_merge_kernel<bf16><<<mgrid, 128, 0, stream>>>(a, ws);
+  else decode_merge_kernel<float><<<mgrid, 128, 0, stream>>>(a, ws);
   JAMBA_CUDA_LAUNCHED("decode_attention");
 }
 

@@ -168,11 +168,11 @@ struct AttentionArgs {
 // Decode: one query token per sequence (token s of q belongs to sequence s), attending to
 // past[s] + 1 positions (its own key and value already appended). Split-KV: each sequence's keys
 // are cut into chunks handled by separate blocks, whose partial softmax results a second kernel
-// merges exactly (max-rescaled). `splits` is chosen by the caller from the longest sequence
-// (about one split per 256 keys fills the GPU); `partial` is workspace of
-// decode_attention_workspace() bytes.
-size_t decode_attention_workspace(int64_t batch, int heads, int head_dim, int splits);
-void decode_attention(const AttentionArgs& a, int64_t batch, int splits, void* partial, cudaStream_t stream);
+// merges exactly (max-rescaled). Each sequence's split count follows from its own length
+// (rules::decode_splits, about one per 256 keys), so its result does not depend on the batch;
+// `partial` is workspace of decode_attention_workspace() bytes.
+size_t decode_attention_workspace(int64_t batch, int heads, int head_dim);
+void decode_attention(const AttentionArgs& a, int64_t batch, void* partial, cudaStream_t stream);
 
 // Prefill of one sequence: `t_len` query tokens at positions past[0] .. past[0] + t_len - 1,
 // causal, keys and values already appended to the cache. Flash attention: key blocks streamed

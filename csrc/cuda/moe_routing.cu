@@ -5,6 +5,9 @@
 // the counts into group offsets and the list of active experts; then every (token, slot) gets its
 // row in the grouped order. Nothing is copied to the host: the expert GEMM reads the offsets on
 // the device.
+#include <climits>
+
+#include "../core/decode_rules.h"
 #include "common.cuh"
 #include "kernels.h"
 
@@ -26,19 +29,21 @@ __device__ void route_token(const float* __restrict__ lg, int E, int k, int lane
   sum = warp_sum(sum);
   uint32_t taken = 0;  // bit i: this lane's expert lane + 32 i is chosen (E ≤ 1024)
   for (int j = 0; j < k; ++j) {
-    // Ranked by probability, as on the CPU (two logits may round to one probability).
-    float best = -1.f;
-    int best_e = E;
+    // Ranked by probability in the router order both backends share (two logits may round to
+    // one probability; NaN ranks last). A lane with no candidate left holds (NaN, INT32_MAX),
+    // which every real expert beats, so the winner is always an expert below E.
+    float best = NAN;
+    int best_e = INT32_MAX;
     for (int i = 0, e = lane; e < E; ++i, e += 32) {
       if (taken >> i & 1u) continue;
       const float v = expf(lg[e] - mx) / sum;
-      if (v > best) { best = v; best_e = e; }  // ascending e: the first of equal values wins
+      if (rules::routes_before(v, e, best, best_e)) { best = v; best_e = e; }
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
       const float ov = __shfl_xor_sync(0xffffffffu, best, o);
       const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
-      if (ov > best || (ov == best && oe < best_e)) { best = ov; best_e = oe; }
+      if (rules::routes_before(ov, oe, best, best_e)) { best = ov; best_e = oe; }
     }
     if (lane == (best_e & 31)) {
       taken |= 1u << (best_e >> 5);

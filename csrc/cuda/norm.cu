@@ -57,6 +57,19 @@ __global__ void embed_kernel(const T* __restrict__ table, int64_t hidden, const 
   for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) o[c] = to_f32(row[c]);
 }
 
+// bf16 rows whose width is a multiple of 8: 16-byte loads of 8 values, two 16-byte stores.
+__global__ void embed_bf16x8_kernel(const bf16* __restrict__ table, int64_t hidden, const int32_t* __restrict__ ids, float* __restrict__ out) {
+  const uint4* row = reinterpret_cast<const uint4*>(table + int64_t(ids[blockIdx.x]) * hidden);
+  float4* o = reinterpret_cast<float4*>(out + blockIdx.x * hidden);
+  for (int64_t c = threadIdx.x; c < hidden / 8; c += blockDim.x) {
+    const uint4 v = row[c];
+    const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
+    const float2 a = __bfloat1622float2(p[0]), b = __bfloat1622float2(p[1]), d = __bfloat1622float2(p[2]), e = __bfloat1622float2(p[3]);
+    o[2 * c] = make_float4(a.x, a.y, b.x, b.y);
+    o[2 * c + 1] = make_float4(d.x, d.y, e.x, e.y);
+  }
+}
+
 template <typename TD>
 void launch_norm(float* h, int64_t ldh, const void* delta, int64_t ldd, int64_t rows, int64_t cols, const float* w, float eps,
                  void* out, int64_t ldo, DType ot, cudaStream_t s) {
@@ -101,7 +114,10 @@ void to_bf16(const float* x, int64_t n, void* out, cudaStream_t stream) {
 void embed_rows(const void* table, DType table_type, int64_t hidden, const int32_t* ids, int64_t n, float* out,
                 cudaStream_t stream) {
   if (n == 0) return;
-  if (table_type == DType::BF16) embed_kernel<<<unsigned(n), 128, 0, stream>>>(static_cast<const bf16*>(table), hidden, ids, out);
+  const bool aligned = reinterpret_cast<uintptr_t>(table) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  if (table_type == DType::BF16 && hidden % 8 == 0 && aligned)
+    embed_bf16x8_kernel<<<unsigned(n), 128, 0, stream>>>(static_cast<const bf16*>(table), hidden, ids, out);
+  else if (table_type == DType::BF16) embed_kernel<<<unsigned(n), 128, 0, stream>>>(static_cast<const bf16*>(table), hidden, ids, out);
   else embed_kernel<<<unsigned(n), 128, 0, stream>>>(static_cast<const float*>(table), hidden, ids, out);
   JAMBA_CUDA_LAUNCHED("embed_rows");
 }

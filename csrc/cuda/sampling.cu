@@ -13,6 +13,7 @@
 //   order.
 #include <cstdint>
 
+#include "../core/decode_rules.h"
 #include "common.cuh"
 #include "kernels.h"
 
@@ -44,12 +45,6 @@ __device__ uint4 philox(uint64_t seed, uint64_t step, uint32_t c2_in) {
 
 __device__ float philox_uniform(uint64_t seed, uint64_t step) {
   return float(philox(seed, step, 0).x >> 8) * (1.0f / 16777216.0f);  // 24 bits: [0, 1)
-}
-
-/** Gumbel(0, 1) noise from 32 random bits: −log(−log u), u in (0, 1). */
-__device__ __forceinline__ float gumbel(uint32_t bits) {
-  const float u = (float(bits >> 8) + 0.5f) * (1.0f / 16777216.0f);
-  return -logf(-logf(u));
 }
 
 /** Rows drawn by the one-pass path: greedy, or temperature with no top-k or top-p cut. */
@@ -86,7 +81,7 @@ __global__ void __launch_bounds__(kPassThreads) one_pass_kernel(const float* __r
     for (int j = 0; j < 4; ++j) {
       const int64_t i = g * 4 + j;
       if (i >= vocab) break;
-      const float v = greedy ? x[i] : x[i] * inv_t + gumbel(b[j]);
+      const float v = greedy ? x[i] : x[i] * inv_t + rules::gumbel_noise(b[j]);
       keep_best(best, best_i, v, int32_t(i));
     }
   }

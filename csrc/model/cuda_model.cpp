@@ -343,7 +343,7 @@ CudaJambaModel::~CudaJambaModel() {
 }
 
 void CudaJambaModel::drop_graphs() const {
-  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
+  for (auto& [key, g] : graphs_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(g.exec));
   graphs_.clear();
 }
 
@@ -424,7 +424,6 @@ class OpTimer {
 struct CudaJambaModel::Workspace {
   int64_t T = 0, S = 0, longest = 0;
   bool decode = false;                  // every sequence adds exactly one row
-  int splits = 1;                       // decode attention's key splits
   std::vector<int64_t> offsets;         // host: row offsets per sequence (S + 1)
   std::vector<int32_t> slot, past;      // host copies
   int32_t *d_slot, *d_past, *d_tokoff, *d_off_all, *d_off_rows;
@@ -596,7 +595,7 @@ void CudaJambaModel::attention(const Layer& l, size_t li, Workspace& ws) const {
   if (ws.decode) {
     a.slot = ws.d_slot;
     a.past = ws.d_past;
-    cuda::decode_attention(a, ws.S, ws.splits, ws.attn_ws, s);
+    cuda::decode_attention(a, ws.S, ws.attn_ws, s);
   } else {
     for (int64_t q = 0; q < ws.S; ++q) {
       const int64_t o = ws.offsets[size_t(q)];
@@ -675,12 +674,6 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   ForwardResult res;
   if (ws.T == 0) return res;
   ws.decode = ws.longest == 1 && ws.T == ws.S;
-  if (ws.decode) {
-    // About one split per 256 keys of the longest sequence, so short batches still fill the GPU.
-    int64_t longest_past = 0;
-    for (int32_t v : ws.past) longest_past = std::max<int64_t>(longest_past, v + 1);
-    ws.splits = int(std::min<int64_t>(32, std::max<int64_t>(1, longest_past / 256)));
-  }
   if (req.abort.size() == req.states.size() && !req.abort.empty() &&
       std::all_of(req.abort.begin(), req.abort.end(), [](const int32_t* f) { return f && __atomic_load_n(f, __ATOMIC_RELAXED) != 0; }))
     fail("aborted", "the operation was aborted");
@@ -727,7 +720,6 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   want(&d_sample_args, size_t(ws.S) * sizeof(cuda::SampleArgs));
   want(&d_sampled, size_t(ws.S) * 4);
   want(&d_sample_ws, cuda::sample_workspace(ws.S));
-  want(&d_masks, masked ? size_t(ws.S * mask_words) * 4 : 4);
   want(reinterpret_cast<void**>(&ws.h), size_t(T * H) * 4);
   want(&ws.x, size_t(T * H) * 2);
   want(&ws.delta, size_t(T * H) * 2);
@@ -739,7 +731,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   want(&ws.y, size_t(T * Di) * 2);
   want(&ws.qkv, size_t(T * W) * 2);
   want(&ws.att, size_t(T * qw) * 2);
-  want(&ws.attn_ws, cuda::decode_attention_workspace(ws.S, int(dims_.heads), int(dims_.head_dim), 32));
+  want(&ws.attn_ws, cuda::decode_attention_workspace(ws.S, int(dims_.heads), int(dims_.head_dim)));
   want(reinterpret_cast<void**>(&ws.router), size_t(T * std::max<int64_t>(E, 1)) * 4);
   want(reinterpret_cast<void**>(&ws.weight), size_t(R) * 4);
   want(reinterpret_cast<void**>(&ws.row_weight), size_t(R) * 4);
@@ -757,13 +749,18 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   want(&xsel, size_t(std::max<int64_t>(rows_out, 1) * H) * 4);
   want(&xb, size_t(std::max<int64_t>(rows_out, 1) * H) * 2);
   want(&logits_rows, size_t(std::max<int64_t>(rows_out, 1) * V) * 4);
+  // Last: what a captured decode step uses must sit at the same addresses whether or not this
+  // step is masked (the graph key does not say), so sizes that vary step to step come after it.
+  want(&d_masks, masked ? size_t(ws.S * mask_words) * 4 : 4);
   if (arena_.bytes < total) {
     drop_graphs();  // they point into the old arena
     arena_ = DeviceBuffer(total + total / 4);
   }
   size_t at = 0;
+  uint64_t layout = 1469598103934665603ull ^ uint64_t(reinterpret_cast<uintptr_t>(arena_.p));  // FNV-1a of the carving
   for (auto& [ptr, bytes] : plan) {
     *ptr = static_cast<char*>(arena_.p) + at;
+    if (ptr != &d_masks) layout = (layout ^ at) * 1099511628211ull;
     at += (bytes + 255) / 256 * 256;
   }
 
@@ -791,11 +788,16 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
     float* sel = static_cast<float*>(req.logits == ForwardRequest::Logits::Last ? xsel : xf);
     // The pass from the tokens' embedding rows to the logits: the part a decode step replays.
     auto compute = [&](bool capturing) {
-      int64_t tok_at = 0;
-      for (int64_t q = 0; q < ws.S; ++q) {
-        const int64_t o = ws.offsets[size_t(q)], e = erows[size_t(q)], n = int64_t(req.tokens[size_t(q)].size());
-        cuda::embed_rows(embed_.w.p, DT::BF16, H, static_cast<int32_t*>(d_tokens) + tok_at, n, ws.h + (o + e) * H, s);
-        tok_at += n;
+      if (!embeds) {
+        // Every row is a token, in sequence order: one launch for the batch.
+        cuda::embed_rows(embed_.w.p, DT::BF16, H, static_cast<int32_t*>(d_tokens), T, ws.h, s);
+      } else {
+        int64_t tok_at = 0;
+        for (int64_t q = 0; q < ws.S; ++q) {
+          const int64_t o = ws.offsets[size_t(q)], e = erows[size_t(q)], n = int64_t(req.tokens[size_t(q)].size());
+          cuda::embed_rows(embed_.w.p, DT::BF16, H, static_cast<int32_t*>(d_tokens) + tok_at, n, ws.h + (o + e) * H, s);
+          tok_at += n;
+        }
       }
       ws.mark("embedding");
       ws.keep("embed", ws.h, T * H, s);
@@ -817,9 +819,16 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
     if (req.capture) ws.trace = &res.captured;
     if (ws.decode && !embeds && !req.profile && !req.capture) {
       // A decode step is the same kernels on the same addresses every time: captured once per
-      // shape as a CUDA graph, then replayed (one launch instead of hundreds).
-      const std::string key = std::to_string(ws.S) + "/" + std::to_string(ws.splits) + "/" + std::to_string(int(req.logits));
+      // shape as a CUDA graph, then replayed (one launch instead of hundreds). The graph keeps the
+      // arena carving it was captured with; a step carved otherwise captures it again rather than
+      // replaying into stale addresses.
+      const std::string key = std::to_string(ws.S) + "/" + std::to_string(int(req.logits));
       auto it = graphs_.find(key);
+      if (it != graphs_.end() && it->second.layout != layout) {
+        cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(it->second.exec));
+        graphs_.erase(it);
+        it = graphs_.end();
+      }
       if (it == graphs_.end()) {
         check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
         cudaGraph_t graph = nullptr;
@@ -835,9 +844,9 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
         const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
         cudaGraphDestroy(graph);
         check(e, "cudaGraphInstantiate");
-        it = graphs_.emplace(key, exec).first;
+        it = graphs_.emplace(key, CapturedGraph{exec, layout}).first;
       }
-      check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(it->second), s), "cudaGraphLaunch");
+      check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(it->second.exec), s), "cudaGraphLaunch");
     } else {
       compute(false);
     }

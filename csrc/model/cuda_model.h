@@ -4,9 +4,12 @@
 // Sequence states (conv and SSM states, and the KV cache up to context_length positions) live in
 // preallocated per-layer pools with one slot per sequence, max_sequences slots in all.
 #pragma once
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "executor.h"
@@ -91,9 +94,14 @@ class CudaJambaModel : public Executor {
   void* stream_ = nullptr;  // cudaStream_t
   mutable std::mutex mu_;   // one forward pass at a time on the stream and workspace
   mutable DeviceBuffer arena_;
-  // Decode steps captured as CUDA graphs, by batch size, attention splits and logits rows; they
-  // hold arena addresses, so they are dropped when the arena moves.
-  mutable std::map<std::string, void*> graphs_;  // cudaGraphExec_t
+  // Decode steps captured as CUDA graphs, by batch size and logits rows. They hold arena
+  // addresses: each keeps a fingerprint of the arena and its carving, and is captured again when
+  // a step's differs; all are dropped when the arena moves.
+  struct CapturedGraph {
+    void* exec;       // cudaGraphExec_t
+    uint64_t layout;  // arena base and offsets at capture
+  };
+  mutable std::map<std::string, CapturedGraph> graphs_;
   void drop_graphs() const;
 };
 

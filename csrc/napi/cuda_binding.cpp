@@ -465,7 +465,7 @@ Napi::Object CudaOps(Napi::Env env) {
     return r;
   }));
 
-  // attention({ q, tokens, k, v, positions, heads, kvHeads, headDim, past, decode, splits?, dtype })
+  // attention({ q, tokens, k, v, positions, heads, kvHeads, headDim, past, decode, dtype })
   // k and v: one sequence's cache [positions, kvHeads, headDim] (already holding the new keys).
   // decode: `tokens` sequences share that cache layout by slot (sequence s uses slot s of a
   // pool of `tokens` copies) with lengths past[s] + 1; prefill: one sequence of `tokens` queries.
@@ -486,10 +486,9 @@ Napi::Object CudaOps(Napi::Env env) {
     a.q = q->p; a.ldq = H * D; a.q_type = t; a.k_pool = kp->p; a.v_pool = vp->p; a.kv_stride = stride; a.slot = dslot.as<int32_t>();
     a.past = past.as<int32_t>(); a.out = out.p; a.ldo = H * D; a.out_type = t; a.heads = int(H); a.kv_heads = int(KV);
     a.head_dim = int(D); a.scale = float(1.0 / std::sqrt(double(D)));
-    const int splits = o.has("splits") ? int(o.i("splits")) : 1;
-    Dev ws(decode ? cuda::decode_attention_workspace(T, int(H), int(D), splits) : 1);
+    Dev ws(decode ? cuda::decode_attention_workspace(T, int(H), int(D)) : 1);
     const double ms = timed(o.repeat(), [&] {
-      if (decode) cuda::decode_attention(a, T, splits, ws.p, nullptr);
+      if (decode) cuda::decode_attention(a, T, ws.p, nullptr);
       else cuda::prefill_attention(a, T, nullptr);
     });
     return result(o, ms, {{"out", js(o.env, download(out, size_t(T * H * D), t))}});

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../core/decode_rules.h"
 #include "../core/thread_pool.h"
 #include "../cpu/attention.h"
 #include "../cpu/conv1d.h"
@@ -197,6 +198,28 @@ Napi::Value RouterTopk(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// gumbelNoise(bits: Uint32Array) -> Float32Array: the CUDA sampler's noise for each 32-bit draw.
+Napi::Value GumbelNoise(const Napi::CallbackInfo& info) {
+  auto bits = arg<Napi::Uint32Array>(info, 0, napi_uint32_array, 0, "bits");
+  auto out = f32_out(info.Env(), bits.ElementLength());
+  for (size_t i = 0; i < bits.ElementLength(); ++i) out[i] = rules::gumbel_noise(bits[i]);
+  return out;
+}
+
+// decodeSplitRanges(keys) -> Int32Array [begin, end] × kMaxDecodeSplits: how CUDA decode
+// attention cuts a sequence of `keys` keys (empty ranges past its split count).
+Napi::Value DecodeSplitRanges(const Napi::CallbackInfo& info) {
+  const int64_t keys = num(info, 0, "keys", 1);
+  auto out = Napi::Int32Array::New(info.Env(), 2 * size_t(rules::kMaxDecodeSplits));
+  for (int i = 0; i < rules::kMaxDecodeSplits; ++i) {
+    int64_t b, e;
+    rules::decode_split_range(keys, i, b, e);
+    out[2 * size_t(i)] = int32_t(b);
+    out[2 * size_t(i) + 1] = int32_t(e);
+  }
+  return out;
+}
+
 // fmaPeak(seconds) -> GFLOP/s; readBandwidth(seconds) -> GB/s (bench/ only)
 Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), cpu::measure_fma_peak(info[0].As<Napi::Number>().DoubleValue()));
@@ -242,6 +265,8 @@ Napi::Object ops_exports(Napi::Env env) {
   o.Set("selectiveScan", Napi::Function::New<guarded<SelectiveScan>>(env, "selectiveScan"));
   o.Set("attention", Napi::Function::New<guarded<Attention>>(env, "attention"));
   o.Set("routerTopk", Napi::Function::New<guarded<RouterTopk>>(env, "routerTopk"));
+  o.Set("gumbelNoise", Napi::Function::New<guarded<GumbelNoise>>(env, "gumbelNoise"));
+  o.Set("decodeSplitRanges", Napi::Function::New<guarded<DecodeSplitRanges>>(env, "decodeSplitRanges"));
   o.Set("threads", Napi::Function::New<guarded<Threads>>(env, "threads"));
   o.Set("parseSafetensorsHeader", Napi::Function::New<guarded<ParseSafetensorsHeader>>(env, "parseSafetensorsHeader"));
   o.Set("gemmRate", Napi::Function::New<guarded<GemmRate>>(env, "gemmRate"));

@@ -148,10 +148,19 @@ export const checks: GpuCheck[] = [
       for (const [T, E, k] of [[1, 4, 2], [37, 16, 2], [300, 16, 1], [65, 8, 3]] as const) {
         const r = rng(T * E + k);
         const logits = rand(r, T * E, 3);
+        // Rows with a NaN (all of it, or one logit) or +∞ route as the CPU routes them: experts 0..k-1, NaN weights.
+        if (T > 3) {
+          logits.fill(NaN, 0, E);
+          logits[E + E - 1] = NaN;
+          logits[2 * E + 1] = Infinity;
+        }
         const got = cuda.moeRoute({ logits, tokens: T, experts: E, k });
         const want = cpu.routerTopk(logits, T, E, k);
         if (got.idx.join() !== want.idx.join()) throw new Error(`T${T} E${E} k${k}: expert choices differ`);
-        expectClose(`T${T} E${E} k${k} weights`, got.weight, want.weight, 1e-6);
+        for (let i = 0; i < T * k; i++)
+          if (Number.isNaN(want.weight[i]!) !== Number.isNaN(got.weight[i]!)) throw new Error(`T${T} E${E} k${k}: weight ${i} is ${got.weight[i]}, the CPU's ${want.weight[i]}`);
+        const finite = (w: Float32Array) => w.map((x) => (Number.isNaN(x) ? 0 : x));
+        expectClose(`T${T} E${E} k${k} weights`, finite(got.weight), finite(want.weight), 1e-6);
         // Groups: offsets scan the counts; every (token, slot) has a row in its expert's group; rows are a permutation.
         const counts = new Array<number>(E).fill(0);
         for (const e of want.idx) counts[e]!++;
@@ -315,22 +324,29 @@ export const checks: GpuCheck[] = [
     },
   },
   {
-    name: 'split-KV decode attention, sequences of different lengths',
+    name: 'split-KV decode attention: sequences of 1 to 11 splits, batched, bit-identical to each alone',
     run(cuda, cpu) {
-      const B = 4, H = 8, KV = 2, D = 128, P = 700;
-      const past = Int32Array.from([0, 63, 256, 699]);
+      // Each sequence's split count comes from its own length (CPU test: decodeSplitRanges), so a
+      // short sequence batched beside a long one sums in its own order.
+      const B = 5, H = 8, KV = 2, D = 128, P = 3000, kv = KV * D;
+      const past = Int32Array.from([0, 63, 299, 699, 2999]);
       const r = rng(11);
-      const q = bf16(rand(r, B * H * D)), k = bf16(rand(r, B * P * KV * D)), v = bf16(rand(r, B * P * KV * D));
+      const q = bf16(rand(r, B * H * D)), k = bf16(rand(r, B * P * kv)), v = bf16(rand(r, B * P * kv));
       const want = new Float32Array(B * H * D);
       for (let s = 0; s < B; s++) {
-        const len = past[s]! + 1, kv = KV * D;
+        const len = past[s]! + 1;
         want.set(cpu.attention(q.subarray(s * H * D, (s + 1) * H * D), k.subarray(s * P * kv, (s * P + len) * kv),
           v.subarray(s * P * kv, (s * P + len) * kv), 1, past[s]!, H, KV, D), s * H * D);
       }
-      for (const splits of [1, 3, 8]) {
-        for (const dt of DTYPES) {
-          const got = cuda.attention({ q, tokens: B, k, v, positions: P, heads: H, kvHeads: KV, headDim: D, past, decode: true, splits, dtype: dt });
-          expectClose(`${dt} ${splits} splits`, got.out, want, TOL[dt]);
+      for (const dt of DTYPES) {
+        const got = cuda.attention({ q, tokens: B, k, v, positions: P, heads: H, kvHeads: KV, headDim: D, past, decode: true, dtype: dt });
+        expectClose(`${dt} batch of ${B}`, got.out, want, TOL[dt]);
+        for (let s = 0; s < B; s++) {
+          const alone = cuda.attention({ q: q.subarray(s * H * D, (s + 1) * H * D), tokens: 1, k: k.subarray(s * P * kv, (s + 1) * P * kv),
+            v: v.subarray(s * P * kv, (s + 1) * P * kv), positions: P, heads: H, kvHeads: KV, headDim: D, past: past.subarray(s, s + 1), decode: true, dtype: dt });
+          const batched = got.out.subarray(s * H * D, (s + 1) * H * D);
+          const i = alone.out.findIndex((x, j) => !Object.is(x, batched[j]));
+          if (i >= 0) throw new Error(`${dt}: sequence ${s} (${past[s]! + 1} keys) batched differs from alone at ${i}: ${batched[i]} vs ${alone.out[i]}`);
         }
       }
     },

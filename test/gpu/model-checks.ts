@@ -15,6 +15,10 @@ import { BASE, CASES, GPU_CASES } from '../helpers/random-configs';
 import { readTensor } from '../helpers/st-io';
 import { CORPUS, SHAKESPEARE_REF, TINY_RANDOM } from '../helpers/paths';
 import { relErr } from './checks';
+import { buildPlan } from '../../lib/graph';
+import { parseConfig } from '../../lib/config';
+import { native, NativeModel, NativeSequence, SampleSpec } from '../../lib/native';
+import { readCheckpointTensors } from '../../lib/safetensors';
 
 export interface ModelCheck {
   name: string;
@@ -195,6 +199,75 @@ export const modelChecks: ModelCheck[] = [
           Array.from(await model.logits(ids)));
       } finally {
         await model.dispose();
+      }
+    },
+  },
+  {
+    // Review B2 and B3 (../shared/gpu-runs/2026-12-07-static-review.md): a graph captured for an
+    // unmasked step replayed for a masked one at shifted arena addresses, and attention splits
+    // taken from the longest sequence of the batch. A vocabulary of 4,100 makes a mask (520 B)
+    // outgrow the placeholder's 256-B slot, and 3 sequences run each decode.
+    name: 'captured decode steps: unmasked then masked then unmasked at one batch size equal the uncaptured passes; sequences of 100 and 700 tokens batched are bit-identical to each alone',
+    async run() {
+      const dir = writeRandomCheckpoint({ ...BASE, vocab_size: 4100, hidden_size: 64, intermediate_size: 96, num_hidden_layers: 4, num_attention_heads: 4,
+        num_key_value_heads: 2, attn_layer_period: 2, attn_layer_offset: 1, expert_layer_period: 2, expert_layer_offset: 0, num_experts: 4,
+        num_experts_per_tok: 2 }, { dtype: 'BF16', seed: 5 });
+      let model: NativeModel | null = null;
+      try {
+        const cfg = parseConfig(JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>);
+        const plan = Object.assign(buildPlan(cfg, readCheckpointTensors(dir), { expertsInt8: false }), { device: 'cuda', maxSequences: 8, contextLength: 1024 });
+        model = await native().NativeModel.load(plan);
+        const m = model;
+        const V = cfg.vocabSize, words = Math.ceil(V / 32), r = rng(9);
+        const ids = (n: number) => Int32Array.from({ length: n }, () => 3 + Math.floor(r() * (V - 3)));
+        const prompts = [ids(20), ids(33), ids(7)];
+        const open = async (): Promise<NativeSequence[]> => {
+          const seqs = prompts.map(() => m.newSequence());
+          for (let q = 0; q < seqs.length; q++) await m.forward([seqs[q]!], [prompts[q]!], { logits: 'none' });
+          return seqs;
+        };
+        // Row 0 greedy, row 1 sampled, row 2 returns its logits; `masked` gives rows 0 and 1 a grammar-like mask.
+        const mask = Int32Array.from({ length: words }, () => (r() * 2 ** 32) | 0);
+        const sample = (step: number, masked: boolean): Array<SampleSpec | undefined> => [
+          { temperature: 0, topK: 0, topP: 1, seed: 1, step, ...(masked ? { mask } : {}) },
+          { temperature: 0.9, topK: 0, topP: 1, seed: 1, step, ...(masked ? { mask } : {}) },
+          undefined,
+        ];
+        const run = async (profile: boolean) => {
+          const seqs = await open(), out: string[] = [];
+          let next = [ids(1), ids(1), ids(1)];
+          for (const [step, masked] of [[0, false], [1, false], [2, true], [3, true], [4, false]] as const) {
+            const res = await m.forward(seqs, next, { logits: 'last', sample: sample(step, masked), profile });
+            out.push(JSON.stringify([Array.from(res.sampled ?? []), Array.from(res.logits)]));
+            next = [Int32Array.of(res.sampled![0]!), Int32Array.of(res.sampled![1]!), ids(1)];
+          }
+          seqs.forEach((q) => q.dispose());
+          return out;
+        };
+        const uncaptured = await run(true), captured = await run(false);
+        uncaptured.forEach((u, i) => { if (captured[i] !== u) throw new Error(`decode step ${i} (${i === 2 || i === 3 ? 'masked' : 'unmasked'}): the captured graph's tokens or logits differ from the uncaptured pass`); });
+        // 100 and 700 tokens: 1 and 2 attention splits. Batched decode steps equal each sequence's alone, bit for bit.
+        const long = [ids(100), ids(700)];
+        const pair = async () => {
+          const seqs = long.map(() => m.newSequence());
+          for (let q = 0; q < 2; q++) await m.forward([seqs[q]!], [long[q]!], { logits: 'none' });
+          return seqs;
+        };
+        const together = await pair(), apart = await pair();
+        for (let step = 0; step < 4; step++) {
+          const toks = [Int32Array.of(5 + step), Int32Array.of(900 + step)];
+          const both = (await m.forward(together, toks, { logits: 'last' })).logits;
+          for (let q = 0; q < 2; q++) {
+            const alone = (await m.forward([apart[q]!], [toks[q]!], { logits: 'last' })).logits;
+            const batched = both.subarray(q * V, (q + 1) * V);
+            const i = alone.findIndex((x, j) => !Object.is(x, batched[j]));
+            if (i >= 0) throw new Error(`step ${step}: the ${long[q]!.length}-token sequence batched differs from alone at logit ${i}: ${batched[i]} vs ${alone[i]}`);
+          }
+        }
+        [...together, ...apart].forEach((q) => q.dispose());
+      } finally {
+        model?.dispose();
+        fs.rmSync(dir, { recursive: true, force: true });
       }
     },
   },
