@@ -41,7 +41,8 @@ export function miniLayout() {
   return { layout, cfg, load, ids };
 }
 
-export async function endToEnd(copyGBs: number, gemmTflops: number, review: Record<string, string> = {}): Promise<E2eRow[]> {
+export async function endToEnd(copyGBs: number, gemmTflops: number, review: Record<string, string> = {},
+                                parts = { decode: true, prefill: true }): Promise<E2eRow[]> {
   const { layout, cfg, load, ids } = miniLayout();
   const rows: E2eRow[] = [];
   const cuda = native().cuda!;
@@ -66,7 +67,7 @@ export async function endToEnd(copyGBs: number, gemmTflops: number, review: Reco
   try {
     // As generation runs: the token is drawn on the device, no logits come back. Temperature
     // alone takes the one-pass sampler; top-p 0.95 the sorting one (review B12), labelled so.
-    for (const B of [1, 16]) {
+    for (const B of parts.decode ? [1, 16] : []) {
       for (const topP of [1, 0.95]) {
         const seqs = Array.from({ length: B }, () => model.newSequence());
         await model.forward(seqs, seqs.map((_, b) => ids(512, b)), { logits: 'last' });
@@ -84,19 +85,22 @@ export async function endToEnd(copyGBs: number, gemmTflops: number, review: Reco
           target: B === 1 ? '≤ 6.0 ms (H200), ≤ 8.5 ms (H100)' : '≤ 19 ms (H200), ≤ 27 ms (H100)', predicted: review[`decode b${B}${topP < 1 ? ' top-p' : ''}`] ?? '' });
       }
     }
-    const T = 8192;
-    const seq = model.newSequence();
-    const t0 = now();
-    for (let o = 0; o < T; o += 2048) await model.forward([seq], [ids(2048, o)], { logits: o + 2048 >= T ? 'last' : 'none' });
-    const dt = now() - t0;
-    seq.dispose();
-    const active = parameterCounts(cfg).active;
-    const flops = 2 * active * T + (cfg.numHiddenLayers - mamba) * 2 * T * T * cfg.numAttentionHeads * cfg.headDim;
-    rows.push({ kernel: 'end to end: prefill of 8K tokens', shape: 'Jamba-1.5-Mini layout, ExpertsInt8', value: `${(T / dt).toFixed(0)} tok/s, ${(flops / dt / 1e12).toFixed(0)} TFLOP/s`,
-      ratio: `${((100 * flops) / dt / 1e12 / gemmTflops).toFixed(0)}% of the GEMM rate`, target: '≥ 50%' });
+    if (parts.prefill) {
+      const T = 8192;
+      const seq = model.newSequence();
+      const t0 = now();
+      for (let o = 0; o < T; o += 2048) await model.forward([seq], [ids(2048, o)], { logits: o + 2048 >= T ? 'last' : 'none' });
+      const dt = now() - t0;
+      seq.dispose();
+      const active = parameterCounts(cfg).active;
+      const flops = 2 * active * T + (cfg.numHiddenLayers - mamba) * 2 * T * T * cfg.numAttentionHeads * cfg.headDim;
+      rows.push({ kernel: 'end to end: prefill of 8K tokens', shape: 'Jamba-1.5-Mini layout, ExpertsInt8', value: `${(T / dt).toFixed(0)} tok/s, ${(flops / dt / 1e12).toFixed(0)} TFLOP/s`,
+        ratio: `${((100 * flops) / dt / 1e12 / gemmTflops).toFixed(0)}% of the GEMM rate`, target: '≥ 50%' });
+    }
   } finally {
     model.dispose();
   }
+  if (!parts.prefill) return rows;
   // The memory check: one sequence of 256K tokens.
   const before = cuda.info().freeBytes;
   const big = await load(1, 262144);

@@ -5,7 +5,9 @@
  * kernel timed at Jamba-1.5-Mini shapes against the ceiling or the peer measured in the same run:
  * device copy bandwidth (here), cuBLAS bf16 through torch.matmul and torch's
  * scaled_dot_product_attention (bench/gpu/peer.py, whose JSON --peer reads). Exits non-zero if a
- * check failed. `--profile` instead prints where a decode step's time goes (bench/gpu-profile.ts).
+ * check failed. `--part decode|prefill|all` (default all) times only that part's kernels and
+ * end-to-end rows (the checks always run). `--profile` instead prints where a decode step's time
+ * goes (bench/gpu-profile.ts).
  */
 import fs from 'node:fs';
 import { native } from '../lib/native';
@@ -46,6 +48,11 @@ interface Peer {
 
 const argv = process.argv.slice(2);
 const json = argv.includes('--json');
+const part = argv.includes('--part') ? argv[argv.indexOf('--part') + 1] : 'all';
+if (part !== 'decode' && part !== 'prefill' && part !== 'all') {
+  process.stderr.write(`bench/gpu: --part must be decode, prefill or all, got ${String(part)}\n`);
+  process.exit(2);
+}
 const peerFile = argv.includes('--peer') ? argv[argv.indexOf('--peer') + 1] : undefined;
 const peer: Peer = peerFile && fs.existsSync(peerFile) ? (JSON.parse(fs.readFileSync(peerFile, 'utf8')) as Peer) : {};
 const say = (s: string) => { if (!json) process.stdout.write(`${s}\n`); };
@@ -95,7 +102,8 @@ async function main(): Promise<void> {
   const copy = cuda.copyBandwidth({ bytes: 1 << 30, repeat: rep });
   rows.push({ kernel: 'ceiling: device copy', shape: '1 GiB, read + write', value: `${(copy / 1000).toFixed(2)} TB/s`, ratio: '', target: '' });
 
-  function attempt(name: string, f: () => void): void {
+  function attempt(name: string, of: 'decode' | 'prefill', f: () => void): void {
+    if (part !== 'all' && part !== of) return;
     try {
       f();
     } catch (e) {
@@ -103,7 +111,7 @@ async function main(): Promise<void> {
     }
   }
 
-  attempt('selective scan (prefill)', () => {
+  attempt('selective scan (prefill)', 'prefill', () => {
     const T = 4096, Di = 8192, N = 16;
     const r = cuda.selectiveScan({ u: fill(T * Di), dt: fill(T * Di), b: fill(T * N), c: fill(T * N), z: fill(T * Di), a: fill(Di * N, 1).map((v) => -1 - Math.abs(v)),
       d: fill(Di), dtBias: fill(Di), state: new Float32Array(Di * N), tLen: T, dInner: Di, dState: N, dtype: 'bf16', repeat: rep });
@@ -111,7 +119,7 @@ async function main(): Promise<void> {
     const tbs = bytes / (r.ms * 1e9);
     rows.push({ kernel: 'selective scan (prefill)', shape: `T ${T}, d_inner ${Di}, d_state ${N}, bf16`, value: `${tbs.toFixed(2)} TB/s effective`, ratio: `${(tbs / 1.35).toFixed(2)}× target`, target: '≥ 1.35 TB/s' });
   });
-  attempt('Mamba decode step (fused)', () => {
+  attempt('Mamba decode step (fused)', 'decode', () => {
     // Jamba-1.5-Mini's Mamba after x_proj: the dt/B/C norms, dt_proj (dt_rank 256) and the state update, one launch.
     const Di = 8192, N = 16, R = 256;
     for (const B of [1, 16]) {
@@ -124,20 +132,20 @@ async function main(): Promise<void> {
         predicted: REVIEW[B === 1 ? 'mamba b1' : 'mamba b16'] });
     }
   });
-  attempt('causal conv1d (prefill)', () => {
+  attempt('causal conv1d (prefill)', 'prefill', () => {
     const T = 4096, C = 8192, K = 4;
     const r = cuda.conv1d({ x: fill(T * C), tLen: T, channels: C, w: fill(C * K), dConv: K, bias: fill(C), state: new Float32Array(C * (K - 1)), dtype: 'bf16', repeat: rep });
     const gbs = (2 * T * C * 2) / (r.ms * 1e6);
     rows.push({ kernel: 'causal conv1d (prefill)', shape: `T ${T}, channels ${C}, bf16`, value: `${(gbs / 1000).toFixed(2)} TB/s`, ratio: `${((100 * gbs) / copy).toFixed(0)}% of copy`, target: '≥ 85% of copy' });
   });
-  attempt('MoE routing', () => {
+  attempt('MoE routing', 'decode', () => {
     for (const T of [16, 4096]) {
       const r = cuda.moeRoute({ logits: fill(T * 16, 3), tokens: T, experts: 16, k: 2, repeat: 100 });
       rows.push({ kernel: 'MoE routing (softmax, top-2, grouping)', shape: `${T} tokens, 16 experts`, value: `${(r.ms * 1000).toFixed(1)} µs`, ratio: T === 16 ? `${(5 / (r.ms * 1000)).toFixed(2)}× target` : '',
         target: T === 16 ? '≤ 5 µs per layer' : '≤ 20 µs', predicted: REVIEW[T === 16 ? 'route 16' : 'route 4096'] });
     }
   });
-  attempt('expert GEMM', () => {
+  attempt('expert GEMM', 'decode', () => {
     // Jamba-1.5-Mini's expert up-projection (gate or up half: 14336 × 4096), a few experts.
     const E = 4, n = 14336, k = 4096;
     const w = fill(E * n * k, 0.02);
@@ -157,7 +165,7 @@ async function main(): Promise<void> {
         predicted: m === 1 ? REVIEW['int8 experts b1'] : m <= 16 ? REVIEW['int8 experts b16'] : '' });
     }
   });
-  attempt('expert GEMM, batch 16 as routed', () => {
+  attempt('expert GEMM, batch 16 as routed', 'decode', () => {
     // What a batch of 16 gives the experts' gate|up half: 32 routed rows over 14 of the 16 experts
     // (uniform top-2 routing touches 16·(1 − (14/16)^16) ≈ 14.1), 2 or 3 rows each.
     const counts = [3, 2, 3, 2, 2, 3, 2, 2, 3, 2, 2, 2, 2, 2], E = counts.length, n = 14336, k = 4096;
@@ -169,7 +177,7 @@ async function main(): Promise<void> {
       value: `${(r.ms * 1000).toFixed(0)} µs, int8 weights at ${tbs.toFixed(2)} TB/s`, ratio: `${((1000 * tbs * 100) / copy).toFixed(0)}% of copy`,
       target: '≥ 3.3 TB/s (H200), ≥ 2.4 (H100)', predicted: REVIEW['int8 experts b16'] });
   });
-  attempt('skinny projections', () => {
+  attempt('skinny projections', 'decode', () => {
     // Jamba-1.5-Mini's decode projections at one row: in_proj, x_proj, out_proj, an expert's gate|up and the LM head.
     for (const [name, n, k] of [['in_proj', 16384, 4096], ['x_proj', 288, 8192], ['out_proj', 4096, 8192], ['dense gate|up', 28672, 4096], ['LM head', 65536, 4096]] as const) {
       const r = cuda.groupedGemm({ a: fill(k), rows: 1, k, w: fill(n * k, 0.02), experts: 1, n, offsets: Int32Array.of(0, 1), outDtype: 'bf16', skinny: true, repeat: rep });
@@ -178,7 +186,7 @@ async function main(): Promise<void> {
         ratio: `${((100 * gbs) / copy).toFixed(0)}% of copy`, target: '≥ 85% of copy', predicted: REVIEW[name === 'x_proj' ? 'x_proj b1' : 'bf16 b1'] });
     }
   });
-  attempt('sampling', () => {
+  attempt('sampling', 'decode', () => {
     const V = 65536;
     for (const [batch, o, what] of [[1, { temperature: 0 }, 'greedy'], [1, { temperature: 0.8 }, 'temperature'], [16, { temperature: 0.8 }, 'temperature'],
       [1, { temperature: 0.8, topP: 0.9 }, 'top-p 0.9']] as const) {
@@ -190,7 +198,7 @@ async function main(): Promise<void> {
         predicted: REVIEW[what === 'top-p 0.9' ? 'sampling top-p' : batch === 1 ? 'sampling b1' : 'sampling b16'] });
     }
   });
-  attempt('decode attention', () => {
+  attempt('decode attention', 'decode', () => {
     // Splits follow each sequence's length (one per 256 keys, at most 32): 2 at 512 keys, 32 at 16K.
     const B = 4, H = 32, KV = 8, D = 128;
     for (const P of [512, 16384]) {
@@ -202,7 +210,7 @@ async function main(): Promise<void> {
         ratio: `${((1000 * tbs * 100) / copy).toFixed(0)}% of copy`, target: '≥ 85% of copy', predicted: P <= 4096 ? REVIEW['decode attention'] : '' });
     }
   });
-  attempt('prefill attention', () => {
+  attempt('prefill attention', 'prefill', () => {
     const T = 4096, H = 32, KV = 8, D = 128;
     const r = cuda.attention({ q: fill(T * H * D), tokens: T, k: fill(T * KV * D), v: fill(T * KV * D), positions: T, heads: H, kvHeads: KV, headDim: D,
       past: Int32Array.of(0), dtype: 'bf16', repeat: 5 });
@@ -212,7 +220,7 @@ async function main(): Promise<void> {
       ratio: sdpa ? `${(sdpa / r.ms).toFixed(2)}× SDPA` : 'no peer', target: '≥ 0.9× SDPA' });
   });
   let gemmTflops = 0;
-  attempt('dense GEMM rate', () => {
+  attempt('dense GEMM rate', 'prefill', () => {
     const m = 4096, n = 14336, k = 4096;
     const r = cuda.groupedGemm({ a: fill(m * k), rows: m, k, w: fill(n * k, 0.02), experts: 1, n, offsets: Int32Array.of(0, m), outDtype: 'bf16', repeat: 10 });
     gemmTflops = (2 * m * n * k) / (r.ms * 1e9);
@@ -220,7 +228,7 @@ async function main(): Promise<void> {
     rows.push({ kernel: 'GEMM bf16 (own kernel, mma.sync)', shape: `${m}×${n}×${k}`, value: `${gemmTflops.toFixed(0)} TFLOP/s`, ratio: torchMs ? `${(torchMs / r.ms).toFixed(2)}× cuBLAS` : 'no peer', target: '' });
   });
   try {
-    rows.push(...await endToEnd(copy, gemmTflops || 1, REVIEW));
+    rows.push(...await endToEnd(copy, gemmTflops || 1, REVIEW, { decode: part !== 'prefill', prefill: part !== 'decode' }));
   } catch (e) {
     rows.push({ kernel: 'end to end (Jamba-1.5-Mini layout, ExpertsInt8)', shape: '', value: `failed: ${(e as Error).message}`, ratio: '', target: '' });
   }
