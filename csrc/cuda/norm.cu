@@ -1,6 +1,8 @@
 // RMSNorm with the residual add of the previous sub-layer fused in, and the embedding gather.
-// One block per row: the row is read once to add and square, the sum of squares is reduced
-// across the block, and the second pass reads the row back from L1/L2 to scale it.
+// One block per row. Rows of a width divisible by 4 (every Jamba hidden size) are read once with
+// 16-byte loads and held in registers between the sum of squares and the scaling, so the row
+// crosses DRAM once each way; other rows take a two-pass scalar loop that reads the row back
+// from L1/L2.
 #include "common.cuh"
 #include "kernels.h"
 
@@ -25,6 +27,55 @@ __global__ void rmsnorm_residual_kernel(float* h, int64_t ldh, const TD* __restr
   const float inv = rsqrtf(block_sum(ss) / float(cols) + eps);
   TO* o = out + blockIdx.x * ldo;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) o[c] = from_f32<TO>(hr[c] * inv * weight[c]);
+}
+
+// 4 consecutive values of a row as float32, and back.
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const bf16* p) {
+  const uint2 v = *reinterpret_cast<const uint2*>(p);
+  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v.x));
+  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v.y));
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+__device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ void store4(bf16* p, float4 v) {
+  __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+  uint2 u;
+  u.x = *reinterpret_cast<uint32_t*>(&a);
+  u.y = *reinterpret_cast<uint32_t*>(&b);
+  *reinterpret_cast<uint2*>(p) = u;
+}
+
+// The row in registers: V groups of 4 values per thread (cols ≤ 4 · V · blockDim.x).
+template <typename TD, typename TO, int V>
+__global__ void rmsnorm_residual_vec_kernel(float* h, int64_t ldh, const TD* __restrict__ delta, int64_t ldd, int64_t cols,
+                                            const float* __restrict__ weight, float eps, TO* out, int64_t ldo) {
+  float* hr = h + blockIdx.x * ldh;
+  const TD* dr = delta ? delta + blockIdx.x * ldd : nullptr;
+  const int64_t n4 = cols / 4;
+  float4 x[V];
+  float ss = 0.f;
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+    const int64_t i = threadIdx.x + int64_t(v) * blockDim.x;
+    if (i >= n4) break;
+    x[v] = load4(hr + 4 * i);
+    if (dr) {
+      const float4 d = load4(dr + 4 * i);
+      x[v] = make_float4(x[v].x + d.x, x[v].y + d.y, x[v].z + d.z, x[v].w + d.w);
+      store4(hr + 4 * i, x[v]);
+    }
+    ss += x[v].x * x[v].x + x[v].y * x[v].y + x[v].z * x[v].z + x[v].w * x[v].w;
+  }
+  const float inv = rsqrtf(block_sum(ss) / float(cols) + eps);
+  TO* o = out + blockIdx.x * ldo;
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+    const int64_t i = threadIdx.x + int64_t(v) * blockDim.x;
+    if (i >= n4) break;
+    const float4 w = load4(weight + 4 * i);
+    store4(o + 4 * i, make_float4(x[v].x * inv * w.x, x[v].y * inv * w.y, x[v].z * inv * w.z, x[v].w * inv * w.w));
+  }
 }
 
 template <typename T>
@@ -75,10 +126,23 @@ void launch_norm(float* h, int64_t ldh, const void* delta, int64_t ldd, int64_t 
                  void* out, int64_t ldo, DType ot, cudaStream_t s) {
   const unsigned threads = cols >= 1024 ? 512 : 128;
   const TD* d = static_cast<const TD*>(delta);
-  if (ot == DType::BF16)
-    rmsnorm_residual_kernel<TD, bf16><<<unsigned(rows), threads, 0, s>>>(h, ldh, d, ldd, cols, w, eps, static_cast<bf16*>(out), ldo);
-  else
-    rmsnorm_residual_kernel<TD, float><<<unsigned(rows), threads, 0, s>>>(h, ldh, d, ldd, cols, w, eps, static_cast<float*>(out), ldo);
+  const auto a16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const auto a8 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 8 == 0; };
+  // 16-byte rows (8 for bf16): every row start aligned, and at most 8 groups of 4 per thread.
+  const int64_t groups = (cols / 4 + threads - 1) / threads;
+  const bool vec = cols % 4 == 0 && groups <= 8 && a16(h) && ldh % 4 == 0 && a16(w) && (!d || (a8(d) && ldd % 4 == 0)) &&
+                   (ot == DType::BF16 ? a8(out) : a16(out)) && ldo % 4 == 0;
+  auto go = [&](auto to) {
+    using TO = typename decltype(to)::type;
+    TO* o = static_cast<TO*>(out);
+    if (!vec) rmsnorm_residual_kernel<TD, TO><<<unsigned(rows), threads, 0, s>>>(h, ldh, d, ldd, cols, w, eps, o, ldo);
+    else if (groups <= 1) rmsnorm_residual_vec_kernel<TD, TO, 1><<<unsigned(rows), threads, 0, s>>>(h, ldh, d, ldd, cols, w, eps, o, ldo);
+    else if (groups <= 2) rmsnorm_residual_vec_kernel<TD, TO, 2><<<unsigned(rows), threads, 0, s>>>(h, ldh, d, ldd, cols, w, eps, o, ldo);
+    else if (groups <= 4) rmsnorm_residual_vec_kernel<TD, TO, 4><<<unsigned(rows), threads, 0, s>>>(h, ldh, d, ldd, cols, w, eps, o, ldo);
+    else rmsnorm_residual_vec_kernel<TD, TO, 8><<<unsigned(rows), threads, 0, s>>>(h, ldh, d, ldd, cols, w, eps, o, ldo);
+  };
+  if (ot == DType::BF16) go(Tag<bf16>{});
+  else go(Tag<float>{});
 }
 
 }  // namespace

@@ -96,6 +96,11 @@ __global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(const SkinnyParam
   }
   const size_t esz = Int8 ? 1 : 2;
   const uint8_t* W = static_cast<const uint8_t*>(p.w) + size_t(e) * size_t(N) * size_t(K) * esz;
+  // The int8 row scales, loaded before the weight stream rather than after its reduction, so
+  // their DRAM round trip overlaps it.
+  float scale[NC];
+#pragma unroll
+  for (int c = 0; c < NC; ++c) scale[c] = Int8 && ok[c] ? p.wscale[size_t(e) * size_t(N) + size_t(col[c])] : 0.f;
 
   __shared__ float part[kWarps][MR * NC];
   __shared__ float total[MR * NC];
@@ -166,28 +171,34 @@ __global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(const SkinnyParam
       }
     }
 
-    // Fixed-order reduction: within each warp, then the 4 warps in order.
+    // Fixed-order reduction: within each warp, then the 4 warps in order; only rows that exist
+    // (`rows` is the same for the whole block, so no lane leaves a shuffle).
 #pragma unroll
-    for (int m = 0; m < MR; ++m)
+    for (int m = 0; m < MR; ++m) {
+      if (m >= rows) break;
 #pragma unroll
       for (int c = 0; c < NC; ++c) {
         const float v = warp_sum(acc[m][c]);
         if (lane == 0) part[warp][m * NC + c] = v;
       }
+    }
     __syncthreads();
-    for (int i = tid; i < MR * NC; i += kThreads) {
+    for (int i = tid; i < rows * NC; i += kThreads) {
       float v = part[0][i];
 #pragma unroll
       for (int w = 1; w < kWarps; ++w) v += part[w][i];
-      const int c = i % NC;
-      if constexpr (Int8) v *= exists(c) ? p.wscale[size_t(e) * size_t(N) + size_t(column(c))] : 0.f;
+      if constexpr (Int8) {
+#pragma unroll
+        for (int c = 0; c < NC; ++c)
+          if (c == i % NC) v *= scale[c];  // a register per column, picked without local memory
+      }
       total[i] = v;
     }
     __syncthreads();
     TO* out = static_cast<TO*>(p.out);
-    for (int i = tid; i < MR * NC; i += kThreads) {
+    for (int i = tid; i < rows * NC; i += kThreads) {
       const int m = i / NC, c = i % NC;
-      if (m >= rows || !exists(c) || (p.gated && c >= NC / 2)) continue;
+      if (!exists(c) || (p.gated && c >= NC / 2)) continue;
       const int64_t row = r0 + m;
       float v = p.gated ? silu(total[i]) * total[i + NC / 2] : total[i];
       if (p.row_scale) v *= p.row_scale[row];

@@ -633,7 +633,11 @@ void CudaJambaModel::feed_forward(const Layer& l, size_t li, Workspace& ws) cons
   cuda::gather_rows(ws.x, H, DT::BF16, ws.token_of_row, R, H, ws.xg, H, s);
   ws.mark("MoE gather + combine");
   // An expert gets at most one row per token.
-  const Rows grouped{E, ws.expert_off, ws.active, R, T, ws.all.skinny};
+  // The skinny expert kernels are sized for 4 rows per expert, not for the batch: top-2 of 16 at
+  // 16 sequences gives about 2.3 rows per active expert, and the rare expert with more takes a
+  // second pass over its weights (same sums, same bits) instead of every expert paying for 16
+  // rows of accumulators (206 registers, 2 blocks per SM).
+  const Rows grouped{E, ws.expert_off, ws.active, R, std::min<int64_t>(T, 4), ws.all.skinny};
   gemm_silu_gate(ws.xg, H, l.gate_up, grouped, ws.gu, ws.act);
   ws.mark("experts gate|up");
   gemm(ws.act, I, l.down, grouped, ws.row_weight, ws.ey, H, false);

@@ -53,7 +53,8 @@ export const checks: GpuCheck[] = [
     name: 'rmsnorm with fused residual add',
     run(cuda, cpu) {
       for (const dt of DTYPES)
-        for (const [rows, cols] of [[1, 40], [7, 4096], [33, 4100]] as const) {
+        // Rows held in registers (1 to 8 groups of 4 per thread) and the scalar fallback (41, 20000).
+        for (const [rows, cols] of [[1, 40], [2, 16], [7, 4096], [33, 4100], [3, 8192], [2, 16384], [1, 20000], [2, 41]] as const) {
           const r = rng(rows * cols);
           const h = rand(r, rows * cols, 2), delta = inDt(rand(r, rows * cols), dt), w = rand(r, cols, 0.5, 1);
           const got = cuda.rmsnormResidual({ h, delta, rows, cols, weight: w, eps: 1e-6, dtype: dt });
@@ -296,6 +297,9 @@ export const checks: GpuCheck[] = [
         const want = new Float32Array(ids.length * H);
         ids.forEach((id, i) => want.set(table.subarray(id * H, (id + 1) * H), i * H));
         expectClose(`${dt} embed`, got.out, want, 0);
+        // A width that is not a multiple of 8 takes the scalar gather.
+        const narrow = cuda.embed({ table, vocab: V * 2, hidden: H / 2, ids, count: ids.length, dtype: dt });
+        ids.forEach((id, i) => expectClose(`${dt} embed, width ${H / 2}`, narrow.out.subarray(i * H / 2, (i + 1) * H / 2), table.subarray(id * H / 2, (id + 1) * H / 2), 0));
         // Two sequences append 3 and 1 rows after 4 and 0 cached positions.
         const width = 48, kCol = 16, vCol = 32, kvw = 16, P = 8, rows = 4;
         const qkv = inDt(rand(r, rows * width), dt);
