@@ -292,12 +292,12 @@ export async function* generateOne(ctx: EngineContext, prompt: number[], opts: R
   const cache = opts.embeds ? null : ctx.prefixCache;
   let cached = 0;
   // On CUDA, tokens are drawn on the device whenever the sampler needs nothing but the logits
-  // (no penalties, bias or min-p, no logprobs): the logits then never cross to the host, and a
+  // (no penalties or bias, no logprobs): the logits then never cross to the host, and a
   // grammar's mask goes to the device instead.
   const sp = opts.sampling;
   const onDevice = ctx.deviceSampling && !needsHost(sp) && opts.logprobs === undefined;
   const seed = ((sp.seed % 2 ** 53) + 2 ** 53) % 2 ** 53;
-  const spec = (step: number): SampleSpec => ({ temperature: sp.temperature, topK: sp.topK, topP: sp.topP, seed, step });
+  const spec = (step: number): SampleSpec => ({ temperature: sp.temperature, topK: sp.topK, topP: sp.topP, minP: sp.minP, seed, step });
   let drawn = 0;
   const seq = ctx.newSequence();
   const draw = async (tokens: number[], sig?: AbortSignal, mask?: () => Promise<Int32Array>): Promise<StepResult> => {

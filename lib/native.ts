@@ -89,6 +89,8 @@ export interface SampleSpec {
   temperature: number;
   topK: number;
   topP: number;
+  /** Drop tokens less likely than minP × the most likely one (0 or absent: off). */
+  minP?: number;
   seed: number;
   step: number;
   /** A grammar's allowed tokens: bit i of word i / 32 (xgrammar's bitmask); absent, all. */
@@ -151,6 +153,8 @@ export interface NativeOps {
   routerTopk(logits: Float32Array, t: number, e: number, k: number): { idx: Int32Array; weight: Float32Array };
   /** The CUDA sampler's Gumbel noise for each 32-bit draw, computed on the host. */
   gumbelNoise(bits: Uint32Array): Float32Array;
+  /** The CUDA sampler's draw under top-k / top-p / min-p cuts (rejection, csrc/core/cut_sampling.h), on the host. */
+  sampleWithCuts(logits: Float32Array, temperature: number, topK: number, topP: number, minP: number, seed: number, step: number): number;
   /** CUDA decode attention's key ranges for a sequence of `keys` keys: [begin, end] per split. */
   decodeSplitRanges(keys: number): Int32Array;
   threads(): number;
@@ -197,7 +201,7 @@ export interface NativeCudaOps {
   attention(o: { q: F32; tokens: number; k: F32; v: F32; positions: number; heads: number; kvHeads: number; headDim: number; past: Int32Array;
     decode?: boolean; dtype?: DT; repeat?: number }): Timed<{ out: F32 }>;
   sample(o: { logits: F32; rows: number; vocab: number; temperature?: number; topK?: number; topP?: number; seed?: number; step?: number;
-    steps?: Int32Array; mask?: Int32Array; repeat?: number }): Int32Array & { ms: number };
+    minP?: number; steps?: Int32Array; mask?: Int32Array; repeat?: number }): Int32Array & { ms: number };
 }
 
 export interface NativeAddon {

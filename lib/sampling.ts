@@ -37,7 +37,7 @@ export interface ResolvedSampling {
 
 /** Does sampling need anything but the logits (so it cannot run on the device)? */
 export const needsHost = (s: ResolvedSampling) =>
-  s.repetitionPenalty !== 1 || s.minP !== 0 || s.presencePenalty !== 0 || s.frequencyPenalty !== 0 || s.logitBias.length > 0;
+  s.repetitionPenalty !== 1 || s.presencePenalty !== 0 || s.frequencyPenalty !== 0 || s.logitBias.length > 0;
 
 /** `logitBias` checked: [token id, bias] pairs (the server maps its errors to `logit_bias`). */
 export function resolveBias(v: unknown, vocab: number): Array<[number, number]> {

@@ -13,6 +13,10 @@ npx tsc -p tsconfig.json
 # Suites that never reach native code (the float64 references and their finite differences, the
 # JS layers) gain nothing from the sanitizers; the training demos run the native paths that
 # grad.test.ts and train.test.ts already cover, for minutes, and shakespeare.test.ts runs the
-# forward pass that kernels, fixtures-random and random-configs cover over 40,000 tokens of
-# validation text (about 4 minutes under the sanitizers). CI's time budget leaves them out here.
-npx jest --runInBand --testPathIgnorePatterns '/(grad-reference|nn|bf16-reference|train-demos-prompts|train-demos-passes|shakespeare)\.test\.ts$' "$@"
+# forward pass that kernels, fixtures-random and random-configs cover, over 40,000 tokens of
+# validation text. The server, CLI and client suites (server, server-cluster, openai-client,
+# examples, cli, cli-train) test HTTP, process and argument handling around the generation and
+# training calls that generation, binding, hostile, grad and train run here; under the sanitizers
+# they cost two minutes of child processes and waiting. CI's time budget leaves them all out here.
+npx jest --runInBand --testPathIgnorePatterns \
+  '/(grad-reference|nn|bf16-reference|train-demos-prompts|train-demos-passes|shakespeare|server|server-cluster|openai-client|examples|cli|cli-train)\.test\.ts$' "$@"

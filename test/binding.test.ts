@@ -76,7 +76,8 @@ test('the native pass refuses ragged soft-prompt rows, wrong array types and CPU
       [{ embeds: [] }, /one Float32Array \(or undefined\) per sequence/],
       [{ sample: [{ temperature: 0 }] }, /sampling inside the forward pass is a CUDA backend feature/],
       [{ profile: true }, /profile is a CUDA backend feature/],
-      [{ sample: [{ temperature: -1 }] }, /invalid temperature, topK or topP/],
+      [{ sample: [{ temperature: -1 }] }, /invalid temperature, topK, topP or minP/],
+      [{ sample: [{ temperature: 1, minP: 2 }] }, /sample\[0\] has an invalid temperature, topK, topP or minP/],
       [{ sample: 'x' }, /one object \(or undefined\) per sequence/],
     ];
     for (const [opts, msg] of bad) {

@@ -172,6 +172,57 @@ describe('rules the CUDA kernels share with the host', () => {
     expect(Math.abs(sq - mean * mean - Math.PI ** 2 / 6)).toBeLessThan(1e-2);
   });
 
+  /**
+   * The tokens lib/sampling.ts keeps (its sampleToken, minus the draw): in the order (logit
+   * descending, id ascending), the first topK, then the shortest prefix of those reaching topP of
+   * their weight, then the weights ≥ minP (the best weighs 1). Written from that definition.
+   */
+  function keptByCuts(row: Float32Array, T: number, topK: number, topP: number, minP: number): Map<number, number> {
+    const max = Math.max(...row);
+    let order = Array.from(row, (x, i) => i).sort((a, b) => row[b]! - row[a]! || a - b);
+    if (topK > 0) order = order.slice(0, topK);
+    const w = (i: number) => Math.exp((row[i]! - max) / T);
+    if (topP < 1) {
+      const need = topP * order.reduce((t, i) => t + w(i), 0);
+      let cum = 0, n = 0;
+      while (n < order.length && cum < need) cum += w(order[n++]!);
+      order = order.slice(0, n);
+    }
+    return new Map(order.filter((i) => w(i) >= minP).map((i) => [i, w(i)]));
+  }
+
+  test('the CUDA sampler\'s draw under top-k, top-p and min-p, run on the host, keeps exactly the tokens lib/sampling.ts keeps, by weight', () => {
+    const r = rng(17);
+    const outside: string[] = [];
+    for (let c = 0; c < 400; c++) {
+      const V = c % 50 === 0 ? 5000 : 1 + Math.floor(r() * 60);
+      // Some rows with ties and masked (−∞) tokens.
+      const row = Float32Array.from({ length: V }, () => (r() < 0.2 ? Math.round(r() * 3) : r() < 0.05 ? -Infinity : (r() * 2 - 1) * 4));
+      if (row.every((x) => x === -Infinity)) row[0] = 0;
+      const T = 0.3 + r() * 1.5, topK = r() < 0.5 ? Math.floor(r() * 8) : 0, topP = r() < 0.6 ? 0.2 + r() * 0.8 : 1, minP = r() < 0.4 ? r() * 0.3 : 0;
+      const kept = keptByCuts(row, T, topK, topP, minP);
+      for (let seed = 0; seed < 8; seed++) {
+        const id = ops.sampleWithCuts(row, T, topK, topP, minP, seed, c);
+        if (!kept.has(id)) outside.push(`case ${c} (V ${V}, T ${T.toFixed(2)}, k ${topK}, p ${topP.toFixed(2)}, min-p ${minP.toFixed(2)}), seed ${seed}: ${id}`);
+      }
+    }
+    expect(outside).toEqual([]);
+    // The same seed and step draw the same token; the frequencies follow the kept weights.
+    const row = Float32Array.from([2.1, 0.3, 1.7, 1.7, -0.4, 0.9, 2.5, -1.2, 0.0, 1.1]);
+    for (const [topK, topP, minP] of [[0, 0.8, 0], [6, 0.85, 0.05], [4, 1, 0], [0, 1, 0.2]] as const) {
+      const kept = keptByCuts(row, 0.7, topK, topP, minP), total = [...kept.values()].reduce((a, b) => a + b, 0);
+      const n = 20_000, counts = new Map<number, number>();
+      for (let step = 0; step < n; step++) {
+        const id = ops.sampleWithCuts(row, 0.7, topK, topP, minP, 5, step);
+        counts.set(id, (counts.get(id) ?? 0) + 1);
+      }
+      expect(ops.sampleWithCuts(row, 0.7, topK, topP, minP, 5, 123)).toBe(ops.sampleWithCuts(row, 0.7, topK, topP, minP, 5, 123));
+      expect([...counts.keys()].every((id) => kept.has(id))).toBe(true);
+      // Binomial standard error at n = 20,000 is at most 0.0036: 0.015 is over 4 of them.
+      for (const [id, w] of kept) expect([topK, topP, minP, id, Math.abs((counts.get(id) ?? 0) / n - w / total) < 0.015]).toEqual([topK, topP, minP, id, true]);
+    }
+  });
+
   test('decode attention splits a sequence by its own length: about one split per 256 keys, ranges that tile it', () => {
     const lengths = [1, 2, 100, 255, 256, 511, 512, 513, 700, 767, 1000, 4096, 8191, 8192, 8193, 9000, 65_536, 262_144];
     for (let keys = 1; keys < 3000; keys += 7) lengths.push(keys);

@@ -191,7 +191,7 @@ void append_kv(const void* qkv, int64_t ldqkv, DType type, int64_t k_col, int64_
 // logits never cross to the host during generation. `args` holds one entry per row, on the
 // device; out[r] is the chosen id.
 struct SampleArgs {
-  float temperature; int top_k; float top_p;
+  float temperature; int top_k; float top_p; float min_p;
   uint64_t seed; uint64_t step;
 };
 // `workspace` holds sample_workspace(rows) bytes (the one-pass path's per-block bests).

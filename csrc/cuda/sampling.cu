@@ -8,11 +8,13 @@
 //   logit / T + Gumbel noise (one noise value per token, from Philox at (step, token)) is a draw
 //   from softmax(logit / T); greedy is the argmax without noise. Blocks write their best (value,
 //   id), a second kernel keeps the best of those, ties to the lower id (as on the CPU).
-// - With a top-k or top-p cut: a block per row finds the cut-offs as thresholds by bisection on
-//   the value (each step one block-wide count or sum, no sort) and draws by inverse CDF in id
-//   order.
+// - With a top-k, top-p or min-p cut: a block per row draws by rejection, without sorting
+//   (csrc/core/cut_sampling.h, shared with the host so the CPU tests check it): a draw by inverse
+//   CDF in id order among the tokens still allowed, accepted when the cuts keep it, else every
+//   token ordered after it is dropped and it draws again; a few passes over the row.
 #include <cstdint>
 
+#include "../core/cut_sampling.h"
 #include "../core/decode_rules.h"
 #include "common.cuh"
 #include "kernels.h"
@@ -22,34 +24,9 @@ namespace {
 
 constexpr int kThreads = 1024;
 
-__device__ __forceinline__ uint32_t mulhilo(uint32_t a, uint32_t b, uint32_t& hi) {
-  const uint64_t p = uint64_t(a) * b;
-  hi = uint32_t(p >> 32);
-  return uint32_t(p);
-}
-
-// Philox-4x32-10 (Salmon et al., 2011): four 32-bit outputs for counter (step, c2), key from the seed.
-__device__ uint4 philox(uint64_t seed, uint64_t step, uint32_t c2_in) {
-  uint32_t c0 = uint32_t(step), c1 = uint32_t(step >> 32), c2 = c2_in, c3 = 0;
-  uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
-#pragma unroll
-  for (int i = 0; i < 10; ++i) {
-    uint32_t h0, h1;
-    const uint32_t l0 = mulhilo(0xD2511F53u, c0, h0), l1 = mulhilo(0xCD9E8D57u, c2, h1);
-    const uint32_t n0 = h1 ^ c1 ^ k0, n2 = h0 ^ c3 ^ k1;
-    c0 = n0; c1 = l1; c2 = n2; c3 = l0;
-    k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
-  }
-  return make_uint4(c0, c1, c2, c3);
-}
-
-__device__ float philox_uniform(uint64_t seed, uint64_t step) {
-  return float(philox(seed, step, 0).x >> 8) * (1.0f / 16777216.0f);  // 24 bits: [0, 1)
-}
-
 /** Rows drawn by the one-pass path: greedy, or temperature with no top-k or top-p cut. */
 __device__ __forceinline__ bool one_pass(const SampleArgs& a, int64_t vocab) {
-  return a.temperature <= 0.f || ((a.top_k <= 0 || a.top_k >= vocab) && a.top_p >= 1.f);
+  return a.temperature <= 0.f || ((a.top_k <= 0 || a.top_k >= vocab) && a.top_p >= 1.f && a.min_p <= 0.f);
 }
 
 /** (value, id) pairs: the larger value wins, ties to the lower id. */
@@ -74,9 +51,8 @@ __global__ void __launch_bounds__(kPassThreads) one_pass_kernel(const float* __r
   float best = -INFINITY;
   int32_t best_i = INT32_MAX;
   for (int64_t g = g0 + threadIdx.x; g < g1; g += kPassThreads) {
-    uint4 bits = make_uint4(0, 0, 0, 0);
-    if (!greedy) bits = philox(a.seed, a.step, uint32_t(g) + 1u);
-    const uint32_t b[4] = {bits.x, bits.y, bits.z, bits.w};
+    uint32_t b[4] = {0, 0, 0, 0};
+    if (!greedy) rules::philox(a.seed, a.step, uint32_t(g) + 1u, b);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t i = g * 4 + j;
@@ -123,105 +99,112 @@ __device__ float block_max(float v) {
   return warp_max(v);
 }
 
+// The row operations of rules::draw_with_cuts for one block: each a pass over the row with
+// block-wide reductions in a fixed order, so a row's draw does not depend on the other rows.
+class BlockRow {
+ public:
+  // Scratch in shared memory, given by the kernel: kThreads floats and ids, and one id.
+  __device__ BlockRow(const float* x, int64_t n, float* s_v, int64_t* s_i, int32_t* pick) : x_(x), n_(n), s_v_(s_v), s_i_(s_i), pick_(*pick) {}
+
+  __device__ float max_logit() {
+    float mx = -INFINITY;
+    int64_t arg = n_;
+    for (int64_t i = threadIdx.x; i < n_; i += kThreads)
+      if (x_[i] > mx) { mx = x_[i]; arg = i; }
+    // Argmax with ties to the lower id, kept as the draw's fallback.
+    s_v_[threadIdx.x] = mx;
+    s_i_[threadIdx.x] = arg;
+    __syncthreads();
+    for (int o = kThreads / 2; o > 0; o >>= 1) {
+      if (int(threadIdx.x) < o) {
+        const float ov = s_v_[threadIdx.x + o];
+        const int64_t oi = s_i_[threadIdx.x + o];
+        if (ov > s_v_[threadIdx.x] || (ov == s_v_[threadIdx.x] && oi < s_i_[threadIdx.x])) {
+          s_v_[threadIdx.x] = ov;
+          s_i_[threadIdx.x] = oi;
+        }
+      }
+      __syncthreads();
+    }
+    best_ = int32_t(s_i_[0] < n_ ? s_i_[0] : 0);
+    const float top = s_v_[0];
+    __syncthreads();
+    return top;
+  }
+
+  __device__ float logit(int32_t i) const { return x_[i]; }
+
+  template <class A, class B>
+  __device__ void sums(A allowed, B before, float inv_t, float top, rules::CutSums& out) {
+    float am = 0.f, bm = 0.f, bc = 0.f;  // counts below 2^24 are exact in float32
+    for (int64_t i = threadIdx.x; i < n_; i += kThreads) {
+      const float x = x_[i], w = expf((x - top) * inv_t);
+      if (allowed(int32_t(i), x)) am += w;
+      if (before(int32_t(i), x)) { bm += w; bc += 1.f; }
+    }
+    out.allowed_mass = block_sum(am);
+    out.before_mass = block_sum(bm);
+    out.before_count = uint32_t(block_sum(bc));
+  }
+
+  // Inverse CDF in id order: each thread owns a contiguous range; a block scan finds the range.
+  template <class A>
+  __device__ int32_t draw(A allowed, float inv_t, float top, float u) {
+    const int64_t per = (n_ + kThreads - 1) / kThreads, b0 = threadIdx.x * per, b1 = b0 + per < n_ ? b0 + per : n_;
+    float mine = 0.f;
+    for (int64_t i = b0; i < b1; ++i)
+      if (allowed(int32_t(i), x_[i])) mine += expf((x_[i] - top) * inv_t);
+    s_v_[threadIdx.x] = mine;
+    __syncthreads();
+    for (int o = 1; o < kThreads; o <<= 1) {  // inclusive Hillis-Steele scan
+      const float v = int(threadIdx.x) >= o ? s_v_[threadIdx.x - o] : 0.f;
+      __syncthreads();
+      s_v_[threadIdx.x] += v;
+      __syncthreads();
+    }
+    const float before = threadIdx.x ? s_v_[threadIdx.x - 1] : 0.f;
+    if (threadIdx.x == 0) pick_ = best_;  // rounding at the very end falls back to the best token
+    __syncthreads();
+    if (u >= before && u < s_v_[threadIdx.x] && mine > 0.f) {
+      float run = before;
+      for (int64_t i = b0; i < b1; ++i) {
+        if (!allowed(int32_t(i), x_[i])) continue;
+        run += expf((x_[i] - top) * inv_t);
+        if (u < run) { pick_ = int32_t(i); break; }
+      }
+    }
+    __syncthreads();
+    const int32_t pick = pick_;
+    __syncthreads();
+    return pick;
+  }
+
+  __device__ uint32_t count_at_least(uint32_t key) {
+    float c = 0.f;
+    for (int64_t i = threadIdx.x; i < n_; i += kThreads) c += rules::ordered_key(x_[i]) >= key ? 1.f : 0.f;
+    return uint32_t(block_sum(c));
+  }
+
+ private:
+  const float* x_;
+  int64_t n_;
+  float* s_v_;
+  int64_t* s_i_;
+  int32_t& pick_;
+  int32_t best_ = 0;
+};
+
 __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restrict__ logits, int64_t vocab,
                                                           const SampleArgs* __restrict__ args, int32_t* __restrict__ out) {
   const int64_t r = blockIdx.x;
   const SampleArgs a = args[r];
   if (one_pass(a, vocab)) return;  // drawn by one_pass_kernel
-  const float* x = logits + r * vocab;
-  float mx = -INFINITY, mn = INFINITY;
-  int64_t arg = vocab;
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-    const float v = x[i];
-    if (v > mx) { mx = v; arg = i; }
-    mn = fminf(mn, v);
-  }
-  // Argmax with ties to the lower id: reduce (value, -id) pairs.
   __shared__ float s_v[kThreads];
   __shared__ int64_t s_i[kThreads];
-  s_v[threadIdx.x] = mx;
-  s_i[threadIdx.x] = arg;
-  __syncthreads();
-  for (int o = kThreads / 2; o > 0; o >>= 1) {
-    if (int(threadIdx.x) < o) {
-      const float ov = s_v[threadIdx.x + o];
-      const int64_t oi = s_i[threadIdx.x + o];
-      if (ov > s_v[threadIdx.x] || (ov == s_v[threadIdx.x] && oi < s_i[threadIdx.x])) {
-        s_v[threadIdx.x] = ov;
-        s_i[threadIdx.x] = oi;
-      }
-    }
-    __syncthreads();
-  }
-  const float top = s_v[0];
-  if (a.temperature <= 0.f) {
-    if (threadIdx.x == 0) out[r] = int32_t(s_i[0]);
-    return;
-  }
-  mn = -block_max(-mn);
-  const float inv_t = 1.f / a.temperature;
-  auto prob = [&](float v) { return expf((v - top) * inv_t); };
-
-  // Top-k: the largest threshold keeping at least k ids (bisection on the logit value).
-  float lo = mn, hi = top;
-  if (a.top_k > 0 && a.top_k < vocab) {
-    for (int it = 0; it < 40; ++it) {
-      const float mid = 0.5f * (lo + hi);
-      float cnt = 0.f;
-      for (int64_t i = threadIdx.x; i < vocab; i += kThreads) cnt += x[i] >= mid ? 1.f : 0.f;
-      cnt = block_sum(cnt);
-      if (cnt >= float(a.top_k)) lo = mid; else hi = mid;
-    }
-  } else {
-    hi = lo;
-  }
-  float cut = lo;  // keep x ≥ cut
-  float total = 0.f;
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) total += x[i] >= cut ? prob(x[i]) : 0.f;
-  total = block_sum(total);
-  // Top-p: the largest threshold whose kept mass is still ≥ top_p of the total.
-  if (a.top_p < 1.f) {
-    float plo = cut, phi = top;
-    for (int it = 0; it < 40; ++it) {
-      const float mid = 0.5f * (plo + phi);
-      float mass = 0.f;
-      for (int64_t i = threadIdx.x; i < vocab; i += kThreads) mass += x[i] >= mid ? prob(x[i]) : 0.f;
-      mass = block_sum(mass);
-      if (mass >= a.top_p * total) plo = mid; else phi = mid;
-    }
-    cut = plo;
-    total = 0.f;
-    for (int64_t i = threadIdx.x; i < vocab; i += kThreads) total += x[i] >= cut ? prob(x[i]) : 0.f;
-    total = block_sum(total);
-  }
-  // Inverse CDF in id order: each thread owns a contiguous range; a block scan finds the range.
-  const float u = philox_uniform(a.seed, a.step) * total;
-  const int64_t per = (vocab + kThreads - 1) / kThreads, b0 = threadIdx.x * per, b1 = b0 + per < vocab ? b0 + per : vocab;
-  float mine = 0.f;
-  for (int64_t i = b0; i < b1; ++i) mine += x[i] >= cut ? prob(x[i]) : 0.f;
-  __shared__ float s_scan[kThreads];
-  s_scan[threadIdx.x] = mine;
-  __syncthreads();
-  for (int o = 1; o < kThreads; o <<= 1) {  // inclusive Hillis-Steele scan
-    const float v = int(threadIdx.x) >= o ? s_scan[threadIdx.x - o] : 0.f;
-    __syncthreads();
-    s_scan[threadIdx.x] += v;
-    __syncthreads();
-  }
-  const float before = threadIdx.x ? s_scan[threadIdx.x - 1] : 0.f;
-  __shared__ int32_t s_pick;
-  if (threadIdx.x == 0) s_pick = int32_t(s_i[0]);  // rounding at the very end falls back to the argmax
-  __syncthreads();
-  if (u >= before && u < s_scan[threadIdx.x] && mine > 0.f) {
-    float run = before;
-    for (int64_t i = b0; i < b1; ++i) {
-      if (x[i] < cut) continue;
-      run += prob(x[i]);
-      if (u < run) { s_pick = int32_t(i); break; }
-    }
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) out[r] = s_pick;
+  __shared__ int32_t pick;
+  BlockRow row(logits + r * vocab, vocab, s_v, s_i, &pick);
+  const int32_t id = rules::draw_with_cuts(row, vocab, rules::Cuts{a.temperature, a.top_k, a.top_p, a.min_p, a.seed, a.step});
+  if (threadIdx.x == 0) out[r] = id;
 }
 
 __global__ void mask_kernel(float* __restrict__ logits, int64_t vocab, int64_t words, const uint32_t* __restrict__ bits) {

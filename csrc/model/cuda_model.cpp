@@ -858,7 +858,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
     std::vector<uint32_t> bits;
     if (sampling) {
       for (const SampleSpec& sp : req.sample)
-        sargs.push_back({sp.on ? sp.temperature : 0.f, sp.top_k, sp.on ? sp.top_p : 1.f, sp.seed, sp.step});
+        sargs.push_back({sp.on ? sp.temperature : 0.f, sp.top_k, sp.on ? sp.top_p : 1.f, sp.on ? sp.min_p : 0.f, sp.seed, sp.step});
       put(d_sample_args, sargs.data(), sargs.size() * sizeof(cuda::SampleArgs));
       if (masked) {
         // Rows without a grammar allow every token.

@@ -16,6 +16,7 @@ struct SampleSpec {
   float temperature = 0.f;  // 0: greedy
   int top_k = 0;
   float top_p = 1.f;
+  float min_p = 0.f;
   uint64_t seed = 0, step = 0;
   // Grammar-constrained decoding: bit i of word i / 32 set where token i is allowed (empty: all).
   std::vector<uint32_t> mask;

@@ -494,19 +494,19 @@ Napi::Object CudaOps(Napi::Env env) {
     return result(o, ms, {{"out", js(o.env, download(out, size_t(T * H * D), t))}});
   }));
 
-  // sample({ logits, rows, vocab, temperature, topK, topP, seed, step, steps?, mask?, repeat? }) → Int32Array
+  // sample({ logits, rows, vocab, temperature, topK, topP, minP, seed, step, steps?, mask?, repeat? }) → Int32Array
   // (with its `ms` per draw when repeated): the same settings for every row; with `steps` (an
   // Int32Array), row r draws at step steps[r]; with `mask` ([rows × ceil(vocab / 32)] bit words),
   // only allowed tokens are drawn.
   ops.Set("sample", op(env, "sample", [](const Opts& o) -> Napi::Value {
     const int64_t R = o.i("rows"), V = o.i("vocab");
-    const double top_p = o.f("topP", 1), top_k = o.f("topK", 0);
-    if (!(top_p > 0 && top_p <= 1) || top_k < 0) fail("invalid_argument", "topP must be in (0, 1] and topK ≥ 0");
+    const double top_p = o.f("topP", 1), top_k = o.f("topK", 0), min_p = o.f("minP", 0);
+    if (!(top_p > 0 && top_p <= 1) || top_k < 0 || !(min_p >= 0 && min_p <= 1)) fail("invalid_argument", "topP must be in (0, 1], topK ≥ 0 and minP in [0, 1]");
     Dev lg(o.f32("logits", size_t(R * V)).data(), size_t(R * V) * 4), out(size_t(R) * 4);
     std::vector<int32_t> steps = o.has("steps") ? o.i32("steps", size_t(R)) : std::vector<int32_t>(size_t(R), int32_t(o.f("step", 0)));
     std::vector<cuda::SampleArgs> args(static_cast<size_t>(R));
     for (int64_t r = 0; r < R; ++r)
-      args[size_t(r)] = {float(o.f("temperature", 0)), int(top_k), float(top_p), uint64_t(o.f("seed", 0)), uint64_t(steps[size_t(r)])};
+      args[size_t(r)] = {float(o.f("temperature", 0)), int(top_k), float(top_p), float(min_p), uint64_t(o.f("seed", 0)), uint64_t(steps[size_t(r)])};
     Dev dargs(args.data(), args.size() * sizeof(cuda::SampleArgs));
     if (o.has("mask")) {
       const std::vector<int32_t> bits = o.i32("mask", size_t(R * ((V + 31) / 32)));

@@ -371,10 +371,11 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
         spec.temperature = float(num("temperature", 0));
         spec.top_k = int(num("topK", 0));
         spec.top_p = float(num("topP", 1));
+        spec.min_p = float(num("minP", 0));
         spec.seed = uint64_t(num("seed", 0));
         spec.step = uint64_t(num("step", 0));
-        if (!(spec.temperature >= 0) || spec.top_k < 0 || !(spec.top_p > 0 && spec.top_p <= 1))
-          return fail_js("invalid_argument", "forward: options.sample[" + std::to_string(i) + "] has an invalid temperature, topK or topP");
+        if (!(spec.temperature >= 0) || spec.top_k < 0 || !(spec.top_p > 0 && spec.top_p <= 1) || !(spec.min_p >= 0 && spec.min_p <= 1))
+          return fail_js("invalid_argument", "forward: options.sample[" + std::to_string(i) + "] has an invalid temperature, topK, topP or minP");
         if (o.Has("mask") && !o.Get("mask").IsUndefined()) {
           Napi::Value mv = o.Get("mask");
           if (!mv.IsTypedArray() || mv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)

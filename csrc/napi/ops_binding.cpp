@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../core/cut_sampling.h"
 #include "../core/decode_rules.h"
 #include "../core/thread_pool.h"
 #include "../cpu/attention.h"
@@ -206,6 +207,65 @@ Napi::Value GumbelNoise(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The CUDA sampler's row operations as plain loops, for drawing with cuts on the host.
+class HostRow {
+ public:
+  HostRow(const float* x, int64_t n) : x_(x), n_(n) {}
+  float max_logit() const {
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n_; ++i) m = std::max(m, x_[i]);
+    return m;
+  }
+  float logit(int32_t i) const { return x_[i]; }
+  template <class A, class B>
+  void sums(A allowed, B before, float inv_t, float top, rules::CutSums& out) const {
+    out = rules::CutSums{};
+    for (int64_t i = 0; i < n_; ++i) {
+      const float w = std::exp((x_[i] - top) * inv_t);
+      if (allowed(int32_t(i), x_[i])) out.allowed_mass += w;
+      if (before(int32_t(i), x_[i])) { out.before_mass += w; out.before_count++; }
+    }
+  }
+  template <class A>
+  int32_t draw(A allowed, float inv_t, float top, float u) const {
+    float run = 0.f;
+    int32_t best = 0;
+    for (int64_t i = 0; i < n_; ++i) {
+      if (x_[i] > x_[best]) best = int32_t(i);
+      if (!allowed(int32_t(i), x_[i])) continue;
+      run += std::exp((x_[i] - top) * inv_t);
+      if (u < run) return int32_t(i);
+    }
+    return best;
+  }
+  uint32_t count_at_least(uint32_t key) const {
+    uint32_t c = 0;
+    for (int64_t i = 0; i < n_; ++i) c += rules::ordered_key(x_[i]) >= key;
+    return c;
+  }
+
+ private:
+  const float* x_;
+  int64_t n_;
+};
+
+// sampleWithCuts(logits, temperature, topK, topP, minP, seed, step) -> token id: the CUDA
+// sampler's top-k / top-p / min-p draw, run on the host.
+Napi::Value SampleWithCuts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto x = arg<Napi::Float32Array>(info, 0, napi_float32_array, 1, "logits");
+  auto f = [&](size_t i, const char* name) {
+    if (i >= info.Length() || !info[i].IsNumber()) throw make_error(env, "invalid_argument", std::string(name) + " must be a number");
+    return info[i].As<Napi::Number>().DoubleValue();
+  };
+  const double t = f(1, "temperature"), k = f(2, "topK"), p = f(3, "topP"), mp = f(4, "minP");
+  if (!(t > 0) || !(k >= 0) || !(p > 0 && p <= 1) || !(mp >= 0 && mp <= 1))
+    throw make_error(env, "invalid_argument", "sampleWithCuts: temperature > 0, topK ≥ 0, topP in (0, 1], minP in [0, 1]");
+  HostRow row(x.Data(), int64_t(x.ElementLength()));
+  const rules::Cuts cuts{float(t), int(k), float(p), float(mp), uint64_t(f(5, "seed")), uint64_t(f(6, "step"))};
+  return Napi::Number::New(env, rules::draw_with_cuts(row, int64_t(x.ElementLength()), cuts));
+}
+
 // decodeSplitRanges(keys) -> Int32Array [begin, end] × kMaxDecodeSplits: how CUDA decode
 // attention cuts a sequence of `keys` keys (empty ranges past its split count).
 Napi::Value DecodeSplitRanges(const Napi::CallbackInfo& info) {
@@ -266,6 +326,7 @@ Napi::Object ops_exports(Napi::Env env) {
   o.Set("attention", Napi::Function::New<guarded<Attention>>(env, "attention"));
   o.Set("routerTopk", Napi::Function::New<guarded<RouterTopk>>(env, "routerTopk"));
   o.Set("gumbelNoise", Napi::Function::New<guarded<GumbelNoise>>(env, "gumbelNoise"));
+  o.Set("sampleWithCuts", Napi::Function::New<guarded<SampleWithCuts>>(env, "sampleWithCuts"));
   o.Set("decodeSplitRanges", Napi::Function::New<guarded<DecodeSplitRanges>>(env, "decodeSplitRanges"));
   o.Set("threads", Napi::Function::New<guarded<Threads>>(env, "threads"));
   o.Set("parseSafetensorsHeader", Napi::Function::New<guarded<ParseSafetensorsHeader>>(env, "parseSafetensorsHeader"));

@@ -357,7 +357,7 @@ export const checks: GpuCheck[] = [
   },
   {
     name: 'sampling on the device: greedy, top-k, top-p, the distribution, and grammar masks',
-    run(cuda) {
+    run(cuda, cpu) {
       const V = 1000, R = 3;
       const r = rng(3);
       const logits = rand(r, R * V, 4);
@@ -395,6 +395,23 @@ export const checks: GpuCheck[] = [
         if (Math.abs(f - rows * p[j]!) > 5 * sd) throw new Error(`vocabulary ${BV}: id ${id}: ${f} draws, expected ${rows * p[j]!}`);
       });
       if (wideDraw.some((x) => !ids8.includes(x))) throw new Error('drew an id of logit −10,000');
+      // Cuts by rejection (csrc/core/cut_sampling.h, checked on the host by test/kernels.test.ts): min-p on the device,
+      // and top-p 0.9 with top-k and min-p over 65,536 tokens whose tail holds real mass, against the host's draws.
+      const minp = cuda.sample({ logits: lg, rows, vocab: 8, temperature: 1, minP: 0.3, seed: 42, steps });
+      if (minp.some((x) => x > 4)) throw new Error('min-p 0.3 drew an id below 0.3 × the best');
+      const FV = 65536, few = 1000, tailLogit = -11;
+      const full = new Float32Array(few * FV).fill(tailLogit);
+      for (let i = 0; i < few; i++) ids8.forEach((id, j) => (full[i * FV + id * 13] = Math.log(p[j]!)));
+      const fsteps = steps.subarray(0, few);
+      for (const cut of [{ topP: 0.9 }, { topP: 0.9, topK: 40 }, { topP: 0.95, minP: 1e-5 }]) {
+        const dev = cuda.sample({ logits: full, rows: few, vocab: FV, temperature: 1, seed: 11, steps: fsteps, ...cut });
+        const host = Array.from(fsteps, (st) => cpu.sampleWithCuts(full.subarray(0, FV), 1, cut.topK ?? 0, cut.topP, cut.minP ?? 0, 11, st + few));
+        for (const j of [...ids8.map((id) => id * 13), -1]) {
+          const freq = (xs: ArrayLike<number>) => Array.from(xs).filter((x) => (j < 0 ? !ids8.includes(x / 13) : x === j)).length / few;
+          const a = freq(dev), b = freq(host), sd = Math.sqrt(Math.max(a, b, 1 / few) / few);
+          if (Math.abs(a - b) > 5 * sd * Math.SQRT2) throw new Error(`${JSON.stringify(cut)}: ${j < 0 ? 'the tail' : `id ${j}`} drawn ${a} of the time on the device, ${b} on the host`);
+        }
+      }
       // A grammar's bitmask: only allowed ids are drawn, greedy or sampled; greedy takes the best allowed one.
       const W = Math.ceil(V / 32), mask = new Int32Array(R * W);
       const allowed = (r: number, id: number) => (id * 7 + r) % 5 === 0;
