@@ -25,9 +25,29 @@ constexpr int kSplitThreads = 128;   // 4 warps
 using limits::kMaxGroup;
 using rules::kMaxDecodeSplits;
 
-struct Partial {  // per (sequence, head, split), then head_dim floats of weighted values
-  float m, l;
-};
+// The end of a split block: the 4 warps' online-softmax states (max, sum, weighted values per
+// query head of the group), already in shared memory, merged exactly and written as this split's
+// partial per head.
+template <int GM, int D>
+__device__ void write_partial(const AttentionArgs& a, const float (*s_m)[GM], const float (*s_l)[GM], const float (*s_acc)[GM][D],
+                              int s, int kvh, int split, float* __restrict__ ws) {
+  __syncthreads();
+  const int G = a.heads / a.kv_heads, hd = a.head_dim, stride = 2 + hd;
+  for (int i = threadIdx.x; i < G * hd; i += kSplitThreads) {
+    const int g = i / hd, d = i % hd;
+    float M = -INFINITY;
+    for (int w = 0; w < 4; ++w) M = fmaxf(M, s_m[w][g]);
+    float L = 0.f, O = 0.f;
+    for (int w = 0; w < 4; ++w) {
+      const float f = s_m[w][g] == -INFINITY ? 0.f : expf(s_m[w][g] - M);
+      L += s_l[w][g] * f;
+      O += s_acc[w][g][d] * f;
+    }
+    float* p = ws + ((int64_t(s) * a.heads + kvh * G + g) * kMaxDecodeSplits + split) * stride;
+    if (d == 0) { p[0] = M; p[1] = L; }
+    p[2 + d] = O;
+  }
+}
 
 // VPL: values per lane (head_dim ≤ 32 · VPL); GM: query heads per KV head, rounded up to a power of 2.
 template <typename TQ, int VPL, int GM>
@@ -89,22 +109,108 @@ __global__ void __launch_bounds__(kSplitThreads) decode_split_kernel(AttentionAr
 #pragma unroll
     for (int v = 0; v < VPL; ++v) s_acc[warp][g][lane + 32 * v] = acc[g][v];
   }
-  __syncthreads();
-  const int stride = 2 + hd;
-  for (int i = threadIdx.x; i < G * hd; i += kSplitThreads) {
-    const int g = i / hd, d = i % hd;
-    float M = -INFINITY;
-    for (int w = 0; w < 4; ++w) M = fmaxf(M, s_m[w][g]);
-    float L = 0.f, O = 0.f;
-    for (int w = 0; w < 4; ++w) {
-      const float f = s_m[w][g] == -INFINITY ? 0.f : expf(s_m[w][g] - M);
-      L += s_l[w][g] * f;
-      O += s_acc[w][g][d] * f;
+  write_partial<GM, 32 * VPL>(a, s_m, s_l, s_acc, s, kvh, split, ws);
+}
+
+// The same split with 16-byte loads, for head_dim = 8 · L (L ≤ 32 lanes per key) and 16-byte
+// aligned rows: a group of L lanes takes one key, each lane 8 of its values (one load of K and one
+// of V), so a warp takes 32 / L keys at once and U such rounds are loaded before any is used. Each
+// lane group keeps its own online softmax; the groups of a warp merge by shuffles, the warps
+// through shared memory.
+template <typename TQ, int GM, int L, int U>
+__global__ void __launch_bounds__(kSplitThreads) decode_split_vec_kernel(AttentionArgs a, float* __restrict__ ws) {
+  constexpr int KPW = 32 / L, kWarps = kSplitThreads / 32, kStep = kWarps * KPW;
+  const int s = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane % L, slot = lane / L;
+  const int G = a.heads / a.kv_heads, hd = a.head_dim;
+  const int len = a.past[s] + 1;
+  if (split >= rules::decode_splits(len)) return;  // the whole block: no barrier is skipped
+  int64_t b, e;
+  rules::decode_split_range(len, split, b, e);
+  const int64_t kvw = int64_t(a.kv_heads) * hd;
+  const bf16* K = static_cast<const bf16*>(a.k_pool) + int64_t(a.slot[s]) * a.kv_stride + kvh * hd + sub * 8;
+  const bf16* V = static_cast<const bf16*>(a.v_pool) + int64_t(a.slot[s]) * a.kv_stride + kvh * hd + sub * 8;
+  const TQ* Q = static_cast<const TQ*>(a.q) + int64_t(s) * a.ldq + int64_t(kvh) * G * hd + sub * 8;
+
+  float q[GM][8], acc[GM][8], m[GM], l[GM];
+#pragma unroll
+  for (int g = 0; g < GM; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      q[g][i] = g < G ? to_f32(Q[g * hd + i]) * a.scale : 0.f;
+      acc[g][i] = 0.f;
     }
-    float* p = ws + ((int64_t(s) * a.heads + kvh * G + g) * kMaxDecodeSplits + split) * stride;
-    if (d == 0) { p[0] = M; p[1] = L; }
-    p[2 + d] = O;
   }
+  // The loop bound is the same for the whole warp, so every lane reaches every shuffle.
+  for (int64_t base = b + warp * KPW; base < e; base += int64_t(kStep) * U) {
+    uint4 kr[U], vr[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t t = base + int64_t(u) * kStep + slot;
+      kr[u] = t < e ? __ldcs(reinterpret_cast<const uint4*>(K + t * kvw)) : make_uint4(0, 0, 0, 0);
+      vr[u] = t < e ? __ldcs(reinterpret_cast<const uint4*>(V + t * kvw)) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const bool valid = base + int64_t(u) * kStep + slot < e;
+      float kf[8], vf[8];
+      const __nv_bfloat162* kp = reinterpret_cast<const __nv_bfloat162*>(&kr[u]);
+      const __nv_bfloat162* vp = reinterpret_cast<const __nv_bfloat162*>(&vr[u]);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 x = __bfloat1622float2(kp[i]), y = __bfloat1622float2(vp[i]);
+        kf[2 * i] = x.x; kf[2 * i + 1] = x.y; vf[2 * i] = y.x; vf[2 * i + 1] = y.y;
+      }
+#pragma unroll
+      for (int g = 0; g < GM; ++g) {
+        if (g >= G) break;
+        float dot = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) dot += q[g][i] * kf[i];
+#pragma unroll
+        for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        if (!valid) continue;
+        const float mn = fmaxf(m[g], dot), corr = expf(m[g] - mn), p = expf(dot - mn);
+        l[g] = l[g] * corr + p;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[g][i] = acc[g][i] * corr + p * vf[i];
+        m[g] = mn;
+      }
+    }
+  }
+  // The warp's lane groups merged (exactly, max-rescaled), then the warps.
+#pragma unroll
+  for (int g = 0; g < GM; ++g) {
+    if (g >= G) break;
+    float M = m[g];
+#pragma unroll
+    for (int o = L; o < 32; o <<= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    const float f = m[g] == -INFINITY ? 0.f : expf(m[g] - M);
+    l[g] *= f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[g][i] *= f;
+#pragma unroll
+    for (int o = L; o < 32; o <<= 1) {
+      l[g] += __shfl_xor_sync(0xffffffffu, l[g], o);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[g][i] += __shfl_xor_sync(0xffffffffu, acc[g][i], o);
+    }
+    m[g] = M;
+  }
+  __shared__ float s_m[4][GM], s_l[4][GM];
+  __shared__ float s_acc[4][GM][8 * L];
+#pragma unroll
+  for (int g = 0; g < GM; ++g) {
+    if (g >= G) break;
+    if (lane == 0) { s_m[warp][g] = m[g]; s_l[warp][g] = l[g]; }
+    if (slot == 0) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) s_acc[warp][g][sub * 8 + i] = acc[g][i];
+    }
+  }
+  write_partial<GM, 8 * L>(a, s_m, s_l, s_acc, s, kvh, split, ws);
 }
 
 template <typename TO>
@@ -301,6 +407,14 @@ __global__ void append_kv_kernel(const T* __restrict__ qkv, int64_t ld, int64_t 
   }
 }
 
+// The second kernel of a decode: each head's splits merged exactly into its output row.
+void merge(const AttentionArgs& a, int64_t batch, const float* ws, cudaStream_t stream) {
+  const dim3 mgrid{unsigned(batch), unsigned(a.heads)};
+  if (a.out_type == DType::BF16) decode_merge_kernel<bf16><<<mgrid, 128, 0, stream>>>(a, ws);
+  else decode_merge_kernel<float><<<mgrid, 128, 0, stream>>>(a, ws);
+  JAMBA_CUDA_LAUNCHED("decode_attention");
+}
+
 }  // namespace
 
 size_t decode_attention_workspace(int64_t batch, int heads, int head_dim) {
@@ -314,6 +428,30 @@ void decode_attention(const AttentionArgs& a, int64_t batch, void* partial, cuda
     fail("invalid_argument", "decode_attention: heads per KV head must divide and be ≤ " + std::to_string(kMaxGroup));
   const dim3 grid{unsigned(batch), unsigned(a.kv_heads), unsigned(kMaxDecodeSplits)};
   float* ws = static_cast<float*>(partial);
+  // The 16-byte kernel for head_dim 64, 128 or 256 with 16-byte aligned rows, where a group's
+  // queries and sums fit the registers (8 query heads per KV head); the lane-strided one otherwise.
+  const bool aligned = reinterpret_cast<uintptr_t>(a.k_pool) % 16 == 0 && reinterpret_cast<uintptr_t>(a.v_pool) % 16 == 0 &&
+                       a.kv_stride % 8 == 0;
+  const int L = a.head_dim / 8;
+  if (aligned && (a.head_dim == 64 || a.head_dim == 128 || a.head_dim == 256) && G <= 8) {
+    auto by_lanes = [&](auto gm) {
+      constexpr int GM = decltype(gm)::value, U = 4;
+      auto run = [&](auto l) {
+        constexpr int LL = decltype(l)::value;
+        if (a.q_type == DType::BF16) decode_split_vec_kernel<bf16, GM, LL, U><<<grid, kSplitThreads, 0, stream>>>(a, ws);
+        else decode_split_vec_kernel<float, GM, LL, U><<<grid, kSplitThreads, 0, stream>>>(a, ws);
+      };
+      if (L == 8) run(std::integral_constant<int, 8>{});
+      else if (L == 16) run(std::integral_constant<int, 16>{});
+      else run(std::integral_constant<int, 32>{});
+    };
+    if (G <= 1) by_lanes(std::integral_constant<int, 1>{});
+    else if (G <= 2) by_lanes(std::integral_constant<int, 2>{});
+    else if (G <= 4) by_lanes(std::integral_constant<int, 4>{});
+    else by_lanes(std::integral_constant<int, 8>{});
+    merge(a, batch, ws, stream);
+    return;
+  }
   auto by_group = [&](auto vpl, auto gm) {
     constexpr int VPL = decltype(vpl)::value, GM = decltype(gm)::value;
     // Queries and sums of a whole group live in registers: at most 2048 floats of them per warp.
@@ -336,10 +474,7 @@ void decode_attention(const AttentionArgs& a, int64_t batch, void* partial, cuda
   else if (a.head_dim <= 128) go(std::integral_constant<int, 4>{});
   else if (a.head_dim <= 256) go(std::integral_constant<int, 8>{});
   else fail("invalid_argument", "decode_attention supports head_dim up to 256");
-  const dim3 mgrid{unsigned(batch), unsigned(a.heads)};
-  if (a.out_type == DType::BF16) decode_merge_kernel<bf16><<<mgrid, 128, 0, stream>>>(a, ws);
-  else decode_merge_kernel<float><<<mgrid, 128, 0, stream>>>(a, ws);
-  JAMBA_CUDA_LAUNCHED("decode_attention");
+  merge(a, batch, ws, stream);
 }
 
 void prefill_attention(const AttentionArgs& a, int64_t t_len, cudaStream_t stream) {

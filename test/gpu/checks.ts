@@ -332,25 +332,28 @@ export const checks: GpuCheck[] = [
     run(cuda, cpu) {
       // Each sequence's split count comes from its own length (CPU test: decodeSplitRanges), so a
       // short sequence batched beside a long one sums in its own order.
-      const B = 5, H = 8, KV = 2, D = 128, P = 3000, kv = KV * D;
-      const past = Int32Array.from([0, 63, 299, 699, 2999]);
-      const r = rng(11);
-      const q = bf16(rand(r, B * H * D)), k = bf16(rand(r, B * P * kv)), v = bf16(rand(r, B * P * kv));
-      const want = new Float32Array(B * H * D);
-      for (let s = 0; s < B; s++) {
-        const len = past[s]! + 1;
-        want.set(cpu.attention(q.subarray(s * H * D, (s + 1) * H * D), k.subarray(s * P * kv, (s * P + len) * kv),
-          v.subarray(s * P * kv, (s * P + len) * kv), 1, past[s]!, H, KV, D), s * H * D);
-      }
-      for (const dt of DTYPES) {
-        const got = cuda.attention({ q, tokens: B, k, v, positions: P, heads: H, kvHeads: KV, headDim: D, past, decode: true, dtype: dt });
-        expectClose(`${dt} batch of ${B}`, got.out, want, TOL[dt]);
+      // 16-byte kernel: head_dim 128 (Mini's: 4 query heads per KV head), 64 with 8, 256 with 1; lane-strided: 72.
+      for (const [H, KV, D] of [[8, 2, 128], [8, 1, 64], [4, 4, 256], [6, 2, 72]] as const) {
+        const B = 5, P = 3000, kv = KV * D;
+        const past = Int32Array.from([0, 63, 299, 699, 2999]);
+        const r = rng(11 + D);
+        const q = bf16(rand(r, B * H * D)), k = bf16(rand(r, B * P * kv)), v = bf16(rand(r, B * P * kv));
+        const want = new Float32Array(B * H * D);
         for (let s = 0; s < B; s++) {
-          const alone = cuda.attention({ q: q.subarray(s * H * D, (s + 1) * H * D), tokens: 1, k: k.subarray(s * P * kv, (s + 1) * P * kv),
-            v: v.subarray(s * P * kv, (s + 1) * P * kv), positions: P, heads: H, kvHeads: KV, headDim: D, past: past.subarray(s, s + 1), decode: true, dtype: dt });
-          const batched = got.out.subarray(s * H * D, (s + 1) * H * D);
-          const i = alone.out.findIndex((x, j) => !Object.is(x, batched[j]));
-          if (i >= 0) throw new Error(`${dt}: sequence ${s} (${past[s]! + 1} keys) batched differs from alone at ${i}: ${batched[i]} vs ${alone.out[i]}`);
+          const len = past[s]! + 1;
+          want.set(cpu.attention(q.subarray(s * H * D, (s + 1) * H * D), k.subarray(s * P * kv, (s * P + len) * kv),
+            v.subarray(s * P * kv, (s * P + len) * kv), 1, past[s]!, H, KV, D), s * H * D);
+        }
+        for (const dt of DTYPES) {
+          const got = cuda.attention({ q, tokens: B, k, v, positions: P, heads: H, kvHeads: KV, headDim: D, past, decode: true, dtype: dt });
+          expectClose(`${dt} ${H}/${KV} heads × ${D}, batch of ${B}`, got.out, want, TOL[dt]);
+          for (let s = 0; s < B; s++) {
+            const alone = cuda.attention({ q: q.subarray(s * H * D, (s + 1) * H * D), tokens: 1, k: k.subarray(s * P * kv, (s + 1) * P * kv),
+              v: v.subarray(s * P * kv, (s + 1) * P * kv), positions: P, heads: H, kvHeads: KV, headDim: D, past: past.subarray(s, s + 1), decode: true, dtype: dt });
+            const batched = got.out.subarray(s * H * D, (s + 1) * H * D);
+            const i = alone.out.findIndex((x, j) => !Object.is(x, batched[j]));
+            if (i >= 0) throw new Error(`${dt} ${H}/${KV} heads × ${D}: sequence ${s} (${past[s]! + 1} keys) batched differs from alone at ${i}: ${batched[i]} vs ${alone.out[i]}`);
+          }
         }
       }
     },
