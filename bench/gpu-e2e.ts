@@ -42,7 +42,7 @@ export function miniLayout() {
 }
 
 export async function endToEnd(copyGBs: number, gemmTflops: number, review: Record<string, string> = {},
-                                parts = { decode: true, prefill: true }): Promise<E2eRow[]> {
+                                parts = { decode: true, prefill: true }, rateName = 'the cuBLAS rate'): Promise<E2eRow[]> {
   const { layout, cfg, load, ids } = miniLayout();
   const rows: E2eRow[] = [];
   const cuda = native().cuda!;
@@ -85,17 +85,20 @@ export async function endToEnd(copyGBs: number, gemmTflops: number, review: Reco
           target: B === 1 ? '≤ 6.0 ms (H200), ≤ 8.5 ms (H100)' : '≤ 19 ms (H200), ≤ 27 ms (H100)', predicted: review[`decode b${B}${topP < 1 ? ' top-p' : ''}`] ?? '' });
       }
     }
-    if (parts.prefill) {
+    // An 8K prompt as the library feeds it: passes of prefillChunkTokens (2048 by default on
+    // CUDA), beside 512 (the CPU's) and one pass, to show where the chunk size should sit.
+    for (const chunk of parts.prefill ? [512, 2048, 8192] : []) {
       const T = 8192;
       const seq = model.newSequence();
       const t0 = now();
-      for (let o = 0; o < T; o += 2048) await model.forward([seq], [ids(2048, o)], { logits: o + 2048 >= T ? 'last' : 'none' });
+      for (let o = 0; o < T; o += chunk) await model.forward([seq], [ids(chunk, o)], { logits: o + chunk >= T ? 'last' : 'none' });
       const dt = now() - t0;
       seq.dispose();
       const active = parameterCounts(cfg).active;
       const flops = 2 * active * T + (cfg.numHiddenLayers - mamba) * 2 * T * T * cfg.numAttentionHeads * cfg.headDim;
-      rows.push({ kernel: 'end to end: prefill of 8K tokens', shape: 'Jamba-1.5-Mini layout, ExpertsInt8', value: `${(T / dt).toFixed(0)} tok/s, ${(flops / dt / 1e12).toFixed(0)} TFLOP/s`,
-        ratio: `${((100 * flops) / dt / 1e12 / gemmTflops).toFixed(0)}% of the GEMM rate`, target: '≥ 50%' });
+      rows.push({ kernel: `end to end: prefill of 8K tokens in passes of ${chunk}`, shape: 'Jamba-1.5-Mini layout, ExpertsInt8',
+        value: `${(T / dt).toFixed(0)} tok/s, ${(flops / dt / 1e12).toFixed(0)} TFLOP/s`,
+        ratio: `${((100 * flops) / dt / 1e12 / gemmTflops).toFixed(0)}% of ${rateName}`, target: chunk === 2048 ? '≥ 50% of the cuBLAS rate' : '' });
     }
   } finally {
     model.dispose();

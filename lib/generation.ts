@@ -78,12 +78,9 @@ export interface GenerationResult {
   toolCalls?: ToolCall[];
 }
 
-/** Tokens of prompt per sequence per forward call while prefilling. */
-export const PREFILL_CHUNK = 512;
-
 /**
- * Feeds embedding rows then tokens to `seq` in chunks of PREFILL_CHUNK rows (so an abort lands
- * quickly) and returns what `mode` asks for over all of them: every row, the last row (the
+ * Feeds embedding rows then tokens to `seq` in chunks of `seq.prefillChunk` rows (so an abort
+ * lands quickly) and returns what `mode` asks for over all of them: every row, the last row (the
  * sequence's last logits when there is nothing to feed), or nothing.
  */
 export async function feed(seq: Sequence, embeds: Float32Array, tokens: Int32Array, mode: LogitsMode, hidden: boolean,
@@ -93,8 +90,9 @@ export async function feed(seq: Sequence, embeds: Float32Array, tokens: Int32Arr
   if (total === 0) return { logits: mode === 'last' ? seq.lastLogits : new Float32Array(0) };
   const logits: Float32Array[] = [], states: Float32Array[] = [];
   let out: RunResult = { logits: new Float32Array(0) };
-  for (let r = 0; r < total; r += PREFILL_CHUNK) {
-    const end = Math.min(total, r + PREFILL_CHUNK);
+  const chunk = seq.prefillChunk;
+  for (let r = 0; r < total; r += chunk) {
+    const end = Math.min(total, r + chunk);
     const input: SequenceInput = {};
     if (r < rowsOfEmbeds) input.inputsEmbeds = embeds.subarray(r * seq.hiddenSize, Math.min(end, rowsOfEmbeds) * seq.hiddenSize);
     if (end > rowsOfEmbeds) input.tokens = tokens.subarray(Math.max(0, r - rowsOfEmbeds), end - rowsOfEmbeds);

@@ -51,6 +51,12 @@ export interface LoadOptions {
   passageCacheBytes?: number;
   /** Most tokens in one forward pass when concurrent calls are batched (default 4096). */
   maxPassTokens?: number;
+  /**
+   * Prompt tokens per forward pass of one sequence while prefilling (default 512 on the CPU,
+   * 2048 on CUDA, where larger passes keep the GEMMs nearer their peak). Smaller chunks let an
+   * abort, and other sequences' decode steps, in sooner.
+   */
+  prefillChunkTokens?: number;
   /** Called as weights are read: bytes read so far and in all. */
   onProgress?: (bytesRead: number, bytesTotal: number) => void;
   /**
@@ -63,7 +69,7 @@ export interface LoadOptions {
 const INPUT_KEYS = keys<InputOptions>()(['inputsEmbeds', 'signal']);
 const SCORE_KEYS = keys<ScoreOptions>()(['context', 'inputsEmbeds', 'signal']);
 const LOAD_KEYS = keys<LoadOptions>()([
-  'device', 'maxSequences', 'contextLength', 'expertsInt8', 'prefixCacheBytes', 'passageCacheBytes', 'maxPassTokens', 'onProgress', 'memoryLimitBytes',
+  'device', 'maxSequences', 'contextLength', 'expertsInt8', 'prefixCacheBytes', 'passageCacheBytes', 'maxPassTokens', 'prefillChunkTokens', 'onProgress', 'memoryLimitBytes',
 ]);
 
 /** A soft prompt for the calls that take one. */
@@ -142,6 +148,8 @@ export class JambaModel {
   private readonly prefixCache: PrefixCache | null;
   private liveSequences = 0;
   private readonly slots: number | null;
+  /** Prompt tokens per prefill pass of one sequence (LoadOptions.prefillChunkTokens). */
+  private readonly prefillChunk: number;
   private readonly unreleased = new FinalizationRegistry<undefined>(() => { this.liveSequences--; });
   /**
    * Where a chat reply ends unless `stop` says otherwise: generation_config.json's `stop_strings`
@@ -175,6 +183,7 @@ export class JambaModel {
     const limit = config.maxPositionEmbeddings;
     this.contextLength = Math.min(options.contextLength ?? (handle.device() === 'cuda' ? 4096 : limit), limit);
     this.slots = handle.device() === 'cuda' ? options.maxSequences ?? 16 : null;
+    this.prefillChunk = options.prefillChunkTokens ?? (handle.device() === 'cuda' ? 2048 : 512);
     this.scheduler = new BatchScheduler((s, t, o) => this.forward(s, t, o), config.vocabSize, config.hiddenSize, options.maxPassTokens ?? 4096);
     const cacheBytes = options.prefixCacheBytes ?? 256 * 2 ** 20;
     this.prefixCache = cacheBytes > 0 ? new PrefixCache(cacheBytes) : null;
@@ -190,7 +199,7 @@ export class JambaModel {
     checkKeys(options, 'loadModel options', LOAD_KEYS);
     const asked = options.device ?? 'cpu';
     if (asked !== 'cpu' && asked !== 'auto' && asked !== 'cuda') throw new InvalidArgumentError(`device must be 'cpu', 'auto' or 'cuda', got ${String(asked)}`);
-    for (const k of ['maxSequences', 'contextLength'] as const) {
+    for (const k of ['maxSequences', 'contextLength', 'prefillChunkTokens'] as const) {
       const v = options[k];
       if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw new InvalidArgumentError(`${k} must be a positive integer`);
     }
@@ -268,6 +277,7 @@ export class JambaModel {
     const host: SequenceHost = {
       vocab: this.config.vocabSize,
       hiddenSize: this.config.hiddenSize,
+      prefillChunk: this.prefillChunk,
       step: (seq, input, mode, hidden, signal, sample) => {
         this.native();
         return this.scheduler.step(seq, input, mode, hidden, signal, sample);

@@ -48,6 +48,8 @@ export const EMBEDDING_POSITION = -1;
 export interface SequenceHost {
   readonly vocab: number;
   readonly hiddenSize: number;
+  /** Prompt rows per forward pass while prefilling. */
+  readonly prefillChunk: number;
   step(seq: NativeSequence, input: StepInput, logits: LogitsMode, hidden: boolean, signal?: AbortSignal, sample?: SampleSpec): Promise<StepOutput>;
   fingerprint(): string;
   /** Called once when the sequence is disposed. */
@@ -98,6 +100,11 @@ export class Sequence {
   /** Width of the vectors `run` takes as `inputsEmbeds`. */
   get hiddenSize(): number {
     return this.host.hiddenSize;
+  }
+
+  /** Rows per forward pass when a long input is fed in chunks (the model's prefillChunkTokens). */
+  get prefillChunk(): number {
+    return this.host.prefillChunk;
   }
 
   /** Tokens evaluated so far. */

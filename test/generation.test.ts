@@ -193,3 +193,17 @@ test('concurrent calls on one model all complete correctly', async () => {
   const runs = await Promise.all(Array.from({ length: 6 }, () => model.complete('ROMEO:\n', { maxTokens: 20, temperature: 0 })));
   for (const r of runs) expect(r.tokens).toEqual(expected.tokens);
 });
+
+test('a prompt prefilled in chunks of any size gives the same tokens and logprobs, bit for bit', async () => {
+  const chunked = await loadModel(EMBEDDED, { prefillChunkTokens: 5 });
+  try {
+    const p = 'ROMEO:\nBut soft, what light through yonder window breaks? It is the east, and Juliet is the sun.';
+    const opts = { maxTokens: 12, temperature: 0, logprobs: 3 };
+    const [a, b] = [await model.complete(p, opts), await chunked.complete(p, opts)];
+    expect(b.tokens).toEqual(a.tokens);
+    expect(JSON.stringify(b.logprobs)).toBe(JSON.stringify(a.logprobs));
+  } finally {
+    await chunked.dispose();
+  }
+  for (const v of [0, 1.5, -3]) await expect(loadModel(EMBEDDED, { prefillChunkTokens: v })).rejects.toThrow('prefillChunkTokens must be a positive integer');
+});

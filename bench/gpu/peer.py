@@ -22,9 +22,11 @@ def timed(fn, reps=20):
 def main():
     dev = torch.device("cuda")
     out = {"device": torch.cuda.get_device_name(0), "matmul_ms": {}, "sdpa_ms": {}}
-    n, k = 14336, 4096
-    w = torch.randn(k, n, device=dev, dtype=torch.bfloat16) * 0.02
-    for m in (1, 4, 16, 64, 4096):
+    # The expert up-projection at decode and prefill row counts, 256 rows (an expert's share of a
+    # prefill chunk), and the Mamba in/out projections of a 4096-token chunk.
+    shapes = [(m, 14336, 4096) for m in (1, 4, 16, 64, 256, 4096)] + [(4096, 16384, 4096), (4096, 4096, 8192)]
+    for m, n, k in shapes:
+        w = torch.randn(k, n, device=dev, dtype=torch.bfloat16) * 0.02
         a = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
         out["matmul_ms"][f"{m},{n},{k}"] = timed(lambda: torch.matmul(a, w))
     t, h, kv, d = 4096, 32, 8, 128
