@@ -25,6 +25,16 @@ constexpr int kSplitThreads = 128;   // 4 warps
 using limits::kMaxGroup;
 using rules::kMaxDecodeSplits;
 
+// One key into a query head's online softmax: running max m, sum l, weighted values acc (N per lane).
+template <int N>
+__device__ __forceinline__ void softmax_step(float& m, float& l, float* acc, float dot, const float* v) {
+  const float mn = fmaxf(m, dot), corr = expf(m - mn), p = expf(dot - mn);
+  l = l * corr + p;
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc[i] = acc[i] * corr + p * v[i];
+  m = mn;
+}
+
 // The end of a split block: the 4 warps' online-softmax states (max, sum, weighted values per
 // query head of the group), already in shared memory, merged exactly and written as this split's
 // partial per head.
@@ -91,12 +101,7 @@ __global__ void __launch_bounds__(kSplitThreads) decode_split_kernel(AttentionAr
       float dot = 0.f;
 #pragma unroll
       for (int v = 0; v < VPL; ++v) dot += q[g][v] * kv[v];
-      dot = warp_sum(dot);
-      const float mn = fmaxf(m[g], dot), corr = expf(m[g] - mn), p = expf(dot - mn);
-      l[g] = l[g] * corr + p;
-#pragma unroll
-      for (int v = 0; v < VPL; ++v) acc[g][v] = acc[g][v] * corr + p * vv[v];
-      m[g] = mn;
+      softmax_step<VPL>(m[g], l[g], acc[g], warp_sum(dot), vv);
     }
   }
   // Merge the 4 warps through shared memory, then write this split's partial per head.
@@ -171,12 +176,7 @@ __global__ void __launch_bounds__(kSplitThreads) decode_split_vec_kernel(Attenti
         for (int i = 0; i < 8; ++i) dot += q[g][i] * kf[i];
 #pragma unroll
         for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-        if (!valid) continue;
-        const float mn = fmaxf(m[g], dot), corr = expf(m[g] - mn), p = expf(dot - mn);
-        l[g] = l[g] * corr + p;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc[g][i] = acc[g][i] * corr + p * vf[i];
-        m[g] = mn;
+        if (valid) softmax_step<8>(m[g], l[g], acc[g], dot, vf);
       }
     }
   }
