@@ -19,6 +19,11 @@ export function packageRoot(): string {
   }
 }
 
+/** The package's version, from its package.json. */
+export function packageVersion(): string {
+  return (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+}
+
 /** The model shipped in the package: a 3.1 M-parameter Jamba trained on tiny Shakespeare. */
 export function defaultModelDir(): string {
   return path.join(packageRoot(), 'models', 'jamba-tiny-shakespeare');

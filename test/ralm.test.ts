@@ -10,6 +10,8 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Bm25Retriever, InvalidArgumentError, JambaModel, Passage, Retriever, countWords, createServer, loadModel, ralmPerplexity, ralmWindows, windowedNll } from '../lib';
 import { argmax } from '../lib/sampling';
+import { packageVersion } from '../lib/paths';
+import { retrievalNative } from '../lib/retrieval/native-index';
 import { CORPUS, EMBEDDED } from './helpers/paths';
 
 let model: JambaModel;
@@ -388,6 +390,10 @@ describe('CLI and server', () => {
     const index = path.join(tmp, 'corpus.bm25');
     cli('index', '--corpus', corpus, '--out', index, '--words', '20');
     expect((await Bm25Retriever.load(index)).size).toBe(2);
+    // Built from dist/, the file still records the package's version.
+    const reader = retrievalNative().openIndex(index);
+    expect(JSON.parse(reader.info().meta)).toMatchObject({ writer: `jamba-node ${packageVersion()}` });
+    reader.close();
     const out = JSON.parse(cli('ralm', '--corpus', index, '--json', '--max-tokens', '8', '--temperature', '0', '--stride', '4', 'JULIET:\nO Romeo')) as {
       tokens: number[]; retrievals: Array<{ passage: string; atToken: number }>;
     };

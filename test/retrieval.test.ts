@@ -12,6 +12,8 @@ import {
   AbortError, Bm25Retriever, CorpusError, Exclusion, InvalidArgumentError, LUCENE_ENGLISH_STOP_WORDS, Passage, analyze, chunkText,
   retrieveAllowed, standardTokens,
 } from '../lib';
+import { packageVersion } from '../lib/paths';
+import { retrievalNative } from '../lib/retrieval/native-index';
 import { luceneLength } from './helpers/reference-bm25';
 
 let tmp: string;
@@ -287,6 +289,10 @@ describe('BM25', () => {
       expect(disk.kind).toBe('disk');
       expect(disk.size).toBe(mem.size);
       expect(progress.at(-1)).toBe(12_500);
+      // The file records what wrote it: this package and its version.
+      const reader = retrievalNative().openIndex(file);
+      expect(JSON.parse(reader.info().meta)).toMatchObject({ format: 'jamba-bm25', writer: `jamba-node ${packageVersion()}` });
+      reader.close();
       for (const q of ['t0 t1 t299', 't5 t5 t17 T3', 't250', 'T49 t100 t101 t102 t103', 'absent t2']) {
         const [a, b] = [await mem.retrieve(q, 20), await disk.retrieve(q, 20)];
         expect(b).toEqual(a);

@@ -11,7 +11,7 @@ import { windowedNll } from '../evaluate';
 import { JambaError } from '../errors';
 import { GenerateOptions, resolveGenerateOptions } from '../generation';
 import { JambaModel, loadModel } from '../model';
-import { defaultModelDir, packageRoot } from '../paths';
+import { defaultModelDir, packageVersion } from '../paths';
 import { createServer } from '../server';
 import { UsageError, loadTemplate, log, num, open, print, progressBar, readStdin } from './common';
 import { evaluateRalm, evaluatedPart, index, openCorpus, ralm, ralmEvalFlags } from './ralm';
@@ -293,8 +293,7 @@ async function evaluate(argv: string[]): Promise<number> {
 const fmtBytes = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : b >= 2 ** 20 ? `${(b / 2 ** 20).toFixed(2)} MiB` : `${(b / 1024).toFixed(1)} KiB`);
 
 function version(): string {
-  const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
-  return `jamba-node ${pkg.version} (node ${process.version}, ${process.platform}-${process.arch})`;
+  return `jamba-node ${packageVersion()} (node ${process.version}, ${process.platform}-${process.arch})`;
 }
 
 async function inspect(argv: string[]): Promise<number> {

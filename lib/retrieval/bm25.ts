@@ -17,6 +17,7 @@
  */
 import fs from 'node:fs';
 import { AbortError, CorpusError, InvalidArgumentError, JambaError, fromNative } from '../errors';
+import { packageVersion } from '../paths';
 import type { AnalyzerName } from './analyzer';
 import { IndexParams, resolveParams } from './bm25-params';
 import type { ChunkOptions } from './chunk';
@@ -62,15 +63,6 @@ export interface Bm25LoadOptions {
 /** Passages handed to the native writer at a time (and between progress reports). */
 const BATCH = 2000;
 const FORMAT = 'jamba-bm25';
-
-function packageVersion(): string {
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return (require('../../package.json') as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-}
 
 /** A native error as the typed error the package throws, naming the index. */
 function indexError(e: unknown, name: string): Error {
