@@ -5,16 +5,18 @@
  * kernel timed at Jamba-1.5-Mini shapes against the ceiling or the peer measured in the same run:
  * device copy bandwidth (here), cuBLAS bf16 through torch.matmul and torch's
  * scaled_dot_product_attention (bench/gpu/peer.py, whose JSON --peer reads). Exits non-zero if a
- * check failed. `--part decode|prefill|all` (default all) times only that part's kernels and
- * end-to-end rows (the checks always run). `--profile` instead prints where a decode step's time
+ * check failed. `--part decode|prefill|train|all` (default all) times only that part's kernels and
+ * end-to-end rows (the kernel and model checks always run; the training checks with train and all). `--profile` instead prints where a decode step's time
  * goes (bench/gpu-profile.ts).
  */
 import fs from 'node:fs';
 import { native } from '../lib/native';
 import { checks } from '../test/gpu/checks';
 import { modelChecks } from '../test/gpu/model-checks';
+import { trainChecks } from '../test/gpu/train-checks';
 import { E2eRow, endToEnd } from './gpu-e2e';
 import { profileDecode } from './gpu-profile';
+import { trainRows } from './gpu-train';
 
 /**
  * The static review's predictions for this code (../shared/gpu-runs/2026-12-07-static-review.md,
@@ -48,8 +50,8 @@ interface Peer {
 const argv = process.argv.slice(2);
 const json = argv.includes('--json');
 const part = argv.includes('--part') ? argv[argv.indexOf('--part') + 1] : 'all';
-if (part !== 'decode' && part !== 'prefill' && part !== 'all') {
-  process.stderr.write(`bench/gpu: --part must be decode, prefill or all, got ${String(part)}\n`);
+if (part !== 'decode' && part !== 'prefill' && part !== 'train' && part !== 'all') {
+  process.stderr.write(`bench/gpu: --part must be decode, prefill, train or all, got ${String(part)}\n`);
   process.exit(2);
 }
 const peerFile = argv.includes('--peer') ? argv[argv.indexOf('--peer') + 1] : undefined;
@@ -79,7 +81,9 @@ async function profile(): Promise<void> {
 async function main(): Promise<void> {
   if (argv.includes('--profile')) return profile();
   let failed = 0;
-  for (const c of [...checks.map((k) => ({ name: k.name, run: async () => k.run(cuda, addon.ops) })), ...modelChecks]) {
+  const all = [...checks.map((k) => ({ name: k.name, run: async () => k.run(cuda, addon.ops) })), ...modelChecks,
+    ...(part === 'train' || part === 'all' ? trainChecks : [])];
+  for (const c of all) {
     try {
       await c.run();
       say(`check ok   ${c.name}`);
@@ -255,17 +259,26 @@ async function main(): Promise<void> {
       }
     }
   });
-  try {
-    rows.push(...await endToEnd(copy, gemmTflops || 1, REVIEW, { decode: part !== 'prefill', prefill: part !== 'decode' }, rateName));
-  } catch (e) {
-    rows.push({ kernel: 'end to end (Jamba-1.5-Mini layout, ExpertsInt8)', shape: '', value: `failed: ${(e as Error).message}`, ratio: '', target: '' });
+  if (part !== 'train') {
+    try {
+      rows.push(...await endToEnd(copy, gemmTflops || 1, REVIEW, { decode: part !== 'prefill', prefill: part !== 'decode' }, rateName));
+    } catch (e) {
+      rows.push({ kernel: 'end to end (Jamba-1.5-Mini layout, ExpertsInt8)', shape: '', value: `failed: ${(e as Error).message}`, ratio: '', target: '' });
+    }
+  }
+  if (part === 'train' || part === 'all') {
+    try {
+      rows.push(...await trainRows());
+    } catch (e) {
+      rows.push({ kernel: 'training (Jamba-1.5-Mini layers 0-7, ExpertsInt8)', shape: '', value: `failed: ${(e as Error).message}`, ratio: '', target: '' });
+    }
   }
 
   if (json) process.stdout.write(`${JSON.stringify({ device: dev, checksFailed: failed, rows })}\n`);
   else {
     say(`\n| kernel | shape | rate | ratio | target | predicted by the static review (H200, 2026-12-07) |\n|---|---|---|---|---|---|`);
     for (const r of rows) say(`| ${r.kernel} | ${r.shape} | ${r.value} | ${r.ratio} | ${r.target} | ${r.predicted ?? ''} |`);
-    say(`\n${checks.length + modelChecks.length - failed}/${checks.length + modelChecks.length} checks passed`);
+    say(`\n${all.length - failed}/${all.length} checks passed`);
   }
   process.exit(failed ? 1 : 0);
 }

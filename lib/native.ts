@@ -196,7 +196,7 @@ export interface NativeCudaOps {
   appendKv(o: { qkv: F32; rows: number; width: number; kCol: number; vCol: number; kvWidth: number; positions: number; slots: number;
     past: Int32Array; tokenOffsets: Int32Array; dtype?: DT; repeat?: number }): Timed<{ k: F32; v: F32 }>;
   groupedGemm(o: { a: F32; rows: number; k: number; w: F32; experts: number; n: number; int8?: boolean; offsets: Int32Array; rowScale?: F32; outDtype?: DT;
-    skinny?: boolean; siluGate?: boolean; repeat?: number }): Timed<{ out: F32 }>;
+    skinny?: boolean; siluGate?: boolean; dx?: boolean; repeat?: number }): Timed<{ out: F32 }>;
   quantizeInt8(o: { w: F32; rows: number; k: number }): { q: Int32Array; scale: F32 };
   attention(o: { q: F32; tokens: number; k: F32; v: F32; positions: number; heads: number; kvHeads: number; headDim: number; past: Int32Array;
     decode?: boolean; dtype?: DT; repeat?: number }): Timed<{ out: F32 }>;

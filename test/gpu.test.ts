@@ -2,11 +2,13 @@
  * GPU checks. `npm test` skips them with a visible notice; `npm run test:gpu` (JAMBA_TEST_GPU=1)
  * runs them and fails, never skips, where there is no CUDA build or no CUDA device. The checks
  * themselves (each CUDA kernel against the CPU one, test/gpu/checks.ts; the whole model against
- * the references, test/gpu/model-checks.ts) are run by the GPU host's script (bench/gpu.ts) too.
+ * the references, test/gpu/model-checks.ts; training through it, test/gpu/train-checks.ts) are
+ * run by the GPU host's script (bench/gpu.ts) too.
  */
 import { native } from '../lib/native';
 import { checks } from './gpu/checks';
 import { modelChecks } from './gpu/model-checks';
+import { trainChecks } from './gpu/train-checks';
 
 const required = process.env.JAMBA_TEST_GPU === '1';
 
@@ -30,5 +32,8 @@ if (!required) {
   });
   describe('the whole model on CUDA', () => {
     for (const c of modelChecks) test(c.name, () => c.run(), 600_000);
+  });
+  describe('training through the model on CUDA', () => {
+    for (const c of trainChecks) test(c.name, () => c.run(), 600_000);
   });
 }

@@ -11,13 +11,14 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { AbortError, GradExample, InvalidArgumentError, JambaModel, Snapshot, loadModel } from '../lib';
+import { AbortError, GradExample, InvalidArgumentError, JambaModel, loadModel } from '../lib';
+import { BOS, GradInputs, gradInputs, referenceInputs, routingOf } from './helpers/grad-example';
 import { EMBEDDED, TINY_RANDOM } from './helpers/paths';
 import { BASE, CASES } from './helpers/random-configs';
 import { writeRandomCheckpoint } from './helpers/random-checkpoint';
 import { referenceGrad, routerMargin } from './helpers/reference-backward';
-import { RefLayerState, Weights, expertsInt8Weights, loadWeights } from './helpers/reference-model';
-import { relErr } from './helpers/reference-ops';
+import { Weights, expertsInt8Weights, loadWeights } from './helpers/reference-model';
+import { concatF64, relErr } from './helpers/reference-ops';
 import { rng } from './helpers/rng';
 
 interface Case {
@@ -31,8 +32,6 @@ interface Case {
   prefix: number;
 }
 
-const BOS = 1;
-
 /** The reference's weights for a model folder (ExpertsInt8 applied as the engine applies it). */
 function referenceWeights(dir: string, int8: boolean): { cfg: ReturnType<typeof loadWeights>['cfg']; w: Weights } {
   const { cfg, w } = loadWeights(dir);
@@ -40,18 +39,11 @@ function referenceWeights(dir: string, int8: boolean): { cfg: ReturnType<typeof 
   return { cfg, w: expertsInt8Weights(w, (name) => (/down_proj/.test(name) ? cfg.intermediateSize : cfg.hiddenSize)) };
 }
 
-async function example(model: JambaModel, c: Case, seed: number): Promise<{ ex: GradExample; snap?: Snapshot; ids: number[]; soft: Float32Array }> {
+async function example(model: JambaModel, c: Case, seed: number): Promise<{ ex: GradExample; inputs: GradInputs }> {
   const r = rng(seed);
-  const H = model.config.hiddenSize, V = model.config.vocabSize;
-  const soft = Float32Array.from({ length: c.soft * H }, () => (r() - 0.5) * 0.1);
-  const ids = Array.from({ length: c.tokens }, () => 3 + Math.floor(r() * (V - 3)));
-  let snap: Snapshot | undefined;
-  if (c.prefix > 0) {
-    const seq = model.createSequence();
-    await seq.evaluate([BOS, ...Array.from({ length: c.prefix - 1 }, () => 3 + Math.floor(r() * (V - 3)))], { logits: 'none' });
-    snap = seq.snapshot();
-    seq.dispose();
-  }
+  const V = model.config.vocabSize;
+  const inputs = await gradInputs(model, c, r);
+  const { soft, ids, snap } = inputs;
   const segments = [{ ids: [BOS] }, ...(c.soft ? [{ embeds: soft }] : []), { ids }];
   const rows = 1 + c.soft + c.tokens;
   // Explicit, weighted targets: every row predicts a random token.
@@ -59,55 +51,36 @@ async function example(model: JambaModel, c: Case, seed: number): Promise<{ ex: 
     weights: Array.from({ length: rows }, () => 0.25 + r()) };
   const ex: GradExample = { segments, targets };
   if (snap) ex.initialState = snap;
-  return { ex, snap, ids, soft };
+  return { ex, inputs };
 }
 
 const f64 = (a: Float32Array) => Float64Array.from(a);
-const concat = (parts: ArrayLike<number>[]) => {
-  const out = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(Array.from(p), o);
-    o += p.length;
-  }
-  return out;
-};
 
 async function check(c: Case, seed: number): Promise<void> {
   const model = await loadModel(c.dir, { expertsInt8: c.expertsInt8 ?? false });
   try {
     const { cfg, w } = referenceWeights(c.dir, c.expertsInt8 ?? false);
     const H = cfg.hiddenSize;
-    const { ex, snap, ids, soft } = await example(model, c, seed);
+    const { ex, inputs } = await example(model, c, seed);
     const tape = await model.forwardForGrad([ex], { reduction: 'sum', outputs: ['routing'] });
     const res = await tape.backward({}, { initialState: true, segments: 'all' });
 
     // The reference on the same rows, from the same state, with the engine's routing.
-    const emb = w.get('model.embed_tokens.weight')!;
-    const rowsIds = [BOS, ...Array.from({ length: c.soft }, () => -1), ...ids];
-    const rows = new Float64Array(rowsIds.length * H);
-    let s = 0;
-    rowsIds.forEach((id, t) => rows.set(id >= 0 ? emb.subarray(id * H, (id + 1) * H) : f64(soft.subarray((s++) * H, s * H)), t * H));
-    const initial: RefLayerState[] | undefined = snap?.state.layers.map((l) => ({ conv: f64(l.conv), ssm: f64(l.ssm), k: f64(l.k), v: f64(l.v) }));
-    const routing = new Map<number, number[][]>();
-    tape.routing!.forEach((layer, li) => {
-      if (!layer) return;
-      const k = cfg.numExpertsPerTok, idx = layer[0]!;
-      routing.set(li, Array.from({ length: idx.length / k }, (_, t) => Array.from(idx.subarray(t * k, (t + 1) * k))));
-    });
+    const { rows, count, initial } = referenceInputs(w.get('model.embed_tokens.weight')!, H, inputs);
+    const routing = routingOf(tape.routing!, cfg.numExpertsPerTok);
     const targets = ex.targets as { rows: number[]; ids: number[]; weights: number[] };
     const ref = referenceGrad(cfg, w, rows, { initial, routing, targets, denom: 1 });
 
-    const got = concat(res.segments[0]!.map((g) => g!));
+    const got = concatF64(res.segments[0]!.map((g) => g!));
     const errs: Array<[string, number]> = [['loss', Math.abs(tape.loss - ref.loss) / Math.abs(ref.loss)], ['input rows', relErr(got, ref.dRows)]];
     if (initial) {
       for (const key of ['conv', 'ssm', 'k', 'v'] as const) {
         const a = res.initialState![0]!.map((l) => l[key]), b = ref.dInitial.map((l) => l[key] ?? new Float64Array(0));
-        if (b.some((x) => x.length)) errs.push([`initial ${key}`, relErr(concat(a), concat(b))]);
+        if (b.some((x) => x.length)) errs.push([`initial ${key}`, relErr(concatF64(a), concatF64(b))]);
       }
     }
     const margin = routerMargin(ref.tape, cfg.numExperts, cfg.numExpertsPerTok);
-    console.log(`${c.label}: ${rowsIds.length} rows, loss ${tape.loss.toFixed(4)}; ${errs.map(([k, e]) => `${k} ${e.toExponential(1)}`).join(', ')}; router margin ${margin.toExponential(1)}`);
+    console.log(`${c.label}: ${count} rows, loss ${tape.loss.toFixed(4)}; ${errs.map(([k, e]) => `${k} ${e.toExponential(1)}`).join(', ')}; router margin ${margin.toExponential(1)}`);
     for (const [k, e] of errs) expect([c.label, k, e <= (k === 'loss' ? 1e-5 : 1e-4)]).toEqual([c.label, k, true]);
   } finally {
     await model.dispose();

@@ -9,11 +9,12 @@
 # stage is cut off at its budget so a run fits a 15-minute device allowance:
 #   decode   build 60 s, checks 120 s, kernels and e2e 120 s, profile 60 s    (about 6 min)
 #   prefill  build 60 s, checks 120 s, peer 60 s, kernels and e2e 120 s       (about 6 min)
+#   train    build 60 s, checks and training checks 180 s, the training rows 60 s  (about 5 min)
 #   all      build 60 s, checks 120 s, peer 60 s, everything 240 s, profile 60 s  (about 9 min)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 part=${1:-all}
-case $part in decode|prefill|all) ;; *) echo "usage: bash bench/gpu/run.sh [decode|prefill|all]"; exit 2 ;; esac
+case $part in decode|prefill|train|all) ;; *) echo "usage: bash bench/gpu/run.sh [decode|prefill|train|all]"; exit 2 ;; esac
 OUT=${OUT:-/tmp/jamba-gpu}
 mkdir -p "$OUT"
 xz -dc .device/node.xz > .device/node && chmod +x .device/node
@@ -25,13 +26,13 @@ cmake -S . -B build-cuda -DJAMBA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH
   || { tail -n 30 "$OUT/cmake.log"; exit 1; }
 cmake --build build-cuda -j "$(nproc)" > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -n 40; exit 1; }
 export JAMBA_ADDON=$PWD/build-cuda/jamba.node
-if [ "$part" != decode ]; then
+if [ "$part" = prefill ] || [ "$part" = all ]; then
   timeout 60 python3 bench/gpu/peer.py "$OUT/peer.json" > /dev/null || echo "peer measurement failed; ratios to torch will be missing"
 fi
 status=0
 budget=$([ "$part" = all ] && echo 360 || echo 240)
 timeout "$budget" node dist/bench/gpu.js --part "$part" --peer "$OUT/peer.json" 2>&1 | tee "$OUT/gpu-bench.md" || status=$?
-if [ "$part" != prefill ]; then
+if [ "$part" = decode ] || [ "$part" = all ]; then
   # Where a decode step's time goes, op by op (CUDA events; no Nsight needed).
   timeout 60 node dist/bench/gpu.js --profile 2>&1 | tee "$OUT/gpu-profile.md" || status=1
 fi

@@ -26,6 +26,13 @@ template <> __device__ __forceinline__ bf16 from_f32<bf16>(float v) { return __f
 // softplus(v) = v above 20, as torch and the CPU backend define it.
 __device__ __forceinline__ float softplus(float v) { return v > 20.f ? v : log1pf(expf(v)); }
 __device__ __forceinline__ float silu(float v) { return v / (1.f + expf(-v)); }
+__device__ __forceinline__ float sigmoid(float v) { return 1.f / (1.f + expf(-v)); }
+// d silu / dv, and d softplus / dv as softplus is taken (the identity above 20): for the backward.
+__device__ __forceinline__ float dsilu(float v) {
+  const float s = sigmoid(v);
+  return s * (1.f + v * (1.f - s));
+}
+__device__ __forceinline__ float dsoftplus(float v) { return v > 20.f ? 1.f : sigmoid(v); }
 
 template <int Width = 32>
 __device__ __forceinline__ float warp_sum(float v) {
@@ -50,6 +57,18 @@ __device__ __forceinline__ float block_sum(float v) {
   __syncthreads();
   v = lane < warps ? part[lane] : 0.f;
   return warp_sum(v);
+}
+
+// Maximum over a block, as block_sum.
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float part[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  v = lane < warps ? part[lane] : -INFINITY;
+  return warp_max(v);
 }
 
 inline unsigned blocks_for(int64_t n, int per_block) { return unsigned((n + per_block - 1) / per_block); }

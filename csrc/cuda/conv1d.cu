@@ -1,4 +1,5 @@
-// Mamba's causal depthwise conv1d with SiLU, for prefill and for the decode step. A thread owns
+// Mamba's causal depthwise conv1d with SiLU, for prefill and for the decode step, and its
+// backward with respect to the inputs and the initial state. A thread owns
 // one channel over a tile of time steps: its d_conv taps live in registers and the window slides
 // along the tile, so each input is read once per tile (plus d_conv - 1 of overlap). Consecutive
 // threads are consecutive channels, so every load and store is coalesced across the warp.
@@ -76,6 +77,36 @@ __global__ void conv_update_kernel(const TI* __restrict__ x, int64_t ldx, int64_
   out[s * ldo + c] = from_f32<TO>(silu(acc));
 }
 
+// The backward: out[s] = silu(pre[s]), pre[s] = b + Σ_j w[j] · x[s − (K−1) + j], so input t (t < 0:
+// the state's) gets Σ_j w[j] · dy[s] · silu'(pre[s]) over s = t + K − 1 − j in [0, t_len). A
+// thread owns one (channel, t) and recomputes the K pre-activations it needs (K² ≤ 64 products).
+template <typename TI, int K>
+__global__ void conv_back_kernel(const TI* __restrict__ x, int64_t ldx, int64_t t_len, int64_t channels,
+                                 const float* __restrict__ w, const float* __restrict__ bias, const float* __restrict__ state0,
+                                 const float* __restrict__ dy, int64_t lddy, float* __restrict__ dx, int64_t lddx,
+                                 float* __restrict__ dstate) {
+  const int64_t c = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  const int64_t t = int64_t(blockIdx.x) - (K - 1);  // −(K−1) … t_len − 1 (x: no 65,535 bound on sequence length)
+  if (c >= channels) return;
+  auto input = [&](int64_t i) { return i >= 0 ? to_f32(x[i * ldx + c]) : state0 ? state0[c * (K - 1) + (K - 1) + i] : 0.f; };
+  float tap[K];
+#pragma unroll
+  for (int j = 0; j < K; ++j) tap[j] = w[c * K + j];
+  const float b = bias ? bias[c] : 0.f;
+  float g = 0.f;
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int64_t s = t + (K - 1 - j);
+    if (s < 0 || s >= t_len) continue;
+    float pre = b;
+#pragma unroll
+    for (int i = 0; i < K; ++i) pre += tap[i] * input(s - (K - 1) + i);
+    g += tap[j] * dy[s * lddy + c] * dsilu(pre);
+  }
+  if (t >= 0) dx[t * lddx + c] = g;
+  else if (dstate) dstate[c * (K - 1) + (K - 1) + t] = g;
+}
+
 template <int K, typename TI, typename TO>
 void prefill(const void* x, int64_t ldx, int64_t t_len, int64_t channels, const float* w, const float* bias,
              float* state, void* out, int64_t ldo, cudaStream_t s) {
@@ -125,6 +156,20 @@ void causal_conv1d_silu(const void* x, int64_t ldx, DType x_type, int64_t t_len,
                                                                                           out, ldo, stream);
   });
   JAMBA_CUDA_LAUNCHED("causal_conv1d_silu");
+}
+
+void causal_conv1d_silu_back(const void* x, int64_t ldx, DType x_type, int64_t t_len, int64_t channels, const float* w,
+                             int d_conv, const float* bias, const float* state0, const float* dy, int64_t lddy, float* dx,
+                             int64_t lddx, float* dstate, cudaStream_t stream) {
+  if (t_len == 0) return;
+  dispatch(d_conv, x_type, DType::F32, [&](auto k, auto ti, auto) {
+    using TI = typename decltype(ti)::type;
+    constexpr int K = decltype(k)::value;
+    const dim3 grid(unsigned(t_len + K - 1), blocks_for(channels, kChannels));
+    conv_back_kernel<TI, K><<<grid, kChannels, 0, stream>>>(static_cast<const TI*>(x), ldx, t_len, channels, w, bias, state0, dy, lddy,
+                                                            dx, lddx, dstate);
+  });
+  JAMBA_CUDA_LAUNCHED("causal_conv1d_silu_back");
 }
 
 void causal_conv1d_update_silu(const void* x, int64_t ldx, DType x_type, int64_t batch, int64_t channels, const float* w,

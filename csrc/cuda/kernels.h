@@ -207,4 +207,77 @@ void mask_logits(float* logits, int64_t rows, int64_t vocab, const uint32_t* bit
 // (the same rule as the CPU backend: scale = max|w| / 127, q = round-half-even(w / scale)).
 void quantize_int8_rows(const void* w, int64_t rows, int64_t k, int8_t* q, float* scale, cudaStream_t stream);
 
+// ---------------------------------------------------------------- backward
+// Training through the frozen model: gradients with respect to the inputs of each op (never the
+// weights), float32 throughout; the bf16 operands of the products are the forward's storage.
+
+// dx[rows of e] (+)= dy[rows of e] · W_e (· row_scale[row]): the input gradient of grouped_gemm's
+// product, on the same tensor-core tiles; dy bf16 [rows, w.n], dx float32 [rows, w.k]. Int8
+// weights are widened in the k loop as in the forward, their scales applied to dy's tile.
+void grouped_gemm_dx(const void* dy, int64_t lddy, const GroupedWeights& w, const int32_t* offsets, int experts,
+                     int64_t max_rows, const float* row_scale, float* dx, int64_t lddx, bool accumulate, cudaStream_t stream);
+
+// RMSNorm's input gradient (x float32, the norm's input), stored or added to dx.
+void rmsnorm_back(const float* x, int64_t ldx, int64_t rows, int64_t cols, const float* weight, float eps, const float* dy,
+                  int64_t lddy, float* dx, int64_t lddx, bool accumulate, cudaStream_t stream);
+
+// The causal conv1d + SiLU's gradient with respect to its t_len inputs (dx) and to the state it
+// started from (dstate [channels, d_conv − 1], or null); state0 null is a zero state.
+void causal_conv1d_silu_back(const void* x, int64_t ldx, DType x_type, int64_t t_len, int64_t channels, const float* w,
+                             int d_conv, const float* bias, const float* state0, const float* dy, int64_t lddy, float* dx,
+                             int64_t lddx, float* dstate, cudaStream_t stream);
+
+// The selective scan's gradients (ScanArgs as for selective_scan; y is not read). dy is the
+// gradient of the gated output; ddt is with respect to dt before the bias.
+struct ScanGrads {
+  const float* dy; int64_t lddy;
+  float* du; int64_t lddu;
+  float* ddt; int64_t ldddt;
+  float* dz; int64_t lddz;
+  float* db; int64_t lddb;
+  float* dc; int64_t lddc;
+  float* dstate;                 // [d_inner, d_state] or null
+};
+size_t selective_scan_back_workspace(int64_t t_len, int64_t d_inner, int64_t d_state);
+// state0: the state before the sequence ([d_inner, d_state]; null: zero). `workspace` holds
+// selective_scan_back_workspace() bytes.
+void selective_scan_back(const ScanArgs& args, const float* state0, const ScanGrads& g, void* workspace, cudaStream_t stream);
+
+// Causal attention's gradients for one sequence of t_len query rows at positions past … past +
+// t_len − 1, keys and values [past + t_len, kv_heads · head_dim] bf16 (the prefix, then these
+// rows'). dq [t_len, heads · head_dim]; dk, dv [past + t_len, kv_heads · head_dim], every
+// position; lse and delta are workspace of t_len · heads floats each.
+struct AttentionBackArgs {
+  const void* q; int64_t ldq;
+  const void* k; const void* v;
+  const float* dout; int64_t lddout;
+  float* dq; int64_t lddq;
+  float* dk; float* dv; int64_t lddkv;
+  float* lse; float* delta;
+  int64_t t_len, past;
+  int heads, kv_heads, head_dim;
+  float scale;
+};
+void attention_back(const AttentionBackArgs& a, cudaStream_t stream);
+
+// The SwiGLU gate's backward: from gu = [g | u] (bf16, as silu_gate read it) and da, the merged
+// [dg | du] rows (bf16 [rows, 2·inner]).
+void silu_gate_back(const void* gu, int64_t ldg, const float* da, int64_t ldd, int64_t rows, int64_t inner, void* dgu, int64_t ldo,
+                    cudaStream_t stream);
+// dweight[r] = dy[token_of_row[r]] · y[r]: the gradient of each grouped row's routing weight (y
+// the expert's output before the weight, float32 [rows, cols]).
+void routing_weight_grad(const float* dy, const float* y, const int32_t* token_of_row, int64_t rows, int64_t cols, float* dweight,
+                         cudaStream_t stream);
+// The router logits' gradient (bf16 [tokens, experts]) through the softmax of all experts, from
+// moe_route's idx and row_of and the rows' dweight.
+void router_back(const float* logits, const int32_t* idx, const int32_t* row_of, const float* dweight, int64_t tokens, int experts,
+                 int k, void* dlogits, cudaStream_t stream);
+
+// Per row of logits [rows, vocab]: loss[r] = weight[r] · (logsumexp − logit[id]) and the logits'
+// gradient weight · (softmax − onehot), bf16 [rows, vocab].
+void cross_entropy_rows(const float* logits, int64_t rows, int64_t vocab, const int32_t* ids, const float* weights, float* loss,
+                        void* dlogits, cudaStream_t stream);
+// dst[rows[i]] += src[i] for i in order (rows may repeat), [n, cols] onto [*, cols].
+void scatter_add_rows(const float* src, int64_t n, int64_t cols, const int32_t* rows, float* dst, cudaStream_t stream);
+
 }  // namespace jamba::cuda

@@ -4,7 +4,9 @@
 // lower expert index, as on the CPU), counting rows per expert in shared memory; one thread turns
 // the counts into group offsets and the list of active experts; then every (token, slot) gets its
 // row in the grouped order. Nothing is copied to the host: the expert GEMM reads the offsets on
-// the device.
+// the device. The backward's pieces follow: the SwiGLU gate's, each row's routing-weight
+// gradient, and the router softmax's over every expert (Jamba routes by the softmax of all
+// experts' logits, unrenormalised, so every logit gets a gradient).
 #include <climits>
 
 #include "../core/decode_rules.h"
@@ -17,16 +19,26 @@ namespace {
 using limits::kMaxExperts;
 constexpr int kRouteThreads = 1024;
 
-// Token t's top k experts and their probabilities, in descending order, by the warp calling it;
-// each pick is counted in `counts` (shared memory).
-__device__ void route_token(const float* __restrict__ lg, int E, int k, int lane, int32_t* __restrict__ idx,
-                            float* __restrict__ weight, int32_t* counts) {
+// The max of a row of E logits and Σ exp(logit − max), over the calling warp (every lane gets both):
+// the router softmax, as routing and its backward take it.
+struct SoftmaxStats {
+  float max, sum;
+};
+__device__ SoftmaxStats softmax_stats(const float* __restrict__ lg, int E, int lane) {
   float mx = -INFINITY;
   for (int e = lane; e < E; e += 32) mx = fmaxf(mx, lg[e]);
   mx = warp_max(mx);
   float sum = 0.f;
   for (int e = lane; e < E; e += 32) sum += expf(lg[e] - mx);
-  sum = warp_sum(sum);
+  return {mx, warp_sum(sum)};
+}
+
+// Token t's top k experts and their probabilities, in descending order, by the warp calling it;
+// each pick is counted in `counts` (shared memory).
+__device__ void route_token(const float* __restrict__ lg, int E, int k, int lane, int32_t* __restrict__ idx,
+                            float* __restrict__ weight, int32_t* counts) {
+  const SoftmaxStats st = softmax_stats(lg, E, lane);
+  const float mx = st.max, sum = st.sum;
   uint32_t taken = 0;  // bit i: this lane's expert lane + 32 i is chosen (E ≤ 1024)
   for (int j = 0; j < k; ++j) {
     // Ranked by probability in the router order both backends share (two logits may round to
@@ -125,6 +137,51 @@ __global__ void silu_gate_kernel(const T* __restrict__ gu, int64_t ldg, int64_t 
   out[r * ldo + j] = from_f32<T>(silu(to_f32(g[j])) * to_f32(g[inner + j]));
 }
 
+// d(silu(g)·u): dg = da·u·silu'(g), du = da·silu(g), into a merged [dg | du] row (bf16: the
+// operand of the gate|up product's input gradient).
+__global__ void silu_gate_back_kernel(const bf16* __restrict__ gu, int64_t ldg, const float* __restrict__ da, int64_t ldd,
+                                      int64_t inner, bf16* __restrict__ dgu, int64_t ldo) {
+  const int64_t r = blockIdx.y;
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= inner) return;
+  const float g = to_f32(gu[r * ldg + j]), u = to_f32(gu[r * ldg + inner + j]), d = da[r * ldd + j];
+  dgu[r * ldo + j] = from_f32<bf16>(d * u * dsilu(g));
+  dgu[r * ldo + inner + j] = from_f32<bf16>(d * silu(g));
+}
+
+// dweight[r] = dy[token of r] · y_r (y_r the expert's output before its routing weight), a warp per row.
+__global__ void routing_weight_grad_kernel(const float* __restrict__ dy, const float* __restrict__ y, const int32_t* __restrict__ token_of_row,
+                                           int64_t rows, int64_t cols, float* __restrict__ dweight) {
+  const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
+  if (r >= rows) return;
+  const float* a = dy + int64_t(token_of_row[r]) * cols;
+  const float* b = y + r * cols;
+  float s = 0.f;
+  for (int64_t c = threadIdx.x & 31; c < cols; c += 32) s += a[c] * b[c];
+  s = warp_sum(s);
+  if ((threadIdx.x & 31) == 0) dweight[r] = s;
+}
+
+// Through the router softmax, a warp per token: with p the probabilities of all experts and g_j
+// the gradient of chosen expert idx_j's weight, dlogit_e = p_e · ([e chosen] g − Σ_j p_idx_j g_j).
+__global__ void router_back_kernel(const float* __restrict__ logits, const int32_t* __restrict__ idx, const int32_t* __restrict__ row_of,
+                                   const float* __restrict__ dweight, int64_t tokens, int experts, int k, bf16* __restrict__ dlogits) {
+  const int64_t t = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
+  if (t >= tokens) return;
+  const int lane = threadIdx.x & 31;
+  const float* z = logits + t * experts;
+  const SoftmaxStats st = softmax_stats(z, experts, lane);
+  const float m = st.max, sum = st.sum;
+  float mean = 0.f;
+  for (int j = 0; j < k; ++j) mean += expf(z[idx[t * k + j]] - m) / sum * dweight[row_of[t * k + j]];
+  for (int e = lane; e < experts; e += 32) {
+    float g = 0.f;
+    for (int j = 0; j < k; ++j)
+      if (idx[t * k + j] == e) g += dweight[row_of[t * k + j]];
+    dlogits[t * experts + e] = from_f32<bf16>(expf(z[e] - m) / sum * (g - mean));
+  }
+}
+
 }  // namespace
 
 void moe_route(const float* logits, int64_t tokens, int experts, int k, int32_t* idx, float* weight, int32_t* counts,
@@ -163,6 +220,28 @@ void silu_gate(const void* gu, int64_t ldg, DType type, int64_t rows, int64_t in
   if (type == DType::BF16) silu_gate_kernel<<<grid, 256, 0, stream>>>(static_cast<const bf16*>(gu), ldg, inner, static_cast<bf16*>(out), ldo);
   else silu_gate_kernel<<<grid, 256, 0, stream>>>(static_cast<const float*>(gu), ldg, inner, static_cast<float*>(out), ldo);
   JAMBA_CUDA_LAUNCHED("silu_gate");
+}
+
+void silu_gate_back(const void* gu, int64_t ldg, const float* da, int64_t ldd, int64_t rows, int64_t inner, void* dgu, int64_t ldo,
+                    cudaStream_t stream) {
+  if (rows == 0) return;
+  const dim3 grid(blocks_for(inner, 256), unsigned(rows));
+  silu_gate_back_kernel<<<grid, 256, 0, stream>>>(static_cast<const bf16*>(gu), ldg, da, ldd, inner, static_cast<bf16*>(dgu), ldo);
+  JAMBA_CUDA_LAUNCHED("silu_gate_back");
+}
+
+void routing_weight_grad(const float* dy, const float* y, const int32_t* token_of_row, int64_t rows, int64_t cols, float* dweight,
+                         cudaStream_t stream) {
+  if (rows == 0) return;
+  routing_weight_grad_kernel<<<blocks_for(rows, 8), 256, 0, stream>>>(dy, y, token_of_row, rows, cols, dweight);
+  JAMBA_CUDA_LAUNCHED("routing_weight_grad");
+}
+
+void router_back(const float* logits, const int32_t* idx, const int32_t* row_of, const float* dweight, int64_t tokens, int experts,
+                 int k, void* dlogits, cudaStream_t stream) {
+  if (tokens == 0) return;
+  router_back_kernel<<<blocks_for(tokens, 8), 256, 0, stream>>>(logits, idx, row_of, dweight, tokens, experts, k, static_cast<bf16*>(dlogits));
+  JAMBA_CUDA_LAUNCHED("router_back");
 }
 
 }  // namespace jamba::cuda

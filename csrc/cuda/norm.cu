@@ -1,4 +1,5 @@
-// RMSNorm with the residual add of the previous sub-layer fused in, and the embedding gather.
+// RMSNorm with the residual add of the previous sub-layer fused in, its backward, and the
+// embedding gather.
 // One block per row. Rows of a width divisible by 4 (every Jamba hidden size) are read once with
 // 16-byte loads and held in registers between the sum of squares and the scaling, so the row
 // crosses DRAM once each way; other rows take a two-pass scalar loop that reads the row back
@@ -121,6 +122,30 @@ __global__ void embed_bf16x8_kernel(const bf16* __restrict__ table, int64_t hidd
   }
 }
 
+// The backward of out = x / rms(x) · w with respect to x, one block per row:
+// dx = inv · w ⊙ dy − x · inv³ / cols · Σ x ⊙ w ⊙ dy, stored or added to dx (a residual's gradient).
+// Two reads of the row (the second from L1/L2): the backward is a small share of a training step.
+__global__ void rmsnorm_back_kernel(const float* __restrict__ x, int64_t ldx, int64_t cols, const float* __restrict__ weight,
+                                    float eps, const float* __restrict__ dy, int64_t lddy, float* dx, int64_t lddx,
+                                    bool accumulate) {
+  const float* xr = x + blockIdx.x * ldx;
+  const float* gr = dy + blockIdx.x * lddy;
+  float ss = 0.f, dot = 0.f;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float v = xr[c];
+    ss += v * v;
+    dot += v * weight[c] * gr[c];
+  }
+  ss = block_sum(ss);
+  dot = block_sum(dot);
+  const float inv = rsqrtf(ss / float(cols) + eps), k = inv * inv * inv / float(cols) * dot;
+  float* o = dx + blockIdx.x * lddx;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float v = inv * weight[c] * gr[c] - xr[c] * k;
+    o[c] = accumulate ? o[c] + v : v;
+  }
+}
+
 template <typename TD>
 void launch_norm(float* h, int64_t ldh, const void* delta, int64_t ldd, int64_t rows, int64_t cols, const float* w, float eps,
                  void* out, int64_t ldo, DType ot, cudaStream_t s) {
@@ -153,6 +178,13 @@ void rmsnorm_residual(float* h, int64_t ldh, const void* delta, int64_t ldd, DTy
   if (delta_type == DType::BF16) launch_norm<bf16>(h, ldh, delta, ldd, rows, cols, weight, eps, out, ldo, out_type, stream);
   else launch_norm<float>(h, ldh, delta, ldd, rows, cols, weight, eps, out, ldo, out_type, stream);
   JAMBA_CUDA_LAUNCHED("rmsnorm_residual");
+}
+
+void rmsnorm_back(const float* x, int64_t ldx, int64_t rows, int64_t cols, const float* weight, float eps, const float* dy,
+                  int64_t lddy, float* dx, int64_t lddx, bool accumulate, cudaStream_t stream) {
+  if (rows == 0) return;
+  rmsnorm_back_kernel<<<unsigned(rows), cols >= 1024 ? 512 : 128, 0, stream>>>(x, ldx, cols, weight, eps, dy, lddy, dx, lddx, accumulate);
+  JAMBA_CUDA_LAUNCHED("rmsnorm_back");
 }
 
 void add_bias(void* x, int64_t ld, DType type, int64_t rows, int64_t cols, const float* bias, cudaStream_t stream) {

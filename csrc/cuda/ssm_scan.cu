@@ -6,6 +6,14 @@
 // shuffle reduction across the lanes of a channel. Inputs are staged through shared memory in
 // chunks of time steps (coalesced loads, softplus and SiLU applied once per element), and B and C
 // rows, shared by every channel, are read once per block and chunk.
+//
+// The backward (training through the frozen model) keeps the same thread layout. States are
+// never stored per token: a first pass writes h at every kBackChunk-th step, then the chunks are
+// taken last to first, each rebuilt forward from its checkpoint into registers and walked in
+// reverse with the state's gradient carried across steps. Sums over the state (du, dΔ) are
+// shuffles within a channel's lanes; sums over channels (dB, dC) go through shared memory to one
+// partial per block and step, added up in block order by a second kernel (no atomics: the same
+// bits every run).
 #include "common.cuh"
 #include "kernels.h"
 
@@ -125,18 +133,143 @@ __global__ void __launch_bounds__(channels_per_block<NS>() * NS) decode_step_ker
     static_cast<T*>(a.y)[s * a.ldy + c] = from_f32<T>((y + a.d_skip[c] * u) * silu(to_f32(static_cast<const T*>(a.z)[s * a.ldz + c])));
 }
 
+constexpr int kBackChunk = 8;  // steps rebuilt into registers per round of the backward
+
+// Threads per block of the backward (channels_per_block<NS>() channels), and its blocks.
+template <int NS> __host__ __device__ constexpr int back_threads() { return channels_per_block<NS>() * NS; }
+
+template <typename TI, int NS>
+__global__ void __launch_bounds__(back_threads<NS>()) scan_back_kernel(ScanArgs a, const float* __restrict__ state0, ScanGrads g,
+                                                                      float* __restrict__ ckpt, float* __restrict__ part_b,
+                                                                      float* __restrict__ part_c) {
+  constexpr int CH = channels_per_block<NS>(), kThreads = back_threads<NS>(), L = kBackChunk;
+  __shared__ float s_b[L][kThreads], s_c[L][kThreads];
+  const int N = int(a.d_state);
+  const int ch = threadIdx.x / NS, n = threadIdx.x % NS;
+  const int64_t c0 = int64_t(blockIdx.x) * CH, c = c0 + ch, T = a.t_len, blocks = gridDim.x;
+  const bool channel = c < a.d_inner, live = channel && n < N;
+  const float A = live ? a.a[c * N + n] : 0.f;
+  const float D = channel ? a.d_skip[c] : 0.f, bias = channel ? a.dt_bias[c] : 0.f;
+  const TI* U = static_cast<const TI*>(a.u);
+  const TI* DT = static_cast<const TI*>(a.dt);
+  const TI* Z = static_cast<const TI*>(a.z);
+  const TI* B = static_cast<const TI*>(a.b);
+  const TI* C = static_cast<const TI*>(a.c);
+  auto u_at = [&](int64_t t) { return channel ? to_f32(U[t * a.ldu + c]) : 0.f; };
+  auto dt_raw = [&](int64_t t) { return channel ? to_f32(DT[t * a.lddt + c]) + bias : 0.f; };
+  auto b_at = [&](int64_t t) { return live ? to_f32(B[t * a.ldb + n]) : 0.f; };
+  auto c_at = [&](int64_t t) { return live ? to_f32(C[t * a.ldc + n]) : 0.f; };
+  float* ck = ckpt + c * N + n;  // + chunk · d_inner · d_state
+  const int64_t chunk_stride = a.d_inner * N;
+
+  // Pass 1: h at the start of every chunk.
+  float h = live && state0 ? state0[c * N + n] : 0.f;
+  for (int64_t t = 0; t < T; ++t) {
+    if (t % L == 0 && live) ck[(t / L) * chunk_stride] = h;
+    const float dt = softplus(dt_raw(t));
+    h = expf(dt * A) * h + dt * b_at(t) * u_at(t);
+  }
+  // Pass 2: chunks last to first.
+  float carry = 0.f;  // ∂L/∂h_t through h_{t+1}
+  for (int64_t t0 = (T - 1) / L * L; t0 >= 0; t0 -= L) {
+    const int steps = T - t0 < L ? int(T - t0) : L;
+    float hist[L + 1];  // hist[i + 1]: h after the chunk's step i; hist[0]: before its first
+    hist[0] = live ? ck[(t0 / L) * chunk_stride] : 0.f;
+#pragma unroll
+    for (int i = 0; i < L; ++i) {
+      hist[i + 1] = hist[i];
+      if (i < steps) {
+        const float dt = softplus(dt_raw(t0 + i));
+        hist[i + 1] = expf(dt * A) * hist[i] + dt * b_at(t0 + i) * u_at(t0 + i);
+      }
+    }
+#pragma unroll
+    for (int i = L - 1; i >= 0; --i) {
+      if (i >= steps) continue;  // the same for the whole block
+      const int64_t t = t0 + i;
+      const float u = u_at(t), raw = dt_raw(t), dt = softplus(raw), bn = b_at(t), cn = c_at(t);
+      const float z = channel ? to_f32(Z[t * a.ldz + c]) : 0.f, dout = channel ? g.dy[t * g.lddy + c] : 0.f;
+      const float hcur = hist[i + 1], hprev = hist[i];
+      const float y = warp_sum<NS>(cn * hcur) + D * u;  // before the gate
+      const float dyy = dout * silu(z);
+      const float dh = carry + dyy * cn, decay = expf(dt * A);
+      s_c[i][threadIdx.x] = dyy * hcur;
+      s_b[i][threadIdx.x] = dh * dt * u;
+      const float du = warp_sum<NS>(dh * dt * bn) + D * dyy;
+      const float ddelta = warp_sum<NS>(dh * (bn * u + hprev * decay * A));
+      if (channel && n == 0) {
+        g.dz[t * g.lddz + c] = dout * y * dsilu(z);
+        g.du[t * g.lddu + c] = du;
+        g.ddt[t * g.ldddt + c] = ddelta * dsoftplus(raw);
+      }
+      carry = decay * dh;
+    }
+    __syncthreads();
+    // This block's share of dB and dC for the chunk's steps: a sum over its channels, in order.
+    for (int j = threadIdx.x; j < L * NS; j += kThreads) {
+      const int i = j / NS, nn = j % NS;
+      if (i >= steps || nn >= N) continue;
+      float sb = 0.f, sc = 0.f;
+      for (int q = 0; q < CH; ++q) {
+        sb += s_b[i][q * NS + nn];
+        sc += s_c[i][q * NS + nn];
+      }
+      const int64_t at = ((t0 + i) * blocks + blockIdx.x) * N + nn;
+      part_b[at] = sb;
+      part_c[at] = sc;
+    }
+    __syncthreads();
+  }
+  if (live && g.dstate) g.dstate[c * N + n] = carry;
+}
+
+// dB[t, n] and dC[t, n]: the blocks' partials added in block order.
+__global__ void scan_back_reduce_kernel(const float* __restrict__ part_b, const float* __restrict__ part_c, int64_t blocks, int N,
+                                        ScanGrads g) {
+  const int64_t t = blockIdx.x;
+  const int n = threadIdx.x;
+  if (n >= N) return;
+  float sb = 0.f, sc = 0.f;
+  for (int64_t q = 0; q < blocks; ++q) {
+    sb += part_b[(t * blocks + q) * N + n];
+    sc += part_c[(t * blocks + q) * N + n];
+  }
+  g.db[t * g.lddb + n] = sb;
+  g.dc[t * g.lddc + n] = sc;
+}
+
+// Calls f(std::integral_constant<int, NS>) for the lanes per channel that fit d_state.
+template <typename F>
+void by_state(int64_t d_state, const char* what, F&& f) {
+  if (d_state <= 4) f(std::integral_constant<int, 4>{});
+  else if (d_state <= 8) f(std::integral_constant<int, 8>{});
+  else if (d_state <= 16) f(std::integral_constant<int, 16>{});
+  else if (d_state <= limits::kMaxDState) f(std::integral_constant<int, limits::kMaxDState>{});
+  else fail("invalid_argument", std::string(what) + " supports d_state up to " + std::to_string(limits::kMaxDState) + ", not " + std::to_string(d_state));
+}
+
+// The backward's workspace: checkpoints, then the two partial sums.
+struct BackLayout {
+  int64_t blocks, ckpt, part;  // floats
+};
+BackLayout back_layout(int64_t t_len, int64_t d_inner, int64_t d_state) {
+  BackLayout l{};
+  by_state(d_state, "the CUDA selective scan's backward", [&](auto ns) {
+    constexpr int NS = decltype(ns)::value;
+    l.blocks = blocks_for(d_inner, channels_per_block<NS>());
+  });
+  l.ckpt = (t_len + kBackChunk - 1) / kBackChunk * d_inner * d_state;
+  l.part = t_len * l.blocks * d_state;
+  return l;
+}
+
 template <typename TI, typename TO>
 void launch(const ScanArgs& a, float* state, cudaStream_t s) {
-  auto go = [&](auto ns) {
+  by_state(a.d_state, "the CUDA selective scan", [&](auto ns) {
     constexpr int NS = decltype(ns)::value;
     constexpr int CH = channels_per_block<NS>();
     scan_kernel<TI, TO, NS><<<blocks_for(a.d_inner, CH), CH * NS, 0, s>>>(a, state);
-  };
-  if (a.d_state <= 4) go(std::integral_constant<int, 4>{});
-  else if (a.d_state <= 8) go(std::integral_constant<int, 8>{});
-  else if (a.d_state <= 16) go(std::integral_constant<int, 16>{});
-  else if (a.d_state <= limits::kMaxDState) go(std::integral_constant<int, limits::kMaxDState>{});
-  else fail("invalid_argument", "the CUDA selective scan supports d_state up to " + std::to_string(limits::kMaxDState) + ", not " + std::to_string(a.d_state));
+  });
 }
 
 void run(const ScanArgs& a, float* state, cudaStream_t s) {
@@ -154,6 +287,26 @@ void selective_scan(const ScanArgs& args, float* state, cudaStream_t stream) {
   JAMBA_CUDA_LAUNCHED("selective_scan");
 }
 
+size_t selective_scan_back_workspace(int64_t t_len, int64_t d_inner, int64_t d_state) {
+  const BackLayout l = back_layout(t_len, d_inner, d_state);
+  return size_t(l.ckpt + 2 * l.part) * sizeof(float);
+}
+
+void selective_scan_back(const ScanArgs& a, const float* state0, const ScanGrads& g, void* workspace, cudaStream_t stream) {
+  if (a.t_len == 0) return;
+  const BackLayout l = back_layout(a.t_len, a.d_inner, a.d_state);
+  float* ckpt = static_cast<float*>(workspace);
+  float* part_b = ckpt + l.ckpt;
+  float* part_c = part_b + l.part;
+  by_state(a.d_state, "the CUDA selective scan's backward", [&](auto ns) {
+    constexpr int NS = decltype(ns)::value;
+    if (a.in_type == DType::BF16) scan_back_kernel<bf16, NS><<<unsigned(l.blocks), back_threads<NS>(), 0, stream>>>(a, state0, g, ckpt, part_b, part_c);
+    else scan_back_kernel<float, NS><<<unsigned(l.blocks), back_threads<NS>(), 0, stream>>>(a, state0, g, ckpt, part_b, part_c);
+  });
+  scan_back_reduce_kernel<<<unsigned(a.t_len), 32, 0, stream>>>(part_b, part_c, l.blocks, int(a.d_state), g);
+  JAMBA_CUDA_LAUNCHED("selective_scan_back");
+}
+
 void mamba_decode_step(const MambaDecodeArgs& a, float* state_pool, const int32_t* slot, int64_t batch, cudaStream_t stream) {
   if (batch == 0) return;
   const size_t smem = size_t(a.dt_rank + 2 * a.d_state) * sizeof(float);
@@ -165,15 +318,9 @@ void mamba_decode_step(const MambaDecodeArgs& a, float* state_pool, const int32_
     const dim3 grid(blocks_for(a.d_inner, CH), unsigned(batch));
     decode_step_kernel<T, NS><<<grid, CH * NS, smem, stream>>>(a, state_pool, slot);
   };
-  auto by_state = [&](auto tag) {
-    if (a.d_state <= 4) go(tag, std::integral_constant<int, 4>{});
-    else if (a.d_state <= 8) go(tag, std::integral_constant<int, 8>{});
-    else if (a.d_state <= 16) go(tag, std::integral_constant<int, 16>{});
-    else if (a.d_state <= limits::kMaxDState) go(tag, std::integral_constant<int, limits::kMaxDState>{});
-    else fail("invalid_argument", "mamba_decode_step supports d_state up to " + std::to_string(limits::kMaxDState) + ", not " + std::to_string(a.d_state));
-  };
-  if (a.type == DType::BF16) by_state(Tag<bf16>{});
-  else by_state(Tag<float>{});
+  auto by_type = [&](auto tag) { by_state(a.d_state, "mamba_decode_step", [&](auto ns) { go(tag, ns); }); };
+  if (a.type == DType::BF16) by_type(Tag<bf16>{});
+  else by_type(Tag<float>{});
   JAMBA_CUDA_LAUNCHED("mamba_decode_step");
 }
 

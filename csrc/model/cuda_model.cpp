@@ -14,14 +14,13 @@
 #include "../core/error.h"
 #include "../cuda/check.h"
 #include "../cuda/kernels.h"
+#include "cuda_pass.h"
 
 namespace jamba {
 
 using DT = cuda::DType;
 
 namespace {
-
-using cuda::check;
 
 cudaStream_t S(void* s) { return static_cast<cudaStream_t>(s); }
 
@@ -44,38 +43,6 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
 }
 
 // ---------------------------------------------------------------- state pools
-
-// Slot operations (zeroing, snapshot copies) run on their own stream, so that creating, resetting,
-// saving or restoring one sequence never waits for a forward pass of others; a pass first waits
-// for this stream, so it always sees the slots as those operations left them.
-struct CudaJambaModel::Pools {
-  cudaStream_t stream = nullptr;
-  ~Pools() {
-    if (stream) cudaStreamDestroy(stream);
-  }
-  ModelDims dims;
-  std::vector<bool> attention;
-  int64_t slots = 0, context = 0;
-  std::vector<DeviceBuffer> conv, ssm, k, v;  // per layer (empty where the layer has none)
-  std::mutex mu;
-  std::vector<int32_t> free;
-
-  int64_t conv_size() const { return dims.d_inner * (dims.d_conv - 1); }
-  int64_t ssm_size() const { return dims.d_inner * dims.d_state; }
-  int64_t kv_width() const { return dims.kv_heads * dims.head_dim; }
-
-  void zero(int32_t slot) {
-    for (size_t i = 0; i < attention.size(); ++i) {
-      if (attention[i]) continue;
-      check(cudaMemsetAsync(conv[i].as<float>() + slot * conv_size(), 0, size_t(conv_size()) * 4, stream), "cudaMemsetAsync");
-      check(cudaMemsetAsync(ssm[i].as<float>() + slot * ssm_size(), 0, size_t(ssm_size()) * 4, stream), "cudaMemsetAsync");
-    }
-  }
-  void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const char* what) {
-    check(cudaMemcpyAsync(dst, src, bytes, kind, stream), what);
-  }
-  void wait(const char* what) { check(cudaStreamSynchronize(stream), what); }
-};
 
 namespace {
 
@@ -121,25 +88,7 @@ class SlotState : public DeviceState {
     }
     p.wait("pull");
   }
-  void push(const SequenceState& host) override {
-    auto& p = *pools_;
-    const int64_t pos = host.position(), kvw = p.kv_width();
-    if (pos > p.context) fail("invalid_argument", "the state holds " + std::to_string(pos) + " positions, more than this model's context length " + std::to_string(p.context));
-    for (size_t i = 0; i < p.attention.size(); ++i) {
-      const LayerState& l = host.layer(i);
-      if (!p.attention[i]) {
-        p.copy(p.conv[i].as<float>() + slot_ * p.conv_size(), l.conv.data(), size_t(p.conv_size()) * 4, cudaMemcpyHostToDevice, "push conv");
-        p.copy(p.ssm[i].as<float>() + slot_ * p.ssm_size(), l.ssm.data(), size_t(p.ssm_size()) * 4, cudaMemcpyHostToDevice, "push ssm");
-        continue;
-      }
-      const size_t off = size_t(slot_) * size_t(p.context * kvw);
-      const std::vector<uint16_t> kb = to_bf16_bits(l.k), vb = to_bf16_bits(l.v);
-      p.copy(p.k[i].as<uint16_t>() + off, kb.data(), kb.size() * 2, cudaMemcpyHostToDevice, "push keys");
-      p.copy(p.v[i].as<uint16_t>() + off, vb.data(), vb.size() * 2, cudaMemcpyHostToDevice, "push values");
-      p.wait("push");  // the staging vectors must outlive their copies
-    }
-    p.wait("push");
-  }
+  void push(const SequenceState& host) override { pools_->push(slot_, host); }
 
  private:
   std::shared_ptr<CudaJambaModel::Pools> pools_;
@@ -312,13 +261,21 @@ CudaJambaModel::CudaJambaModel(const ModelPlan& plan, std::function<void(uint64_
     layers_.push_back(std::move(l));
   }
   // The state pools: every sequence slot, preallocated.
-  pools_ = std::make_shared<Pools>();
-  Pools& p = *pools_;
+  pools_ = make_pools(plan.max_sequences, plan.context_length);
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (is_attention_[i]) bytes_["kv cache (bf16)"] += pools_->k[i].bytes + pools_->v[i].bytes;
+    else bytes_["mamba states (f32)"] += pools_->conv[i].bytes + pools_->ssm[i].bytes;
+  for (int32_t i = int32_t(plan.max_sequences) - 1; i >= 0; --i) pools_->free.push_back(i);
+}
+
+std::shared_ptr<CudaJambaModel::Pools> CudaJambaModel::make_pools(int64_t slots, int64_t context) const {
+  auto pools = std::make_shared<Pools>();
+  Pools& p = *pools;
   check(cudaStreamCreateWithFlags(&p.stream, cudaStreamNonBlocking), "cudaStreamCreate");
   p.dims = dims_;
   p.attention = is_attention_;
-  p.slots = plan.max_sequences;
-  p.context = plan.context_length;
+  p.slots = slots;
+  p.context = context;
   p.conv.resize(layers_.size());
   p.ssm.resize(layers_.size());
   p.k.resize(layers_.size());
@@ -327,14 +284,12 @@ CudaJambaModel::CudaJambaModel(const ModelPlan& plan, std::function<void(uint64_
     if (is_attention_[i]) {
       p.k[i] = DeviceBuffer(size_t(p.slots * p.context * p.kv_width()) * 2);
       p.v[i] = DeviceBuffer(size_t(p.slots * p.context * p.kv_width()) * 2);
-      bytes_["kv cache (bf16)"] += 2 * p.k[i].bytes;
     } else {
       p.conv[i] = DeviceBuffer(size_t(p.slots * p.conv_size()) * 4);
       p.ssm[i] = DeviceBuffer(size_t(p.slots * p.ssm_size()) * 4);
-      bytes_["mamba states (f32)"] += p.conv[i].bytes + p.ssm[i].bytes;
     }
   }
-  for (int32_t i = int32_t(p.slots) - 1; i >= 0; --i) p.free.push_back(i);
+  return pools;
 }
 
 CudaJambaModel::~CudaJambaModel() {
@@ -377,81 +332,6 @@ std::vector<float> CudaJambaModel::embed(const std::vector<int32_t>& ids) const 
 }
 
 // ---------------------------------------------------------------- forward
-
-// Device buffers of one pass, carved from the model's arena.
-namespace {
-
-// The per-op profile of one uncaptured pass (ForwardRequest::profile): an event after each op,
-// the time between consecutive events charged to the op that ended there, summed by name.
-class OpTimer {
- public:
-  explicit OpTimer(cudaStream_t s) : s_(s) { mark(nullptr); }
-  ~OpTimer() {
-    for (cudaEvent_t e : events_) cudaEventDestroy(e);
-  }
-  OpTimer(const OpTimer&) = delete;
-  OpTimer& operator=(const OpTimer&) = delete;
-
-  void mark(const char* op) {
-    cudaEvent_t e = nullptr;
-    check(cudaEventCreate(&e), "cudaEventCreate");
-    events_.push_back(e);
-    ops_.push_back(op);
-    check(cudaEventRecord(e, s_), "cudaEventRecord");
-  }
-
-  // After the stream has synchronised: ms per op, in the order each first ran.
-  std::vector<std::pair<std::string, double>> totals() const {
-    std::vector<std::pair<std::string, double>> out;
-    for (size_t i = 1; i < events_.size(); ++i) {
-      float ms = 0.f;
-      check(cudaEventElapsedTime(&ms, events_[i - 1], events_[i]), "cudaEventElapsedTime");
-      auto it = std::find_if(out.begin(), out.end(), [&](const auto& p) { return p.first == ops_[i]; });
-      if (it == out.end()) out.emplace_back(ops_[i], ms);
-      else it->second += ms;
-    }
-    return out;
-  }
-
- private:
-  cudaStream_t s_;
-  std::vector<cudaEvent_t> events_;
-  std::vector<const char*> ops_;
-};
-
-}  // namespace
-
-struct CudaJambaModel::Workspace {
-  int64_t T = 0, S = 0, longest = 0;
-  bool decode = false;                  // every sequence adds exactly one row
-  std::vector<int64_t> offsets;         // host: row offsets per sequence (S + 1)
-  std::vector<int32_t> slot, past;      // host copies
-  int32_t *d_slot, *d_past, *d_tokoff, *d_off_all, *d_off_rows;
-  float* h;                             // [T, H] residual stream
-  void *x, *delta;                      // [T, H] bf16
-  bool has_delta = false;
-  void *xz, *xc, *pn, *dt, *y;          // Mamba
-  float* p;
-  void *qkv, *att;                      // attention
-  void* attn_ws;
-  float *router, *weight, *row_weight;  // MoE
-  int32_t *idx, *counts, *expert_off, *active, *row_of, *token_of_row;
-  Rows all{};                           // every row of the pass, one matrix
-  void *xg, *gu, *act, *ey;
-  OpTimer* timer = nullptr;             // with ForwardRequest::profile
-  std::map<std::string, std::vector<float>>* trace = nullptr;  // with ForwardRequest::capture
-  // With a trace: a copy of `count` float32 values at `p` under `name` (the stream orders it).
-  void keep(const std::string& name, const float* p, int64_t count, cudaStream_t s) const {
-    if (!trace) return;
-    std::vector<float>& v = (*trace)[name];
-    v.resize(size_t(count));
-    check(cudaMemcpyAsync(v.data(), p, size_t(count) * 4, cudaMemcpyDeviceToHost, s), "trace");
-  }
-  // Ends an op family's span: with a timer, the time since the last mark is charged to `op`.
-  void mark(const char* op) const {
-    if (timer) timer->mark(op);
-  }
-};
 
 // Every layer, as kernels on the model's stream; an abort is honoured between layers (not while
 // a decode step is being captured as a graph: a step is short, and the caller checked before).
@@ -504,10 +384,16 @@ void CudaJambaModel::gemm_silu_gate(const void* a, int64_t lda, const Mat& m, co
   cuda::silu_gate(gu, 2 * I, DT::BF16, r.rows, I, act, I, S(stream_));
 }
 
+void CudaJambaModel::gemm_dx(const void* dy, int64_t lddy, const Mat& m, const Rows& r, const float* row_scale, float* dx, int64_t lddx,
+                             bool accumulate) const {
+  const cuda::GroupedWeights w{m.w.p, m.int8 ? m.scale.as<float>() : nullptr, m.int8, m.n, m.k};
+  cuda::grouped_gemm_dx(dy, lddy, w, r.offsets, r.experts, r.rows, row_scale, dx, lddx, accumulate, S(stream_));
+}
+
 void CudaJambaModel::mamba(const Layer& l, size_t li, Workspace& ws) const {
   const int64_t T = ws.T, Di = dims_.d_inner, N = dims_.d_state, R = dims_.dt_rank, P = R + 2 * N, K = dims_.d_conv;
   cudaStream_t s = S(stream_);
-  Pools& pl = *pools_;
+  Pools& pl = *ws.pools;
   gemm(ws.x, dims_.hidden, l.in_proj, ws.all, nullptr, ws.xz, 2 * Di, false);
   ws.mark("mamba in_proj");
   const float* cb = l.conv_b.p ? l.conv_b.as<float>() : nullptr;
@@ -580,7 +466,7 @@ void CudaJambaModel::mamba(const Layer& l, size_t li, Workspace& ws) const {
 void CudaJambaModel::attention(const Layer& l, size_t li, Workspace& ws) const {
   const int64_t hd = dims_.head_dim, qw = dims_.heads * hd, kvw = dims_.kv_heads * hd, W = qw + 2 * kvw;
   cudaStream_t s = S(stream_);
-  Pools& pl = *pools_;
+  Pools& pl = *ws.pools;
   gemm(ws.x, dims_.hidden, l.qkv, ws.all, nullptr, ws.qkv, W, false);
   ws.mark("attention q|k|v");
   cuda::append_kv(ws.qkv, W, DT::BF16, qw, qw + kvw, ws.longest, int(kvw), pl.k[li].p, pl.v[li].p, pl.context * kvw, ws.d_slot,
@@ -647,11 +533,51 @@ void CudaJambaModel::feed_forward(const Layer& l, size_t li, Workspace& ws) cons
   ws.has_delta = false;  // added straight into the residual stream
 }
 
+// The buffers of a pass over ws.T rows in ws.S sequences, each asked of `want` (pointer, bytes);
+// the feed-forward's are sized for `ffn_rows` tokens at a time (ws.T, or a training pass's chunk).
+void CudaJambaModel::carve(Workspace& ws, int64_t ffn_rows, const std::function<void(void**, size_t)>& want) const {
+  const int64_t T = ws.T, H = dims_.hidden, Di = dims_.d_inner, N = dims_.d_state, P = dims_.dt_rank + 2 * N;
+  const int64_t W = (dims_.heads + 2 * dims_.kv_heads) * dims_.head_dim, qw = dims_.heads * dims_.head_dim;
+  const int64_t E = dims_.experts, R = ffn_rows * std::max<int64_t>(dims_.top_k, 1), Imax = max_inner();
+  want(reinterpret_cast<void**>(&ws.h), size_t(T * H) * 4);
+  want(&ws.x, size_t(T * H) * 2);
+  want(&ws.delta, size_t(T * H) * 2);
+  want(&ws.xz, size_t(T * 2 * Di) * 2);
+  want(&ws.xc, size_t(T * Di) * 2);
+  want(reinterpret_cast<void**>(&ws.p), size_t(T * P) * 4);
+  want(&ws.pn, size_t(T * P) * 2);
+  want(&ws.dt, size_t(T * Di) * 2);
+  want(&ws.y, size_t(T * Di) * 2);
+  want(&ws.qkv, size_t(T * W) * 2);
+  want(&ws.att, size_t(T * qw) * 2);
+  want(&ws.attn_ws, cuda::decode_attention_workspace(ws.S, int(dims_.heads), int(dims_.head_dim)));
+  want(reinterpret_cast<void**>(&ws.router), size_t(ffn_rows * std::max<int64_t>(E, 1)) * 4);
+  want(reinterpret_cast<void**>(&ws.weight), size_t(R) * 4);
+  want(reinterpret_cast<void**>(&ws.row_weight), size_t(R) * 4);
+  want(reinterpret_cast<void**>(&ws.idx), size_t(R) * 4);
+  want(reinterpret_cast<void**>(&ws.counts), size_t(std::max<int64_t>(E, 1)) * 4);
+  want(reinterpret_cast<void**>(&ws.expert_off), size_t(std::max<int64_t>(E, 1) + 1) * 4);
+  want(reinterpret_cast<void**>(&ws.active), size_t(std::max<int64_t>(E, 1)) * 4);
+  want(reinterpret_cast<void**>(&ws.row_of), size_t(R) * 4);
+  want(reinterpret_cast<void**>(&ws.token_of_row), size_t(R) * 4);
+  want(&ws.xg, size_t(R * H) * 2);
+  want(&ws.gu, size_t(R * 2 * Imax) * 2);
+  want(&ws.act, size_t(R * Imax) * 2);
+  want(&ws.ey, size_t(R * H) * 2);
+}
+
+int64_t CudaJambaModel::max_inner() const {
+  int64_t inner = std::max<int64_t>(dims_.intermediate, 1);
+  for (const Layer& l : layers_) inner = std::max(inner, l.gate_up.n / 2);
+  return inner;
+}
+
 ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   std::lock_guard<std::mutex> lk(mu_);
   const int64_t H = dims_.hidden, V = dims_.vocab;
   if (!req.embeds.empty() && req.embeds.size() != req.states.size()) fail("invalid_argument", "embeds: one entry per sequence");
   Workspace ws;
+  ws.pools = pools_.get();
   ws.S = int64_t(req.states.size());
   ws.offsets.push_back(0);
   std::vector<int64_t> erows;
@@ -681,12 +607,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   if (req.abort.size() == req.states.size() && !req.abort.empty() &&
       std::all_of(req.abort.begin(), req.abort.end(), [](const int32_t* f) { return f && __atomic_load_n(f, __ATOMIC_RELAXED) != 0; }))
     fail("aborted", "the operation was aborted");
-  const int64_t T = ws.T, Di = dims_.d_inner, N = dims_.d_state, P = dims_.dt_rank + 2 * N;
-  const int64_t W = (dims_.heads + 2 * dims_.kv_heads) * dims_.head_dim, qw = dims_.heads * dims_.head_dim;
-  const int64_t E = dims_.experts, K = dims_.top_k, I = std::max<int64_t>(dims_.intermediate, 1);
-  int64_t Imax = I;
-  for (const Layer& l : layers_) Imax = std::max(Imax, l.gate_up.n / 2);
-  const int64_t R = T * std::max<int64_t>(K, 1);
+  const int64_t T = ws.T;
   const int64_t rows_out = req.logits == ForwardRequest::Logits::All ? T : req.logits == ForwardRequest::Logits::Last ? ws.S : 0;
 
   // One arena for the pass: sizes first, then the carving.
@@ -724,31 +645,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   want(&d_sample_args, size_t(ws.S) * sizeof(cuda::SampleArgs));
   want(&d_sampled, size_t(ws.S) * 4);
   want(&d_sample_ws, cuda::sample_workspace(ws.S));
-  want(reinterpret_cast<void**>(&ws.h), size_t(T * H) * 4);
-  want(&ws.x, size_t(T * H) * 2);
-  want(&ws.delta, size_t(T * H) * 2);
-  want(&ws.xz, size_t(T * 2 * Di) * 2);
-  want(&ws.xc, size_t(T * Di) * 2);
-  want(reinterpret_cast<void**>(&ws.p), size_t(T * P) * 4);
-  want(&ws.pn, size_t(T * P) * 2);
-  want(&ws.dt, size_t(T * Di) * 2);
-  want(&ws.y, size_t(T * Di) * 2);
-  want(&ws.qkv, size_t(T * W) * 2);
-  want(&ws.att, size_t(T * qw) * 2);
-  want(&ws.attn_ws, cuda::decode_attention_workspace(ws.S, int(dims_.heads), int(dims_.head_dim)));
-  want(reinterpret_cast<void**>(&ws.router), size_t(T * std::max<int64_t>(E, 1)) * 4);
-  want(reinterpret_cast<void**>(&ws.weight), size_t(R) * 4);
-  want(reinterpret_cast<void**>(&ws.row_weight), size_t(R) * 4);
-  want(reinterpret_cast<void**>(&ws.idx), size_t(R) * 4);
-  want(reinterpret_cast<void**>(&ws.counts), size_t(std::max<int64_t>(E, 1)) * 4);
-  want(reinterpret_cast<void**>(&ws.expert_off), size_t(std::max<int64_t>(E, 1) + 1) * 4);
-  want(reinterpret_cast<void**>(&ws.active), size_t(std::max<int64_t>(E, 1)) * 4);
-  want(reinterpret_cast<void**>(&ws.row_of), size_t(R) * 4);
-  want(reinterpret_cast<void**>(&ws.token_of_row), size_t(R) * 4);
-  want(&ws.xg, size_t(R * H) * 2);
-  want(&ws.gu, size_t(R * 2 * Imax) * 2);
-  want(&ws.act, size_t(R * Imax) * 2);
-  want(&ws.ey, size_t(R * H) * 2);
+  carve(ws, T, want);
   want(&xf, size_t(T * H) * 4);
   want(&xsel, size_t(std::max<int64_t>(rows_out, 1) * H) * 4);
   want(&xb, size_t(std::max<int64_t>(rows_out, 1) * H) * 2);

@@ -40,6 +40,8 @@ class CudaJambaModel : public Executor {
   std::map<std::string, size_t> bytes_by_dtype() const override;
   const ModelDims& dims() const override { return dims_; }
   const char* device() const override { return "cuda"; }
+  // Training through the frozen model (grad_request.h; cuda_grad.cpp).
+  std::unique_ptr<GradTape> forward_for_grad(const GradRequest& req) const override;
 
   // Projection weights: [n, k] bf16, or int8 with a float32 scale per row; E of them stacked for experts.
   struct Mat {
@@ -59,6 +61,11 @@ class CudaJambaModel : public Executor {
     Mat router, gate_up, down;                                                // MLP or experts
   };
   struct Workspace;
+  friend class CudaGradTape;
+
+  std::shared_ptr<Pools> make_pools(int64_t slots, int64_t context) const;
+  void carve(Workspace& ws, int64_t ffn_rows, const std::function<void(void**, size_t)>& want) const;
+  int64_t max_inner() const;  // the widest MLP or expert
 
   void layers(Workspace& ws, const ForwardRequest& req, bool capturing) const;
   void mamba(const Layer& l, size_t li, Workspace& ws) const;
@@ -82,6 +89,9 @@ class CudaJambaModel : public Executor {
   // act = silu(gate) · up of a merged gate|up matrix, fused into the skinny product; `gu` is the
   // scratch the tiled path writes the product to first.
   void gemm_silu_gate(const void* a, int64_t lda, const Mat& m, const Rows& r, void* gu, void* act) const;
+  // dx (+)= dy · W over the same rows (the input gradient of gemm; tensor-core tiles always).
+  void gemm_dx(const void* dy, int64_t lddy, const Mat& m, const Rows& r, const float* row_scale, float* dx, int64_t lddx,
+               bool accumulate) const;
 
   ModelDims dims_;
   std::vector<Layer> layers_;

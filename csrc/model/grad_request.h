@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "config.h"
 #include "sequence_state.h"
 
 namespace jamba {
@@ -59,5 +60,15 @@ class GradTape {
   // With GradRequest::routing: per layer (empty for a dense one), per example, rows × top-k expert ids.
   std::vector<std::vector<std::vector<int32_t>>> routing;
 };
+
+// A request's batch, checked against the model (every backend's first step): the examples' row
+// offsets in the batch and every target as one list, its row counted in the batch.
+struct GradBatch {
+  std::vector<int64_t> offsets{0};
+  std::vector<int32_t> target_rows, target_ids;
+  std::vector<float> target_weights;
+  std::vector<size_t> target_example;
+};
+GradBatch check_grad_request(const GradRequest& req, const ModelDims& dims, size_t layers);
 
 }  // namespace jamba

@@ -327,15 +327,16 @@ Napi::Object CudaOps(Napi::Env env) {
                           {"rowWeight", js(o.env, rw.get<float>(size_t(T * K)))}});
   }));
 
-  // groupedGemm({ a, rows, k, w, experts, n, int8, offsets, rowScale?, outDtype, skinny?, siluGate? }) → { out, ms }:
+  // groupedGemm({ a, rows, k, w, experts, n, int8, offsets, rowScale?, outDtype, skinny?, siluGate?, dx? }) → { out, ms }:
   // a and w are rounded to bf16 here; with int8, w is quantized on the device first. `skinny`
   // runs the weight-streaming kernel (its active-expert list made here from the offsets), with
-  // `siluGate` its fused gate (out is then [rows, n / 2]).
+  // `siluGate` its fused gate (out is then [rows, n / 2]). `dx` runs the input gradient instead:
+  // a is then dY [rows, n] and out = dY · W_e, float32 [rows, k].
   ops.Set("groupedGemm", op(env, "groupedGemm", [](const Opts& o) -> Napi::Value {
     const int64_t M = o.i("rows"), K = o.i("k"), E = o.i("experts"), N = o.i("n");
-    const bool int8 = o.has("int8") && o.get("int8").ToBoolean();
-    const DType ot = o.has("outDtype") && o.get("outDtype").ToString().Utf8Value() == "bf16" ? DType::BF16 : DType::F32;
-    auto a = upload(o.f32("a", size_t(M * K)), DType::BF16);
+    const bool int8 = o.has("int8") && o.get("int8").ToBoolean(), dx = o.has("dx") && o.get("dx").ToBoolean();
+    const DType ot = !dx && o.has("outDtype") && o.get("outDtype").ToString().Utf8Value() == "bf16" ? DType::BF16 : DType::F32;
+    auto a = upload(o.f32("a", size_t(M * (dx ? N : K))), DType::BF16);
     auto wb = upload(o.f32("w", size_t(E * N * K)), DType::BF16);
     std::unique_ptr<Dev> q, scale;
     if (int8) {
@@ -347,7 +348,7 @@ Napi::Object CudaOps(Napi::Env env) {
     std::unique_ptr<Dev> rs;
     if (o.has("rowScale")) rs = std::make_unique<Dev>(o.f32("rowScale", size_t(M)).data(), size_t(M) * 4);
     const bool skinny = o.has("skinny") && o.get("skinny").ToBoolean(), gate = skinny && o.has("siluGate") && o.get("siluGate").ToBoolean();
-    const int64_t NO = gate ? N / 2 : N;
+    const int64_t NO = dx ? K : gate ? N / 2 : N;
     Dev out(size_t(M * NO) * (ot == DType::BF16 ? 2 : 4));
     poison(out);
     cuda::GroupedWeights gw{int8 ? q->p : wb->p, int8 ? scale->as<float>() : nullptr, int8, N, K};
@@ -360,7 +361,9 @@ Napi::Object CudaOps(Napi::Env env) {
     act.resize(size_t(E), -1);
     Dev active(act.data(), act.size() * 4);
     const double ms = timed(o.repeat(), [&] {
-      if (skinny)
+      if (dx)
+        cuda::grouped_gemm_dx(a->p, N, gw, offsets.as<int32_t>(), int(E), M, rs ? rs->as<float>() : nullptr, out.as<float>(), K, false, nullptr);
+      else if (skinny)
         cuda::skinny_gemm(a->p, K, gw, offsets.as<int32_t>(), active.as<int32_t>(), int(E), M, most, rs ? rs->as<float>() : nullptr, gate,
                           out.p, NO, ot, nullptr);
       else

@@ -215,6 +215,39 @@ export const checks: GpuCheck[] = [
     },
   },
   {
+    // The backward's product: dX = dY · W_e per expert group, the weights read along their
+    // columns and transposed as they are staged; int8 scales go onto dY's tile (one bf16
+    // rounding more than the forward, hence the bf16 tolerance there). Shapes: the element path
+    // (odd n, k), partial tiles, a Mamba dt_rank-like narrow output, many experts with empty ones.
+    name: 'grouped GEMM input gradient (dY·W, training): bf16 and ExpertsInt8 weights, routing weight fused',
+    run(cuda, cpu) {
+      const shapes: Array<[number, number, number[]]> = [[33, 7, [3, 0, 5]], [40, 24, [70, 1]], [256, 160, [0, 64, 65]], [96, 200, [2, 0, 0, 9, 1]]];
+      for (const int8 of [false, true])
+        for (const [n, k, counts] of shapes) {
+          const E = counts.length, M = counts.reduce((x, y) => x + y, 0);
+          const r = rng(n * 7 + k + M + (int8 ? 1 : 0));
+          const dy = bf16(rand(r, M * n)), w = bf16(rand(r, E * n * k, 1 / Math.sqrt(n))), rs = rand(r, M, 0.5, 0.5);
+          const offsets = Int32Array.from([0, ...counts.map((_, i) => counts.slice(0, i + 1).reduce((x, y) => x + y, 0))]);
+          // The weights as the device holds them: bf16, or the CPU quantizer's int8 rows times their scales.
+          let wq = w;
+          if (int8) {
+            const q = cpu.quantizeInt8(w, E * n, k);
+            wq = Float32Array.from(q.q, (v, i) => v * q.scale[Math.floor(i / k)]!);
+          }
+          const want = new Float32Array(M * k);
+          for (let e = 0; e < E; e++)
+            for (let i = offsets[e]!; i < offsets[e + 1]!; i++)
+              for (let c = 0; c < k; c++) {
+                let acc = 0;
+                for (let j = 0; j < n; j++) acc += dy[i * n + j]! * wq[(e * n + j) * k + c]!;
+                want[i * k + c] = acc * rs[i]!;
+              }
+          const got = cuda.groupedGemm({ a: dy, rows: M, k, w, experts: E, n, int8, offsets, rowScale: rs, dx: true });
+          expectClose(`${int8 ? 'int8' : 'bf16'} n${n} k${k} rows ${counts.join('/')}`, got.out, want, int8 ? TOL.bf16 : 1e-4);
+        }
+    },
+  },
+  {
     name: 'skinny GEMM (decode weight stream): bf16 and ExpertsInt8, active experts only, SiLU gate fused, a row alike alone or batched',
     run(cuda, cpu) {
       // [n, k, rows per expert]: odd k (element path), k not a multiple of 16 (int8 element path),

@@ -102,3 +102,14 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return Math.sqrt(num) / Math.sqrt(den);
 }
+
+/** The parts one after another, in float64 (gradients of several segments or layers as one vector). */
+export function concatF64(parts: ArrayLike<number>[]): Float64Array {
+  const out = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(Array.from(p), o);
+    o += p.length;
+  }
+  return out;
+}
