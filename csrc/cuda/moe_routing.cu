@@ -1,10 +1,13 @@
-// MoE routing and data movement on the device. Routing is one launch of one block (decode
-// routes 1-16 tokens, where launches, not work, cost the time): a warp per token computes the
-// softmax of its router logits and picks the top k by k warp-wide argmax rounds (ties go to the
-// lower expert index, as on the CPU), counting rows per expert in shared memory; one thread turns
-// the counts into group offsets and the list of active experts; then every (token, slot) gets its
-// row in the grouped order. Nothing is copied to the host: the expert GEMM reads the offsets on
-// the device. The backward's pieces follow: the SwiGLU gate's, each row's routing-weight
+// MoE routing and data movement on the device. Up to 256 tokens (decode routes 1-16, where
+// launches, not work, cost the time), routing is one launch of one block: a warp per token
+// computes the softmax of its router logits and picks the top k by k warp-wide argmax rounds (ties
+// go to the lower expert index, as on the CPU), counting rows per expert in shared memory; one
+// thread turns the counts into group offsets and the list of active experts; then every (token,
+// slot) gets its row in the grouped order. Above 256 tokens (prefill, training) one block would
+// route them serially, so the same steps run as three launches: a warp per token over many blocks
+// (counts in global memory), one thread for the offsets, and a block per expert that ranks its
+// slots in slot order. Nothing is copied to the host: the expert GEMM reads the offsets on the
+// device. The backward's pieces follow: the SwiGLU gate's, each row's routing-weight
 // gradient, and the router softmax's over every expert (Jamba routes by the softmax of all
 // experts' logits, unrenormalised, so every logit gets a gradient).
 #include <climits>
@@ -18,6 +21,7 @@ namespace {
 
 using limits::kMaxExperts;
 constexpr int kRouteThreads = 1024;
+constexpr int64_t kOneBlockTokens = 256;  // above: the multi-block path
 
 // The max of a row of E logits and Σ exp(logit − max), over the calling warp (every lane gets both):
 // the router softmax, as routing and its backward take it.
@@ -66,6 +70,20 @@ __device__ void route_token(const float* __restrict__ lg, int E, int k, int lane
   }
 }
 
+// From rows per expert: the group offsets (E + 1 entries, an exclusive scan) and the experts with
+// rows in ascending order, then −1 up to E entries. One thread.
+__device__ void group_experts(const int32_t* count, int E, int32_t* start, int32_t* list) {
+  int32_t run = 0, n = 0;
+  for (int e = 0; e < E; ++e) {
+    const int32_t c = count[e];
+    if (c) list[n++] = e;
+    start[e] = run;
+    run += c;
+  }
+  start[E] = run;
+  for (int e = n; e < E; ++e) list[e] = -1;
+}
+
 __global__ void __launch_bounds__(kRouteThreads) route_kernel(
     const float* __restrict__ logits, int64_t tokens, int E, int k, int32_t* __restrict__ idx, float* __restrict__ weight,
     int32_t* __restrict__ counts, int32_t* __restrict__ offsets, int32_t* __restrict__ active, int32_t* __restrict__ row_of,
@@ -79,17 +97,7 @@ __global__ void __launch_bounds__(kRouteThreads) route_kernel(
   for (int64_t t = threadIdx.x / 32; t < tokens; t += blockDim.x / 32)
     route_token(logits + t * E, E, k, lane, idx + t * k, weight + t * k, count);
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int32_t run = 0, n = 0;
-    for (int e = 0; e < E; ++e) {
-      const int32_t c = count[e];
-      if (c) list[n++] = e;
-      start[e] = run;
-      run += c;
-    }
-    start[E] = run;
-    for (int e = n; e < E; ++e) list[e] = -1;
-  }
+  if (threadIdx.x == 0) group_experts(count, E, start, list);
   __syncthreads();
   for (int e = threadIdx.x; e <= E; e += blockDim.x) offsets[e] = start[e];
   for (int e = threadIdx.x; e < E; e += blockDim.x) {
@@ -106,6 +114,50 @@ __global__ void __launch_bounds__(kRouteThreads) route_kernel(
     row_of[i] = row;
     token_of_row[row] = int32_t(i / k);
     row_weight[row] = weight[i];
+  }
+}
+
+// The multi-block path. 1: a warp per token, its picks counted in global memory.
+__global__ void route_tokens_kernel(const float* __restrict__ logits, int64_t tokens, int E, int k, int32_t* __restrict__ idx,
+                                    float* __restrict__ weight, int32_t* counts) {
+  const int64_t t = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
+  if (t >= tokens) return;  // a whole warp
+  route_token(logits + t * E, E, k, threadIdx.x & 31, idx + t * k, weight + t * k, counts);
+}
+
+// 2: the offsets and the active experts.
+__global__ void group_kernel(const int32_t* __restrict__ counts, int E, int32_t* __restrict__ offsets, int32_t* __restrict__ active) {
+  if (threadIdx.x == 0) group_experts(counts, E, offsets, active);
+}
+
+// 3: a block per expert gives its slots their rows in slot order (a ballot and a scan of warp
+// totals per round of blockDim slots), so the grouped order is the same every run.
+__global__ void __launch_bounds__(kRouteThreads) rank_rows_kernel(const int32_t* __restrict__ idx, const float* __restrict__ weight, int64_t slots,
+                                                                  int k, const int32_t* __restrict__ offsets, int32_t* __restrict__ row_of,
+                                                                  int32_t* __restrict__ token_of_row, float* __restrict__ row_weight) {
+  __shared__ int32_t warp_total[32];
+  const int e = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  if (offsets[e + 1] == offsets[e]) return;  // the whole block
+  int32_t base = offsets[e];
+  for (int64_t c0 = 0; c0 < slots; c0 += blockDim.x) {
+    const int64_t i = c0 + threadIdx.x;
+    const bool mine = i < slots && idx[i] == e;
+    const uint32_t ballot = __ballot_sync(0xffffffffu, mine);
+    if (lane == 0) warp_total[warp] = __popc(ballot);
+    __syncthreads();
+    int32_t before = __popc(ballot & ((1u << lane) - 1u)), round = 0;
+    for (int w = 0; w < warps; ++w) {
+      if (w < warp) before += warp_total[w];
+      round += warp_total[w];
+    }
+    if (mine) {
+      const int32_t row = base + before;
+      row_of[i] = row;
+      token_of_row[row] = int32_t(i / k);
+      row_weight[row] = weight[i];
+    }
+    base += round;
+    __syncthreads();  // warp_total is rewritten next round
   }
 }
 
@@ -189,8 +241,15 @@ void moe_route(const float* logits, int64_t tokens, int experts, int k, int32_t*
                cudaStream_t stream) {
   if (experts < 1 || experts > kMaxExperts || k < 1 || k > experts)
     fail("invalid_argument", "moe_route: " + std::to_string(experts) + " experts, top " + std::to_string(k));
-  route_kernel<<<1, kRouteThreads, 0, stream>>>(logits, tokens, experts, k, idx, weight, counts, offsets, active, row_of,
-                                               token_of_row, row_weight);
+  if (tokens <= kOneBlockTokens) {
+    route_kernel<<<1, kRouteThreads, 0, stream>>>(logits, tokens, experts, k, idx, weight, counts, offsets, active, row_of,
+                                                 token_of_row, row_weight);
+  } else {
+    JAMBA_CUDA_CHECK(cudaMemsetAsync(counts, 0, size_t(experts) * sizeof(int32_t), stream));
+    route_tokens_kernel<<<blocks_for(tokens, 8), 256, 0, stream>>>(logits, tokens, experts, k, idx, weight, counts);
+    group_kernel<<<1, 32, 0, stream>>>(counts, experts, offsets, active);
+    rank_rows_kernel<<<unsigned(experts), kRouteThreads, 0, stream>>>(idx, weight, tokens * k, k, offsets, row_of, token_of_row, row_weight);
+  }
   JAMBA_CUDA_LAUNCHED("moe_route");
 }
 

@@ -146,7 +146,8 @@ export const checks: GpuCheck[] = [
   {
     name: 'MoE routing: softmax top-k and grouping by expert on the device',
     run(cuda, cpu) {
-      for (const [T, E, k] of [[1, 4, 2], [37, 16, 2], [300, 16, 1], [65, 8, 3]] as const) {
+      // Up to 256 tokens one block routes; above, the multi-block path (300, 4096).
+      for (const [T, E, k] of [[1, 4, 2], [37, 16, 2], [300, 16, 1], [65, 8, 3], [4096, 16, 2]] as const) {
         const r = rng(T * E + k);
         const logits = rand(r, T * E, 3);
         // Rows with a NaN (all of it, or one logit) or +∞ route as the CPU routes them: experts 0..k-1, NaN weights.
