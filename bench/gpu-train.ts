@@ -74,6 +74,11 @@ export async function trainRows(): Promise<E2eRow[]> {
       bwd = Math.min(bwd, t2 - t1);
       loss = r.loss / (T - 1);
     }
+    // Where the backward's time goes, op family by op family (an event after each; recomputed
+    // forward ops under their forward names).
+    const profiled = await model.forwardForGrad([example], {});
+    const profile = (await profiled.tape.backward({ profile: true })).profile ?? [];
+    profiled.tape.dispose();
     const step = fwd + bwd;
     rows.push({ kernel: 'training: prefill (reference)', shape, value: `${(prefill * 1000).toFixed(0)} ms, ${(T / prefill).toFixed(0)} tok/s`, ratio: '', target: '' });
     rows.push({ kernel: 'training: forwardForGrad (keeps a residual row per layer; loss and head gradient)', shape, value: `${(fwd * 1000).toFixed(0)} ms`,
@@ -82,6 +87,9 @@ export async function trainRows(): Promise<E2eRow[]> {
       ratio: `${(bwd / prefill).toFixed(2)}× prefill`, target: '' });
     rows.push({ kernel: 'training: a step per token (forward + recompute + backward)', shape, value: `${((step / T) * 1e6).toFixed(0)} µs/token, mean loss ${loss.toFixed(3)}`,
       ratio: `${(step / prefill).toFixed(2)}× the prefill's`, target: '≤ 3× (issue 18, on 2 CPU cores)' });
+    const total = profile.reduce((a, p) => a + p.ms, 0);
+    for (const p of [...profile].sort((a, b) => b.ms - a.ms))
+      rows.push({ kernel: `training backward, op: ${p.op}`, shape: '8 layers', value: `${p.ms.toFixed(1)} ms`, ratio: `${((100 * p.ms) / total).toFixed(0)}% of the backward`, target: '' });
     // All 32 layers: the whole model's weights, and this tape plus 24 more layers' checkpoints (T × hidden float32 each).
     const weights = weightBytes(layout.tensors);
     const tape32 = tapeBytes + (full.numHiddenLayers - L) * T * cfg.hiddenSize * 4;

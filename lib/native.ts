@@ -122,8 +122,10 @@ export interface NativeGradExample {
 }
 
 export interface NativeGradTape {
-  backward(options: { dHidden?: Array<Float32Array | undefined>; initialState?: boolean; abort?: Int32Array | undefined }):
-    Promise<{ rows: Float32Array[]; initial?: Array<Array<{ conv: Float32Array; ssm: Float32Array; k: Float32Array; v: Float32Array }>> }>;
+  /** `profile`: ms per op family of the backward, where the backend times it (CUDA; the GPU bench reads it). */
+  backward(options: { dHidden?: Array<Float32Array | undefined>; initialState?: boolean; profile?: boolean; abort?: Int32Array | undefined }):
+    Promise<{ rows: Float32Array[]; initial?: Array<Array<{ conv: Float32Array; ssm: Float32Array; k: Float32Array; v: Float32Array }>>;
+      profile?: Array<{ op: string; ms: number }> }>;
   dispose(): void;
 }
 

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -360,6 +361,9 @@ GradResult CudaGradTape::backward(const BackwardRequest& req) {
     if (!req.d_hidden[e].empty() && int64_t(req.d_hidden[e].size()) != (offsets[e + 1] - offsets[e]) * H)
       fail("invalid_argument", "cotangents[" + std::to_string(e) + "] must be its rows × hidden floats");
   cudaStream_t s = stream();
+  // With a profile, an event after each op family (the recomputed forward ops keep their names).
+  std::optional<OpTimer> timer;
+  if (req.profile) ws.timer = &timer.emplace(s);
   // The gradient at what the tape returned: the loss's, plus the caller's cotangents.
   if (std::any_of(req.d_hidden.begin(), req.d_hidden.end(), [](const std::vector<float>& c) { return !c.empty(); })) {
     check(cudaMemsetAsync(dx, 0, size_t(T * H) * 4, s), "cudaMemsetAsync");
@@ -369,6 +373,7 @@ GradResult CudaGradTape::backward(const BackwardRequest& req) {
   }
   if (early_exit) copy(dh, d_final, size_t(T * H) * 4, cudaMemcpyDeviceToDevice);
   else cuda::rmsnorm_back(ws.h, H, T, H, m_.final_norm_.as<float>(), d.eps, d_final, H, dh, H, false, s);
+  ws.mark("backward: RMSNorm");
 
   if (req.initial_state) {
     d_conv.resize(m_.layers_.size());
@@ -382,6 +387,7 @@ GradResult CudaGradTape::backward(const BackwardRequest& req) {
     const float* hin = ckpt + int64_t(li) * T * H;
     // The layer again, from its input row: the mixer's activations, its output, the FFN's input.
     cuda::rmsnorm_residual(const_cast<float*>(hin), H, nullptr, 0, DT::BF16, T, H, l.input_norm.as<float>(), d.eps, ws.x, H, DT::BF16, s);
+    ws.mark("residual add + norm");
     if (l.attention) {
       m_.attention(l, li, ws);
     } else {
@@ -390,6 +396,7 @@ GradResult CudaGradTape::backward(const BackwardRequest& req) {
     }
     copy(hmid, hin, size_t(T * H) * 4, cudaMemcpyDeviceToDevice);
     cuda::rmsnorm_residual(hmid, H, ws.delta, H, DT::BF16, T, H, l.ff_norm.as<float>(), d.eps, ws.x, H, DT::BF16, s);
+    ws.mark("residual add + norm");
     // Feed-forward, then its norm; the residual passes dh through.
     for (int64_t t0 = 0; t0 < T; t0 += kFfnChunk) {
       CudaJambaModel::Workspace c = ffn_chunk(t0);
@@ -397,11 +404,13 @@ GradResult CudaGradTape::backward(const BackwardRequest& req) {
     }
     copy(dmid, dh, size_t(T * H) * 4, cudaMemcpyDeviceToDevice);
     cuda::rmsnorm_back(hmid, H, T, H, l.ff_norm.as<float>(), d.eps, dx, H, dmid, H, true, s);
+    ws.mark("backward: RMSNorm");
     // The mixer, then its norm.
     if (l.attention) attention_back(l, li, dmid, dx, req.initial_state);
     else mamba_back(l, li, dmid, dx, req.initial_state);
     copy(dh, dmid, size_t(T * H) * 4, cudaMemcpyDeviceToDevice);
     cuda::rmsnorm_back(hin, H, T, H, l.input_norm.as<float>(), d.eps, dx, H, dh, H, true, s);
+    ws.mark("backward: RMSNorm");
   }
 
   GradResult res;
@@ -427,6 +436,8 @@ GradResult CudaGradTape::backward(const BackwardRequest& req) {
       }
   }
   check(cudaStreamSynchronize(s), "backward");
+  if (timer) res.profile = timer->totals();
+  ws.timer = nullptr;
   res.d_rows.resize(E);
   for (size_t e = 0; e < E; ++e) res.d_rows[e].assign(rows.begin() + offsets[e] * H, rows.begin() + offsets[e + 1] * H);
   arena = Arena();  // the tape's memory goes now, not with the tape
@@ -442,9 +453,12 @@ void CudaGradTape::ffn_back(const Layer& l, CudaJambaModel::Workspace& c, const 
   bf16(dy, T * H, gbf);
   if (!l.moe) {
     m_.gemm(c.x, H, l.gate_up, c.all, nullptr, c.gu, 2 * I, false);
+    c.mark("dense MLP gate|up");
     m_.gemm_dx(gbf, H, l.down, c.all, nullptr, dact, I, false);
+    c.mark("backward: dense MLP down dX");
     cuda::silu_gate_back(c.gu, 2 * I, dact, I, T, I, dgu, 2 * I, s);
     m_.gemm_dx(dgu, 2 * I, l.gate_up, c.all, nullptr, dxo, H, false);
+    c.mark("backward: dense MLP gate|up dX");
     return;
   }
   const int E = int(d.experts), k = int(d.top_k);
@@ -457,16 +471,20 @@ void CudaGradTape::ffn_back(const Layer& l, CudaJambaModel::Workspace& c, const 
   m_.gemm(c.xg, H, l.gate_up, grouped, nullptr, c.gu, 2 * I, false);
   cuda::silu_gate(c.gu, 2 * I, DT::BF16, R, I, c.act, I, s);
   m_.gemm(c.act, I, l.down, grouped, nullptr, eo, H, true);  // before the routing weight
+  c.mark("experts (recompute)");
   // Through the experts: each row's dy, weighted.
   cuda::gather_rows(gbf, H, DT::BF16, c.token_of_row, R, H, dyg, H, s);
   cuda::routing_weight_grad(dy, eo, c.token_of_row, R, H, dweight, s);
   m_.gemm_dx(dyg, H, l.down, grouped, c.row_weight, dact, I, false);
+  c.mark("backward: experts down dX");
   cuda::silu_gate_back(c.gu, 2 * I, dact, I, R, I, dgu, 2 * I, s);
   m_.gemm_dx(dgu, 2 * I, l.gate_up, grouped, nullptr, dxg, H, false);
+  c.mark("backward: experts gate|up dX");
   cuda::moe_combine(dxg, DT::F32, H, c.row_of, T, k, dxo, false, s);
   // Through the router's softmax over every expert.
   cuda::router_back(c.router, c.idx, c.row_of, dweight, T, E, k, dlogit, s);
   m_.gemm_dx(dlogit, E, l.router, c.all, nullptr, dxo, H, true);
+  c.mark("backward: MoE combine + router");
 }
 
 void CudaGradTape::mamba_back(const Layer& l, size_t li, const float* dy, float* dxo, bool want_state) {
@@ -485,6 +503,7 @@ void CudaGradTape::mamba_back(const Layer& l, size_t li, const float* dy, float*
   float* dyo = dxz;
   bf16(dy, T * H, gbf);
   m_.gemm_dx(gbf, H, l.out_proj, ws.all, nullptr, dyo, 2 * Di, false);
+  ws.mark("backward: mamba out_proj dX");
   for (int64_t e = 0; e < E; ++e) {
     const int64_t o = offsets[size_t(e)], n = offsets[size_t(e + 1)] - o;
     cuda::ScanArgs a{};
@@ -506,22 +525,27 @@ void CudaGradTape::mamba_back(const Layer& l, size_t li, const float* dy, float*
     g.dstate = want_state ? d_ssm[li].as<float>() + e * ss : nullptr;
     cuda::selective_scan_back(a, init_ssm[li].as<float>() + e * ss, g, scan_ws, s);
   }
+  ws.mark("backward: mamba scan");
   // Through dt_proj and Jamba's dt/B/C norms, back to x_proj's input.
   bf16(ddt, T * Di, gbf);
   m_.gemm_dx(gbf, Di, l.dt_proj, ws.all, nullptr, ddtn, R, false);
   cuda::rmsnorm_back(ws.p, P, T, R, l.dt_norm.as<float>(), d.eps, ddtn, R, dp, P, false, s);
   cuda::rmsnorm_back(ws.p + R, P, T, N, l.b_norm.as<float>(), d.eps, dbc, 2 * N, dp + R, P, false, s);
   cuda::rmsnorm_back(ws.p + R + N, P, T, N, l.c_norm.as<float>(), d.eps, dbc + N, 2 * N, dp + R + N, P, false, s);
+  ws.mark("backward: mamba dt_proj dX + dt/B/C norms");
   bf16(dp, T * P, gbf);
   m_.gemm_dx(gbf, P, l.x_proj, ws.all, nullptr, du, Di, true);
+  ws.mark("backward: mamba x_proj dX");
   const float* cb = l.conv_b.p ? l.conv_b.as<float>() : nullptr;
   for (int64_t e = 0; e < E; ++e) {
     const int64_t o = offsets[size_t(e)], n = offsets[size_t(e + 1)] - o;
     cuda::causal_conv1d_silu_back(xz + o * 2 * Di, 2 * Di, DT::BF16, n, Di, l.conv_w.as<float>(), int(K), cb, init_conv[li].as<float>() + e * cs,
                                   du + o * Di, Di, dxz + o * 2 * Di, 2 * Di, want_state ? d_conv[li].as<float>() + e * cs : nullptr, s);
   }
+  ws.mark("backward: mamba conv");
   bf16(dxz, T * 2 * Di, gbf);
   m_.gemm_dx(gbf, 2 * Di, l.in_proj, ws.all, nullptr, dxo, H, false);
+  ws.mark("backward: mamba in_proj dX");
 }
 
 void CudaGradTape::attention_back(const Layer& l, size_t li, const float* dy, float* dxo, bool want_state) {
@@ -533,6 +557,7 @@ void CudaGradTape::attention_back(const Layer& l, size_t li, const float* dy, fl
   DeviceBuffer dk(kv_total * size_t(kvw) * 4), dv(kv_total * size_t(kvw) * 4);
   bf16(dy, T * H, gbf);
   m_.gemm_dx(gbf, H, l.o, ws.all, nullptr, dO, qw, false);
+  ws.mark("backward: attention o dX");
   for (int64_t e = 0; e < E; ++e) {
     const int64_t o = offsets[size_t(e)], n = offsets[size_t(e + 1)] - o, pe = past[size_t(e)];
     const size_t pool_at = size_t(e) * size_t(pools->context * kvw);
@@ -556,8 +581,10 @@ void CudaGradTape::attention_back(const Layer& l, size_t li, const float* dy, fl
     check(cudaMemcpy2DAsync(dqkv + o * W + qw + kvw, size_t(W) * 4, dve + pe * kvw, size_t(kvw) * 4, size_t(kvw) * 4, size_t(n),
                             cudaMemcpyDeviceToDevice, s), "cudaMemcpy2DAsync");
   }
+  ws.mark("backward: attention");
   bf16(dqkv, T * W, gbf);
   m_.gemm_dx(gbf, W, l.qkv, ws.all, nullptr, dxo, H, false);
+  ws.mark("backward: attention q|k|v dX");
   if (want_state) {
     d_k[li] = std::move(dk);
     d_v[li] = std::move(dv);

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "config.h"
@@ -38,12 +40,14 @@ struct GradRequest {
 struct GradResult {
   std::vector<std::vector<float>> d_rows;
   std::vector<std::vector<LayerState>> d_initial;
+  std::vector<std::pair<std::string, double>> profile;  // with BackwardRequest::profile: ms per op family
 };
 
 struct BackwardRequest {
   // Per example (or empty): a cotangent on the returned hidden states, added to the loss's gradient.
   std::vector<std::vector<float>> d_hidden;
   bool initial_state = false;
+  bool profile = false;            // time the backward op by op (a backend that can says where it went)
   const int32_t* abort = nullptr;
 };
 

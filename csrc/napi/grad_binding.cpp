@@ -116,6 +116,7 @@ class BackwardWorker : public PromiseWorker {
       }
       out.Set("initial", ex);
     }
+    if (!res_.profile.empty()) out.Set("profile", profile_to_js(env, res_.profile));
     deferred_.Resolve(out);
   }
 
@@ -140,8 +141,8 @@ NativeGradTape::NativeGradTape(const Napi::CallbackInfo& info) : Napi::ObjectWra
   model_ = src->second;
 }
 
-// backward({ dHidden?: (Float32Array | undefined)[], initialState?: boolean, abort?: Int32Array })
-//   → Promise<{ rows: Float32Array[], initial?: { conv, ssm, k, v }[][] }>
+// backward({ dHidden?: (Float32Array | undefined)[], initialState?: boolean, profile?: boolean, abort?: Int32Array })
+//   → Promise<{ rows: Float32Array[], initial?: { conv, ssm, k, v }[][], profile?: { op, ms }[] }>
 Napi::Value NativeGradTape::Backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!tape_) return reject_with(env, "disposed", "the tape has been used or disposed: a tape runs backward once");
@@ -150,6 +151,7 @@ Napi::Value NativeGradTape::Backward(const Napi::CallbackInfo& info) {
   try {
     Napi::Object opts = info.Length() > 0 && info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
     w->req.initial_state = opts.Has("initialState") && opts.Get("initialState").ToBoolean();
+    w->req.profile = opts.Has("profile") && opts.Get("profile").ToBoolean();
     w->req.abort = abort_flag(opts, w->keep);
     if (opts.Has("dHidden") && !opts.Get("dHidden").IsUndefined()) {
       if (!opts.Get("dHidden").IsArray()) throw make_error(env, "invalid_argument", "options.dHidden must be an array");
@@ -209,8 +211,11 @@ Napi::Value forward_for_grad(const Napi::CallbackInfo& info, const std::shared_p
         if (!s->state_) throw make_error(env, "disposed", where + ".initial has been disposed");
         if (s->owner_ != model.get()) throw make_error(env, "invalid_argument", where + ".initial belongs to another model");
         if (s->busy()->load()) throw make_error(env, "busy", where + ".initial is in a pending forward pass");
-        // A copy, taken now: the sequence stays free to run while the pass reads its state.
-        std::shared_ptr<SequenceState> copy = model->new_state();
+        // A host copy, taken now: the sequence stays free to run while the pass reads its state,
+        // and no device slot is held for it (a CUDA model's slots are its maxSequences).
+        std::vector<bool> attention(s->state_->num_layers());
+        for (size_t l = 0; l < attention.size(); ++l) attention[l] = s->state_->is_attention(l);
+        std::shared_ptr<SequenceState> copy = std::make_shared<SequenceState>(s->state_->dims(), attention);
         s->state_->pull();
         for (size_t l = 0; l < copy->num_layers(); ++l) copy->layer(l) = s->state_->layer(l);
         copy->set_position(s->state_->position());

@@ -120,4 +120,15 @@ ModelPlan parse_plan(const Napi::Object& plan) {
   return p;
 }
 
+Napi::Array profile_to_js(Napi::Env env, const std::vector<std::pair<std::string, double>>& profile) {
+  Napi::Array out = Napi::Array::New(env, profile.size());
+  for (size_t i = 0; i < profile.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("op", profile[i].first);
+    o.Set("ms", profile[i].second);
+    out.Set(uint32_t(i), o);
+  }
+  return out;
+}
+
 }  // namespace jamba::napi

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../core/error.h"
@@ -17,5 +18,7 @@ Napi::Value reject_with(Napi::Env env, const std::string& kind, const std::strin
 DType parse_dtype(const Napi::Env& env, const std::string& s);
 int64_t get_int(const Napi::Object& o, const char* key);
 ModelPlan parse_plan(const Napi::Object& plan);
+// An op-by-op profile (ms per op family, in order) as [{ op, ms }].
+Napi::Array profile_to_js(Napi::Env env, const std::vector<std::pair<std::string, double>>& profile);
 
 }  // namespace jamba::napi

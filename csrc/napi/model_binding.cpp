@@ -211,16 +211,7 @@ class ForwardWorker : public PromiseWorker {
       std::memcpy(a.Data(), result_.sampled.data(), result_.sampled.size() * 4);
       out.Set("sampled", a);
     }
-    if (req.profile) {
-      Napi::Array prof = Napi::Array::New(env, result_.profile.size());
-      for (size_t i = 0; i < result_.profile.size(); ++i) {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("op", result_.profile[i].first);
-        o.Set("ms", result_.profile[i].second);
-        prof.Set(uint32_t(i), o);
-      }
-      out.Set("profile", prof);
-    }
+    if (req.profile) out.Set("profile", profile_to_js(env, result_.profile));
     if (req.capture) {
       Napi::Object cap = Napi::Object::New(env);
       for (auto& [k, v] : result_.captured) cap.Set(k, to_js(v));

@@ -128,6 +128,24 @@ export function trainChecksOn(device: Device): ModelCheck[] {
       },
     },
     {
+      // The tape copies an initial state to the host and keeps its own pools: training from a
+      // snapshot needs no free sequence slot of the model.
+      name: `training on ${device}: from a snapshot while every sequence slot of the model is in use`,
+      async run() {
+        const model = await loadModel(TINY_RANDOM, { device, maxSequences: 1 });
+        try {
+          const seq = model.createSequence();
+          await seq.evaluate([BOS, 5, 6, 7], { logits: 'none' });
+          const ex: GradExample = { segments: [{ ids: [8, 9, 10] }], targets: 'next', initialState: seq.snapshot() };
+          const { loss } = await model.valueAndGrad([ex]);
+          if (!Number.isFinite(loss)) throw new Error(`loss ${loss}`);
+          seq.dispose();
+        } finally {
+          await model.dispose();
+        }
+      },
+    },
+    {
       name: `training on ${device}: an example batched with others equals it alone, bit for bit`,
       async run() {
         const model = await loadModel(TINY_RANDOM, { device });
