@@ -76,6 +76,17 @@ inline unsigned blocks_for(int64_t n, int per_block) { return unsigned((n + per_
 // A type carried as a value, for dispatching runtime dtypes to template instances.
 template <typename T> struct Tag { using type = T; };
 
+// 8 bf16 values (one 16-byte load) as float32.
+__device__ __forceinline__ void bf16x8_to_f32(const uint4& v, float* f) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 x = __bfloat1622float2(p[i]);
+    f[2 * i] = x.x;
+    f[2 * i + 1] = x.y;
+  }
+}
+
 // One bf16 tensor-core product, D = A·B + D for an m16n8k16 tile in registers (float32 accumulators).
 __device__ __forceinline__ void mma_bf16(float* c, const uint32_t* a, const uint32_t* b) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"

@@ -34,15 +34,7 @@ constexpr int kThreads = 128, kWarps = kThreads / 32;
 // 16 bytes of weights as float32: 8 bf16 values, or 16 int8 values.
 template <bool Int8> constexpr int kChunk = Int8 ? 16 : 8;
 
-__device__ __forceinline__ void widen(const uint4& v, float* f, std::false_type /* bf16 */) {
-  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 x = __bfloat1622float2(p[i]);
-    f[2 * i] = x.x;
-    f[2 * i + 1] = x.y;
-  }
-}
+__device__ __forceinline__ void widen(const uint4& v, float* f, std::false_type /* bf16 */) { bf16x8_to_f32(v, f); }
 
 __device__ __forceinline__ void widen(const uint4& v, float* f, std::true_type /* int8 */) {
   const uint32_t* w = reinterpret_cast<const uint32_t*>(&v);

@@ -14,6 +14,9 @@
 // shuffles within a channel's lanes; sums over channels (dB, dC) go through shared memory to one
 // partial per block and step, added up in block order by a second kernel (no atomics: the same
 // bits every run).
+#include <algorithm>
+#include <type_traits>
+
 #include "common.cuh"
 #include "kernels.h"
 
@@ -82,55 +85,99 @@ __global__ void __launch_bounds__(channels_per_block<NS>() * NS) scan_kernel(Sca
   if (live) *st = h;
 }
 
-// The decode step fused (MambaDecodeArgs): a block owns CH channels of one sequence, NS lanes per
-// channel as in scan_kernel. The block normalises the sequence's x_proj row into shared memory
-// (one warp per segment); each channel's lanes then take its dt_proj dot product over dt_rank,
-// and update the channel's states.
+// The decode step fused (MambaDecodeArgs): a block owns CH channels, NS lanes per channel as in
+// scan_kernel, for kDecodeSequences sequences of the batch (grid y), kDecodeGroup at a time, so
+// that its dt_proj rows come from L2 once per block and from L1 after (review §3, "Mamba decode
+// step batched": a block per sequence read them batch times; one block for the whole batch would
+// chain every sequence's latency). For each group the block normalises the sequences'
+// x_proj rows into shared memory (a warp per segment), every lane issues its states, u and z loads
+// for the group before any dot product, then each channel's lanes take the dt_proj dot product
+// (16-byte loads of bf16 rows when dt_rank allows) and update the channel's states. A sequence's
+// arithmetic is the same whatever else is in the batch.
+constexpr int kDecodeGroup = 2;      // sequences whose loads are in flight together (registers)
+constexpr int kDecodeSequences = 4;  // sequences per block
+
 template <typename T, int NS>
-__global__ void __launch_bounds__(channels_per_block<NS>() * NS) decode_step_kernel(MambaDecodeArgs a, float* __restrict__ pool,
-                                                                                   const int32_t* __restrict__ slot) {
+__global__ void __launch_bounds__(channels_per_block<NS>() * NS, 2) decode_step_kernel(MambaDecodeArgs a, float* __restrict__ pool,
+                                                                                   const int32_t* __restrict__ slot, int64_t batch,
+                                                                                   int per_group) {
   constexpr int CH = channels_per_block<NS>();
-  extern __shared__ float row[];  // dt_rank + 2 d_state: the normalised [dt | B | C]
-  __shared__ float inv[3];
-  const int R = int(a.dt_rank), N = int(a.d_state);
-  const int64_t s = blockIdx.y;
-  const float* pr = a.p + s * a.ldp;
-  for (int i = threadIdx.x; i < R + 2 * N; i += blockDim.x) row[i] = pr[i];
-  __syncthreads();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  if (warp < 3) {
-    const int from = warp == 0 ? 0 : warp == 1 ? R : R + N, len = warp == 0 ? R : N;
-    float ss = 0.f;
-    for (int i = lane; i < len; i += 32) ss += row[from + i] * row[from + i];
-    ss = warp_sum(ss);
-    if (lane == 0) inv[warp] = rsqrtf(ss / float(len) + a.eps);
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < R + 2 * N; i += blockDim.x) {
-    const float* w = i < R ? a.dt_norm + i : i < R + N ? a.b_norm + (i - R) : a.c_norm + (i - R - N);
-    row[i] *= inv[i < R ? 0 : i < R + N ? 1 : 2] * *w;
-  }
-  __syncthreads();
+  constexpr int G = kDecodeGroup;  // per_group ≤ G
+  extern __shared__ float rows[];  // G × (dt_rank + 2 d_state): the normalised [dt | B | C] of each sequence
+  __shared__ float inv[G][3];
+  const int R = int(a.dt_rank), N = int(a.d_state), P = R + 2 * N;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, warps = blockDim.x / 32;
   const int ch = threadIdx.x / NS, n = threadIdx.x % NS;
   const int64_t c = int64_t(blockIdx.x) * CH + ch;
-  const bool channel = c < a.d_inner;
-  // dt_proj row c · dt, split across the channel's lanes.
+  const bool channel = c < a.d_inner, live = channel && n < N;
+  // What does not depend on the sequence, loaded once.
   const T* W = static_cast<const T*>(a.dt_proj) + (channel ? c : 0) * R;
-  float dot = 0.f;
-  if (channel)
-    for (int r = n; r < R; r += NS) dot += row[r] * to_f32(W[r]);
-  dot = warp_sum<NS>(dot);
-  // Every lane stays to the last shuffle (a warp may hold channels past d_inner).
-  const bool live = channel && n < N;
-  const float dt = channel ? softplus(dot + a.dt_bias[c]) : 0.f;
-  const float u = channel ? to_f32(static_cast<const T*>(a.u)[s * a.ldu + c]) : 0.f;
-  float* st = pool + int64_t(slot[s]) * a.d_inner * N + c * N + n;
-  float h = live ? *st : 0.f;
-  if (live) h = expf(dt * a.a[c * N + n]) * h + dt * row[R + n] * u;
-  const float y = warp_sum<NS>(live ? h * row[R + N + n] : 0.f);
-  if (live) *st = h;
-  if (channel && n == 0)
-    static_cast<T*>(a.y)[s * a.ldy + c] = from_f32<T>((y + a.d_skip[c] * u) * silu(to_f32(static_cast<const T*>(a.z)[s * a.ldz + c])));
+  const float A = live ? a.a[c * N + n] : 0.f, bias = channel ? a.dt_bias[c] : 0.f, D = channel ? a.d_skip[c] : 0.f;
+  bool vec = false;
+  if constexpr (std::is_same_v<T, bf16>) vec = R % 8 == 0;  // rows of 16-byte chunks (cudaMalloc'd, so aligned)
+
+  const int64_t first = int64_t(blockIdx.y) * kDecodeSequences, last = min(batch, first + kDecodeSequences);
+  for (int64_t s0 = first; s0 < last; s0 += per_group) {
+    const int group = last - s0 < per_group ? int(last - s0) : per_group;
+    __syncthreads();  // the previous group is done with `rows`
+    for (int i = threadIdx.x; i < group * P; i += blockDim.x) rows[i] = a.p[(s0 + i / P) * a.ldp + i % P];
+    // This group's per-sequence loads, in flight while the rows are normalised.
+    float h[G], u[G], z[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const int64_t q = s0 + g;
+      const bool seq = g < group;
+      h[g] = live && seq ? pool[int64_t(slot[q]) * a.d_inner * N + c * N + n] : 0.f;
+      u[g] = channel && seq ? to_f32(static_cast<const T*>(a.u)[q * a.ldu + c]) : 0.f;
+      z[g] = channel && seq && n == 0 ? to_f32(static_cast<const T*>(a.z)[q * a.ldz + c]) : 0.f;
+    }
+    __syncthreads();
+    for (int task = warp; task < 3 * group; task += warps) {
+      const int g = task / 3, seg = task % 3;
+      const int from = seg == 0 ? 0 : seg == 1 ? R : R + N, len = seg == 0 ? R : N;
+      const float* r = rows + g * P + from;
+      float ss = 0.f;
+      for (int i = lane; i < len; i += 32) ss += r[i] * r[i];
+      ss = warp_sum(ss);
+      if (lane == 0) inv[g][seg] = rsqrtf(ss / float(len) + a.eps);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < group * P; i += blockDim.x) {
+      const int g = i / P, j = i % P;
+      const float* w = j < R ? a.dt_norm + j : j < R + N ? a.b_norm + (j - R) : a.c_norm + (j - R - N);
+      rows[i] *= inv[g][j < R ? 0 : j < R + N ? 1 : 2] * *w;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      if (g >= group) break;  // the same for the whole block
+      const int64_t q = s0 + g;
+      const float* row = rows + g * P;
+      // dt_proj row c · dt, split across the channel's lanes (a fixed order for a given dt_rank).
+      float dot = 0.f;
+      if (channel) {
+        if (vec) {
+#pragma unroll 1
+          for (int r = n * 8; r < R; r += NS * 8) {
+            float w8[8];
+            bf16x8_to_f32(*reinterpret_cast<const uint4*>(W + r), w8);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) dot += row[r + j] * w8[j];
+          }
+        } else {
+          for (int r = n; r < R; r += NS) dot += row[r] * to_f32(W[r]);
+        }
+      }
+      dot = warp_sum<NS>(dot);
+      // Every lane stays to the last shuffle (a warp may hold channels past d_inner).
+      const float dt = channel ? softplus(dot + bias) : 0.f;
+      float hg = h[g];
+      if (live) hg = expf(dt * A) * hg + dt * row[R + n] * u[g];
+      const float y = warp_sum<NS>(live ? hg * row[R + N + n] : 0.f);
+      if (live) pool[int64_t(slot[q]) * a.d_inner * N + c * N + n] = hg;
+      if (channel && n == 0) static_cast<T*>(a.y)[q * a.ldy + c] = from_f32<T>((y + D * u[g]) * silu(z[g]));
+    }
+  }
 }
 
 constexpr int kBackChunk = 8;  // steps rebuilt into registers per round of the backward
@@ -309,14 +356,16 @@ void selective_scan_back(const ScanArgs& a, const float* state0, const ScanGrads
 
 void mamba_decode_step(const MambaDecodeArgs& a, float* state_pool, const int32_t* slot, int64_t batch, cudaStream_t stream) {
   if (batch == 0) return;
-  const size_t smem = size_t(a.dt_rank + 2 * a.d_state) * sizeof(float);
-  if (smem > 48 * 1024) fail("invalid_argument", "mamba_decode_step: dt_rank + 2 d_state must be at most 12288");
+  const size_t row = size_t(a.dt_rank + 2 * a.d_state) * sizeof(float);
+  if (row > 48 * 1024) fail("invalid_argument", "mamba_decode_step: dt_rank + 2 d_state must be at most 12288");
+  const int per_group = int(std::min<size_t>(kDecodeGroup, 48 * 1024 / row));
+  const size_t smem = size_t(per_group) * row;
   auto go = [&](auto tag, auto ns) {
     using T = typename decltype(tag)::type;
     constexpr int NS = decltype(ns)::value;
     constexpr int CH = channels_per_block<NS>();
-    const dim3 grid(blocks_for(a.d_inner, CH), unsigned(batch));
-    decode_step_kernel<T, NS><<<grid, CH * NS, smem, stream>>>(a, state_pool, slot);
+    decode_step_kernel<T, NS><<<dim3(blocks_for(a.d_inner, CH), blocks_for(batch, kDecodeSequences)), CH * NS, smem, stream>>>(
+        a, state_pool, slot, batch, per_group);
   };
   auto by_type = [&](auto tag) { by_state(a.d_state, "mamba_decode_step", [&](auto ns) { go(tag, ns); }); };
   if (a.type == DType::BF16) by_type(Tag<bf16>{});

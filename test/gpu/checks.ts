@@ -117,8 +117,10 @@ export const checks: GpuCheck[] = [
   {
     name: "Mamba's fused decode step (dt/B/C norms, dt_proj, state update) over a state pool",
     run(cuda, cpu) {
-      // Odd channel counts leave part of a warp past d_inner; dt_rank not a multiple of the lanes.
-      for (const [B, Di, N, R] of [[3, 136, 16, 8], [5, 67, 8, 13], [1, 64, 4, 5], [2, 96, 32, 24]] as const) {
+      // Odd channel counts leave part of a warp past d_inner; dt_rank not a multiple of the lanes;
+      // batches past a block's 4 sequences (in groups of 2), with dt_rank a multiple of 8 (16-byte
+      // bf16 loads) and Jamba-1.5-Mini's 256.
+      for (const [B, Di, N, R] of [[3, 136, 16, 8], [5, 67, 8, 13], [1, 64, 4, 5], [2, 96, 32, 24], [11, 200, 16, 32], [6, 72, 8, 256]] as const) {
         const P = B + 3, eps = 1e-6;
         const slots = Int32Array.from({ length: B }, (_, i) => (i * 5 + 2) % P);
         for (const dt of DTYPES) {
