@@ -10,7 +10,9 @@
  * GPU's routing. Then: an example batched with others equals it alone, bit for bit.
  */
 import fs from 'node:fs';
-import { GradExample, JambaModel, loadModel } from '../../lib';
+// Not '../../lib': its index loads the server (fastify), which the GPU host's packed modules lack.
+import type { GradExample } from '../../lib/grad';
+import { JambaModel, loadModel } from '../../lib/model';
 import { BOS, gradInputs, referenceInputs, routingOf } from '../helpers/grad-example';
 import { TINY_RANDOM } from '../helpers/paths';
 import { writeRandomCheckpoint } from '../helpers/random-checkpoint';
