@@ -215,7 +215,9 @@ describe('in process', () => {
     const { app, base } = await start({ parallel: 4 });
     try {
       const ac = new AbortController();
-      const running = Array.from({ length: 2 }, () => post(`${base}/v1/completions`, { ...LONG, stream: true }, { signal: ac.signal }).then((r) => r.body?.cancel()));
+      // The streams stay open until the check: a cancelled body ends its generation at the
+      // server's next write, which could free a slot between the two reads below.
+      const running = Array.from({ length: 2 }, () => post(`${base}/v1/completions`, { ...LONG, stream: true }, { signal: ac.signal }));
       const perc = async () => series(await (await fetch(`${base}/metrics`)).text(), 'vllm:kv_cache_usage_perc{model_name="jamba-tiny-shakespeare"}');
       for (let i = 0; (await perc()) < 0.5; i++) {
         expect(i).toBeLessThan(1000);
@@ -223,7 +225,7 @@ describe('in process', () => {
       }
       expect(await perc()).toBe(0.5);  // two of the four generation slots
       ac.abort();
-      await Promise.allSettled(running);
+      await Promise.allSettled(running.map((p) => p.then((r) => r.body?.cancel())));
       for (let i = 0; (await perc()) > 0; i++) {
         expect(i).toBeLessThan(1000);
         await new Promise((r) => setTimeout(r, 5));
