@@ -11,7 +11,7 @@
  */
 import fs from 'node:fs';
 import { native } from '../lib/native';
-import { checks } from '../test/gpu/checks';
+import { checks, groupOffsets } from '../test/gpu/checks';
 import { modelChecks } from '../test/gpu/model-checks';
 import { trainChecks } from '../test/gpu/train-checks';
 import { E2eRow, endToEnd } from './gpu-e2e';
@@ -172,7 +172,7 @@ async function main(): Promise<void> {
     // What a batch of 16 gives the experts' gate|up half: 32 routed rows over 14 of the 16 experts
     // (uniform top-2 routing touches 16·(1 − (14/16)^16) ≈ 14.1), 2 or 3 rows each.
     const counts = [3, 2, 3, 2, 2, 3, 2, 2, 3, 2, 2, 2, 2, 2], E = counts.length, n = 14336, k = 4096;
-    const offsets = Int32Array.from({ length: E + 1 }, (_, i) => counts.slice(0, i).reduce((a, b) => a + b, 0));
+    const offsets = groupOffsets(counts);
     const rowsIn = offsets[E]!;
     const r = cuda.groupedGemm({ a: fill(rowsIn * k), rows: rowsIn, k, w: fill(E * n * k, 0.02), experts: E, n, int8: true, offsets, outDtype: 'bf16', skinny: true, repeat: rep });
     const tbs = (E * n * k) / (r.ms * 1e9);

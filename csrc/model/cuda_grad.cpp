@@ -32,13 +32,7 @@ using DT = cuda::DType;
 
 namespace {
 
-cudaStream_t S(void* s) { return static_cast<cudaStream_t>(s); }
-
 constexpr int64_t kFfnChunk = 512;  // tokens per feed-forward pass in training
-
-void check_flag(const int32_t* flag) {
-  if (flag && __atomic_load_n(flag, __ATOMIC_RELAXED) != 0) fail("aborted", "the operation was aborted");
-}
 
 // Buffers carved from one allocation, 256-byte aligned.
 class Arena {
@@ -76,7 +70,7 @@ class CudaGradTape : public GradTape {
   using Layer = CudaJambaModel::Layer;
   using Rows = CudaJambaModel::Rows;
 
-  cudaStream_t stream() const { return S(m_.stream_); }
+  cudaStream_t stream() const { return as_stream(m_.stream_); }
   void copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) const {
     check(cudaMemcpyAsync(dst, src, bytes, kind, stream()), "cudaMemcpyAsync");
   }
@@ -150,13 +144,10 @@ void CudaGradTape::forward(const GradRequest& req, const GradBatch& batch) {
     kv_total += size_t(past[size_t(e)] + offsets[size_t(e + 1)] - offsets[size_t(e)]);
   }
   pools = m_.make_pools(E, context);
-  for (size_t li = 0; li < m_.layers_.size(); ++li)
-    if (!m_.is_attention_[li]) {
-      check(cudaMemsetAsync(pools->conv[li].p, 0, pools->conv[li].bytes, pools->stream), "cudaMemsetAsync");
-      check(cudaMemsetAsync(pools->ssm[li].p, 0, pools->ssm[li].bytes, pools->stream), "cudaMemsetAsync");
-    }
-  for (int64_t e = 0; e < E; ++e)
+  for (int64_t e = 0; e < E; ++e) {
     if (const auto& init = req.examples[size_t(e)].initial) pools->push(int32_t(e), *init);
+    else pools->zero(int32_t(e));
+  }
   pools->wait("initial states");
   init_conv.resize(m_.layers_.size());
   init_ssm.resize(m_.layers_.size());
@@ -263,7 +254,7 @@ void CudaGradTape::forward(const GradRequest& req, const GradBatch& batch) {
   if (req.routing) routing.resize(layers_run);
   ws.has_delta = false;
   for (size_t li = 0; li < layers_run; ++li) {
-    check_flag(req.abort);
+    check_grad_abort(req.abort);
     const Layer& l = m_.layers_[li];
     cuda::rmsnorm_residual(ws.h, H, ws.has_delta ? ws.delta : nullptr, H, DT::BF16, T, H, l.input_norm.as<float>(), d.eps, ws.x, H, DT::BF16, s);
     copy(ckpt + int64_t(li) * T * H, ws.h, size_t(T * H) * 4, cudaMemcpyDeviceToDevice);
@@ -382,7 +373,7 @@ GradResult CudaGradTape::backward(const BackwardRequest& req) {
     d_v.resize(m_.layers_.size());
   }
   for (size_t li = layers_run; li-- > 0;) {
-    check_flag(req.abort);
+    check_grad_abort(req.abort);
     const Layer& l = m_.layers_[li];
     const float* hin = ckpt + int64_t(li) * T * H;
     // The layer again, from its input row: the mixer's activations, its output, the FFN's input.

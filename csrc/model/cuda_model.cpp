@@ -20,13 +20,6 @@ namespace jamba {
 
 using DT = cuda::DType;
 
-namespace {
-
-cudaStream_t S(void* s) { return static_cast<cudaStream_t>(s); }
-
-
-}  // namespace
-
 DeviceBuffer::DeviceBuffer(size_t n) : bytes(n) { check(cudaMalloc(&p, n ? n : 1), "cudaMalloc"); }
 DeviceBuffer::~DeviceBuffer() {
   if (p) cudaFree(p);
@@ -294,7 +287,7 @@ std::shared_ptr<CudaJambaModel::Pools> CudaJambaModel::make_pools(int64_t slots,
 
 CudaJambaModel::~CudaJambaModel() {
   drop_graphs();
-  if (stream_) cudaStreamDestroy(S(stream_));
+  if (stream_) cudaStreamDestroy(as_stream(stream_));
 }
 
 void CudaJambaModel::drop_graphs() const {
@@ -337,7 +330,7 @@ std::vector<float> CudaJambaModel::embed(const std::vector<int32_t>& ids) const 
 // a decode step is being captured as a graph: a step is short, and the caller checked before).
 void CudaJambaModel::layers(Workspace& ws, const ForwardRequest& req, bool capturing) const {
   const int64_t T = ws.T, H = dims_.hidden;
-  cudaStream_t s = S(stream_);
+  cudaStream_t s = as_stream(stream_);
   for (size_t li = 0; li < layers_.size(); ++li) {
     if (!capturing && req.abort.size() == req.states.size() &&
         std::all_of(req.abort.begin(), req.abort.end(), [](const int32_t* f) { return f && __atomic_load_n(f, __ATOMIC_RELAXED) != 0; }))
@@ -367,32 +360,32 @@ void CudaJambaModel::gemm(const void* a, int64_t lda, const Mat& m, const Rows& 
   const cuda::GroupedWeights w{m.w.p, m.int8 ? m.scale.as<float>() : nullptr, m.int8, m.n, m.k};
   const DT ot = f32_out ? DT::F32 : DT::BF16;
   if (r.skinny)
-    cuda::skinny_gemm(a, lda, w, r.offsets, r.active, r.experts, r.rows, r.group_rows, row_scale, false, out, ldo, ot, S(stream_));
+    cuda::skinny_gemm(a, lda, w, r.offsets, r.active, r.experts, r.rows, r.group_rows, row_scale, false, out, ldo, ot, as_stream(stream_));
   else
-    cuda::grouped_gemm(a, lda, w, r.offsets, r.experts, r.rows, row_scale, out, ldo, ot, S(stream_));
-  if (m.bias.p) cuda::add_bias(out, ldo, ot, r.rows, m.n, m.bias.as<float>(), S(stream_));
+    cuda::grouped_gemm(a, lda, w, r.offsets, r.experts, r.rows, row_scale, out, ldo, ot, as_stream(stream_));
+  if (m.bias.p) cuda::add_bias(out, ldo, ot, r.rows, m.n, m.bias.as<float>(), as_stream(stream_));
 }
 
 void CudaJambaModel::gemm_silu_gate(const void* a, int64_t lda, const Mat& m, const Rows& r, void* gu, void* act) const {
   const int64_t I = m.n / 2;
   if (r.skinny && !m.bias.p) {
     const cuda::GroupedWeights w{m.w.p, m.int8 ? m.scale.as<float>() : nullptr, m.int8, m.n, m.k};
-    cuda::skinny_gemm(a, lda, w, r.offsets, r.active, r.experts, r.rows, r.group_rows, nullptr, true, act, I, DT::BF16, S(stream_));
+    cuda::skinny_gemm(a, lda, w, r.offsets, r.active, r.experts, r.rows, r.group_rows, nullptr, true, act, I, DT::BF16, as_stream(stream_));
     return;
   }
   gemm(a, lda, m, r, nullptr, gu, 2 * I, false);
-  cuda::silu_gate(gu, 2 * I, DT::BF16, r.rows, I, act, I, S(stream_));
+  cuda::silu_gate(gu, 2 * I, DT::BF16, r.rows, I, act, I, as_stream(stream_));
 }
 
 void CudaJambaModel::gemm_dx(const void* dy, int64_t lddy, const Mat& m, const Rows& r, const float* row_scale, float* dx, int64_t lddx,
                              bool accumulate) const {
   const cuda::GroupedWeights w{m.w.p, m.int8 ? m.scale.as<float>() : nullptr, m.int8, m.n, m.k};
-  cuda::grouped_gemm_dx(dy, lddy, w, r.offsets, r.experts, r.rows, row_scale, dx, lddx, accumulate, S(stream_));
+  cuda::grouped_gemm_dx(dy, lddy, w, r.offsets, r.experts, r.rows, row_scale, dx, lddx, accumulate, as_stream(stream_));
 }
 
 void CudaJambaModel::mamba(const Layer& l, size_t li, Workspace& ws) const {
   const int64_t T = ws.T, Di = dims_.d_inner, N = dims_.d_state, R = dims_.dt_rank, P = R + 2 * N, K = dims_.d_conv;
-  cudaStream_t s = S(stream_);
+  cudaStream_t s = as_stream(stream_);
   Pools& pl = *ws.pools;
   gemm(ws.x, dims_.hidden, l.in_proj, ws.all, nullptr, ws.xz, 2 * Di, false);
   ws.mark("mamba in_proj");
@@ -465,7 +458,7 @@ void CudaJambaModel::mamba(const Layer& l, size_t li, Workspace& ws) const {
 
 void CudaJambaModel::attention(const Layer& l, size_t li, Workspace& ws) const {
   const int64_t hd = dims_.head_dim, qw = dims_.heads * hd, kvw = dims_.kv_heads * hd, W = qw + 2 * kvw;
-  cudaStream_t s = S(stream_);
+  cudaStream_t s = as_stream(stream_);
   Pools& pl = *ws.pools;
   gemm(ws.x, dims_.hidden, l.qkv, ws.all, nullptr, ws.qkv, W, false);
   ws.mark("attention q|k|v");
@@ -500,7 +493,7 @@ void CudaJambaModel::attention(const Layer& l, size_t li, Workspace& ws) const {
 
 void CudaJambaModel::feed_forward(const Layer& l, size_t li, Workspace& ws) const {
   const int64_t T = ws.T, H = dims_.hidden, I = l.gate_up.n / 2;
-  cudaStream_t s = S(stream_);
+  cudaStream_t s = as_stream(stream_);
   if (!l.moe) {
     gemm_silu_gate(ws.x, H, l.gate_up, ws.all, ws.gu, ws.act);
     ws.mark("dense MLP gate|up");
@@ -666,7 +659,7 @@ ForwardResult CudaJambaModel::forward(const ForwardRequest& req) const {
   }
 
   ws.all = Rows{1, ws.d_off_all, nullptr, T, T, ws.decode && T <= cuda::kSkinnyRows};
-  cudaStream_t s = S(stream_);
+  cudaStream_t s = as_stream(stream_);
   pools_->wait("slot operations");  // zeroed or restored slots are ready
   auto put = [&](void* dst, const void* src, size_t bytes) { check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "upload"); };
   std::vector<int32_t> tokoff(ws.offsets.begin(), ws.offsets.end()), off_all{0, int32_t(T)}, off_rows{0, int32_t(rows_out)}, last;

@@ -20,6 +20,9 @@ namespace jamba {
 
 using cuda::check;
 
+// The executor keeps its stream as void* (cuda_model.h is plain C++).
+inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
+
 // Slot operations (zeroing, snapshot copies) run on their own stream, so that creating, resetting,
 // saving or restoring one sequence never waits for a forward pass of others; a pass first waits
 // for this stream, so it always sees the slots as those operations left them.

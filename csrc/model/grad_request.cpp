@@ -41,4 +41,8 @@ GradBatch check_grad_request(const GradRequest& req, const ModelDims& dims, size
   return batch;
 }
 
+void check_grad_abort(const int32_t* flag) {
+  if (flag && __atomic_load_n(flag, __ATOMIC_RELAXED) != 0) fail("aborted", "the operation was aborted");
+}
+
 }  // namespace jamba

@@ -74,5 +74,7 @@ struct GradBatch {
   std::vector<size_t> target_example;
 };
 GradBatch check_grad_request(const GradRequest& req, const ModelDims& dims, size_t layers);
+// Throws `aborted` once a request's abort flag is set (checked between layers).
+void check_grad_abort(const int32_t* flag);
 
 }  // namespace jamba

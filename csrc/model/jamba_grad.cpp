@@ -16,14 +16,6 @@
 
 namespace jamba {
 
-namespace {
-
-void check_flag(const int32_t* flag) {
-  if (flag && __atomic_load_n(flag, __ATOMIC_RELAXED) != 0) fail("aborted", "the operation was aborted");
-}
-
-}  // namespace
-
 class CpuGradTape : public GradTape {
  public:
   explicit CpuGradTape(const JambaModel& m) : m_(m) {}
@@ -90,7 +82,7 @@ std::unique_ptr<GradTape> JambaModel::forward_for_grad(const GradRequest& req) c
   tape->early_exit = req.stop_at_layer >= 0;
   if (req.routing) tape->routing.resize(tape->layers_run);
   for (size_t li = 0; li < tape->layers_run; ++li) {
-    check_flag(req.abort);
+    check_grad_abort(req.abort);
     tape->checkpoints.push_back(h);
     const bool route = req.routing && layers_[li].moe;
     std::vector<float> router(route ? size_t(T * dims_.experts) : 0);
@@ -106,7 +98,7 @@ std::unique_ptr<GradTape> JambaModel::forward_for_grad(const GradRequest& req) c
         tape->routing[li].emplace_back(idx.begin() + tape->offsets[e] * k, idx.begin() + tape->offsets[e + 1] * k);
     }
   }
-  check_flag(req.abort);
+  check_grad_abort(req.abort);
   const size_t E = req.examples.size();
   auto per_example = [&](const float* rows, int64_t width) {
     std::vector<std::vector<float>> out(E);
@@ -169,7 +161,7 @@ GradResult CpuGradTape::backward(const BackwardRequest& req) {
   std::vector<float> x1(size_t(T * H)), x2(size_t(T * H)), hmid(size_t(T * H)), dx(size_t(T * H)), dmid(size_t(T * H)),
       scratch;
   for (size_t li = layers_run; li-- > 0;) {
-    check_flag(req.abort);
+    check_grad_abort(req.abort);
     const JambaModel::Layer& l = m_.layers_[li];
     const float* hin = checkpoints[li].data();
     // The layer's intermediates: kept by the forward, or the layer again.

@@ -38,6 +38,13 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return Math.sqrt(num / Math.max(den, 1e-30));
 }
 
+/** Group offsets of rows per group (E + 1 entries, an exclusive scan), as routing makes them. */
+export function groupOffsets(counts: readonly number[]): Int32Array {
+  const out = new Int32Array(counts.length + 1);
+  counts.forEach((c, i) => { out[i + 1] = out[i]! + c; });
+  return out;
+}
+
 function expectClose(what: string, got: ArrayLike<number>, want: ArrayLike<number>, tol: number): void {
   const e = relErr(got, want);
   if (!(e <= tol)) throw new Error(`${what}: relative error ${e.toExponential(2)} > ${tol}`);
@@ -203,7 +210,7 @@ export const checks: GpuCheck[] = [
           const E = counts.length, M = counts.reduce((x, y) => x + y, 0);
           const r = rng(n + k + M + (int8 ? 1 : 0));
           const a = bf16(rand(r, M * k)), w = bf16(rand(r, E * n * k, 1 / Math.sqrt(k))), rs = rand(r, M, 0.5, 0.5);
-          const offsets = Int32Array.from([0, ...counts.map((_, i) => counts.slice(0, i + 1).reduce((x, y) => x + y, 0))]);
+          const offsets = groupOffsets(counts);
           const got = cuda.groupedGemm({ a, rows: M, k, w, experts: E, n, int8, offsets, rowScale: rs });
           const want = new Float32Array(M * n);
           for (let e = 0; e < E; e++) {
@@ -230,7 +237,7 @@ export const checks: GpuCheck[] = [
           const E = counts.length, M = counts.reduce((x, y) => x + y, 0);
           const r = rng(n * 7 + k + M + (int8 ? 1 : 0));
           const dy = bf16(rand(r, M * n)), w = bf16(rand(r, E * n * k, 1 / Math.sqrt(n))), rs = rand(r, M, 0.5, 0.5);
-          const offsets = Int32Array.from([0, ...counts.map((_, i) => counts.slice(0, i + 1).reduce((x, y) => x + y, 0))]);
+          const offsets = groupOffsets(counts);
           // The weights as the device holds them: bf16, or the CPU quantizer's int8 rows times their scales.
           let wq = w;
           if (int8) {
@@ -262,7 +269,7 @@ export const checks: GpuCheck[] = [
           const E = counts.length, M = counts.reduce((x, y) => x + y, 0);
           const r = rng(n * 3 + k + M + (int8 ? 1 : 0));
           const a = bf16(rand(r, M * k)), w = bf16(rand(r, E * n * k, 1 / Math.sqrt(k))), rs = rand(r, M, 0.5, 0.5);
-          const offsets = Int32Array.from([0, ...counts.map((_, i) => counts.slice(0, i + 1).reduce((x, y) => x + y, 0))]);
+          const offsets = groupOffsets(counts);
           const mode = int8 ? 'int8' : 'f32';
           const ref = new Float32Array(M * n);  // unscaled products, per expert from the CPU GEMM
           for (let e = 0; e < E; e++) {
